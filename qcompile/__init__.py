@@ -1,0 +1,49 @@
+"""qcompile: int8-quantized PyTorch models compiled to native libraries with TVM.
+
+Public API, each a short function in front of one stage:
+  compile(model, example_inputs, target="x86", numerics="fbgemm") -> CompiledModel
+  load(path) -> CompiledModel
+  verify(model, compiled, inputs) -> report dict (differences in quantized steps)
+  explain(model) -> per-layer numerics table
+"""
+
+from .errors import QCompileError
+from .numerics import CONTRACTS
+
+
+def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None,  # noqa: A001
+            verbose=False):
+    """Compile a quantized torch model (convert / convert_fx output) for `target`.
+
+    `numerics` is the contract: "fbgemm" (bit-exact with PyTorch's fbgemm engine), "qnnpack"
+    (int32 bias, fp32 requantize, as PyTorch's qnnpack engine) or "integer" (int32 bias,
+    fixed-point requantize).  `threads` is PyTorch's thread count the fbgemm contract mirrors
+    (some of PyTorch's elementwise results depend on it); default: torch.get_num_threads().
+    """
+    from .build import compile_model
+
+    return compile_model(model, example_inputs, target, numerics, threads, verbose)
+
+
+def load(path):
+    """Load a library written by `CompiledModel.export`."""
+    from .build import load as _load
+
+    return _load(path)
+
+
+def verify(model, compiled, inputs, engine=None, per_layer=False):
+    """Run PyTorch and the compiled model on the same inputs; report differences in LSBs."""
+    from .verify import verify as _verify
+
+    return _verify(model, compiled, inputs, engine=engine, per_layer=per_layer)
+
+
+def explain(model, example_inputs=None, layer=None):
+    """Per quantized conv/linear: scales, zero points, bias in int32, requantize multipliers."""
+    from .explain import explain as _explain
+
+    return _explain(model, layer=layer)
+
+
+__all__ = ["compile", "load", "verify", "explain", "QCompileError", "CONTRACTS"]

@@ -1,0 +1,146 @@
+"""Capture a quantized torch model with torch.fx and write it as a Relax module in Q/DQ form."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+from tvm import relax
+
+from ..errors import QCompileError
+from .ops import FUNCTIONS, METHODS, MODULES, describe_supported, lookup_module_handler
+from .values import QValue
+
+
+def is_quantized_model(model: torch.nn.Module) -> bool:
+    """True if the model holds quantized modules (the output of convert / convert_fx)."""
+    for m in model.modules():
+        name = type(m).__module__
+        if name.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+            return True
+    return False
+
+
+def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
+    """Symbolically trace the model (fx GraphModules from convert_fx are taken as they are)."""
+    if not is_quantized_model(model):
+        raise QCompileError(
+            f"{type(model).__name__} is a float model: qcompile compiles quantized models. "
+            "Quantize it first, e.g. torch.ao.quantization.prepare -> calibrate -> convert "
+            "(eager) or prepare_fx -> calibrate -> convert_fx, with the 'fbgemm' or 'qnnpack' "
+            "qconfig.")
+    if isinstance(model, torch.fx.GraphModule):
+        return model
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as err:  # noqa: BLE001 - any trace failure is reported the same way
+        raise QCompileError(
+            f"torch.fx could not trace {type(model).__name__}: {err}. Models with data-dependent "
+            "Python control flow cannot be captured by fx yet.") from err
+
+
+class Importer:
+    """Walks an fx graph node by node and emits Relax through one BlockBuilder."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.bb = relax.BlockBuilder()
+        self.env: dict[torch.fx.Node, object] = {}
+        self.node: torch.fx.Node | None = None
+
+    def emit(self, expr: relax.Expr) -> relax.Var:
+        """Bind an expression in the current dataflow block."""
+        return self.bb.emit(expr)
+
+    def error(self, message: str) -> QCompileError:
+        """An error that names the graph node being imported."""
+        node = self.node
+        where = f" at node '{node.name}' ({node.format_node()})" if node is not None else ""
+        return QCompileError(f"{message}{where}")
+
+    def _resolve(self, arg):
+        return torch.fx.node.map_arg(arg, lambda n: self.env[n])
+
+    def _convert_node(self, node: torch.fx.Node):
+        args, kwargs = self._resolve(node.args), self._resolve(node.kwargs)
+        if node.op == "get_attr":
+            value = self.gm
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            return value
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            handler = lookup_module_handler(module)
+            if handler is None:
+                raise self.error(self._unsupported(f"module {type(module).__module__}."
+                                                   f"{type(module).__name__}"))
+            return handler(self, module, *args, **kwargs)
+        if node.op == "call_function":
+            if node.target is operator.getitem and not isinstance(args[0], (QValue, relax.Expr)):
+                return args[0][args[1]]
+            handler = FUNCTIONS.get(node.target)
+            if handler is None:
+                raise self.error(self._unsupported(f"function {_name(node.target)}"))
+            return handler(self, *args, **kwargs)
+        if node.op == "call_method":
+            handler = METHODS.get(node.target)
+            if handler is None:
+                raise self.error(self._unsupported(f"method Tensor.{node.target}"))
+            return handler(self, *args, **kwargs)
+        raise self.error(f"unexpected fx node kind {node.op}")
+
+    @staticmethod
+    def _unsupported(what: str) -> str:
+        return f"unsupported op: {what}. Supported: {describe_supported()}"
+
+    def run(self, input_shapes: list[tuple[int, ...]]) -> tvm_IRModule:
+        """Import the graph; every placeholder becomes a float32 parameter of `main`."""
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != len(input_shapes):
+            raise QCompileError(f"the model takes {len(placeholders)} inputs "
+                                f"({', '.join(n.name for n in placeholders)}) but "
+                                f"{len(input_shapes)} example inputs were given")
+        params = [relax.Var(n.name, relax.TensorType(list(s), "float32"))
+                  for n, s in zip(placeholders, input_shapes)]
+        with self.bb.function("main", params):
+            with self.bb.dataflow():
+                for var, node in zip(params, placeholders):
+                    self.env[node] = var
+                output = None
+                for node in self.gm.graph.nodes:
+                    self.node = node
+                    if node.op == "placeholder":
+                        continue
+                    if node.op == "output":
+                        output = self._output(self._resolve(node.args[0]))
+                        break
+                    self.env[node] = self._convert_node(node)
+                self.node = None
+                out = self.bb.emit_output(output)
+            self.bb.emit_func_output(out)
+        return self.bb.get()
+
+    def _output(self, value):
+        values = value if isinstance(value, (tuple, list)) else [value]
+        for v in values:
+            if isinstance(v, QValue):
+                raise QCompileError("the model returns a quantized tensor: end it with a "
+                                    "DeQuantStub (eager) so that outputs are float")
+        if len(values) == 1:
+            return values[0]
+        return relax.Tuple(list(values))
+
+
+tvm_IRModule = "tvm.IRModule"
+
+
+def _name(target) -> str:
+    return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+
+
+def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]]):
+    """Quantized torch model -> Relax IRModule in Q/DQ form (float32 inputs and outputs)."""
+    gm = capture(model)
+    return Importer(gm).run(input_shapes)

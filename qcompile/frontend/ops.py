@@ -1,0 +1,342 @@
+"""The converter table: torch op -> Relax in Q/DQ form.
+
+Adding an op is one entry in MODULES, FUNCTIONS or METHODS plus one test.  Every quantized op
+is written the way a dequantize -> float op -> quantize reading of it would be, so the passes
+see one form whatever the capture path was.  Data movement (reshape, flatten, max pool) stays on
+the 8-bit values, where it is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.quantized as nnq
+import torch.nn.functional as F
+from tvm import relax
+
+from .values import QParams, QValue, dequantize, quantize, scalar, scale_expr
+
+R = relax.op
+
+
+def _qparams_of(module_or_tensor) -> QParams:
+    m = module_or_tensor
+    return QParams(float(m.scale), int(m.zero_point))
+
+
+def _need_q(imp, value, what: str) -> QValue:
+    if not isinstance(value, QValue):
+        raise imp.error(f"{what} expects a quantized tensor but got a float one "
+                        "(is a QuantStub missing before it?)")
+    return value
+
+
+def _need_float(imp, value, what: str):
+    if isinstance(value, QValue):
+        raise imp.error(f"{what} is a float op applied to a quantized tensor: quantize this "
+                        "module too (give it a qconfig) or put a DeQuantStub before it")
+    return value
+
+
+def _out_dtype(qtensor_dtype) -> str:
+    return {torch.quint8: "uint8", torch.qint8: "int8"}.get(qtensor_dtype, None)
+
+
+# ---------------------------------------------------------------------------- boundaries
+def quantize_stub(imp, module, x):
+    """QuantStub after convert: float -> 8 bit with the module's qparams."""
+    _need_float(imp, x, "Quantize")
+    dtype = _out_dtype(module.dtype)
+    if dtype != "uint8":
+        raise imp.error(f"Quantize to {module.dtype} is not supported (quint8 only)")
+    qp = QParams(float(module.scale), int(module.zero_point), dtype)
+    return QValue(imp.emit(quantize(x, qp)), qp)
+
+
+def quantize_per_tensor(imp, x, scale, zero_point, dtype):
+    """torch.quantize_per_tensor as convert_fx writes it (scale/zero point may be tensors)."""
+    qp = QParams(float(scale), int(zero_point), _out_dtype(dtype))
+    if qp.dtype != "uint8":
+        raise imp.error(f"quantize_per_tensor to {dtype} is not supported (quint8 only)")
+    return QValue(imp.emit(quantize(_need_float(imp, x, "quantize_per_tensor"), qp)), qp)
+
+
+def dequantize_value(imp, x, *_):
+    if not isinstance(x, QValue):
+        return x
+    return imp.emit(dequantize(x))
+
+
+# ---------------------------------------------------------------------------- conv / linear
+def _weight(imp, w: torch.Tensor, axis: int):
+    """A quantized weight as an int8 constant and its (per-tensor or per-channel) dequantize."""
+    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if w.q_per_channel_axis() != 0:
+            raise imp.error("per-channel weights quantized along an axis other than 0")
+        scales = w.q_per_channel_scales().to(torch.float64).numpy()
+        zps = w.q_per_channel_zero_points().numpy().astype("int32")
+        scale_c, zp_c = scale_expr(scales), relax.const(zps)
+    else:
+        scale_c = scale_expr(w.q_scale())
+        zp_c = scalar(w.q_zero_point(), "int32")
+    if w.dtype != torch.qint8:
+        raise imp.error(f"weights of dtype {w.dtype} are not supported (qint8 only)")
+    data = relax.const(w.int_repr().numpy().astype("int8"))
+    return R.dequantize(data, scale_c, zp_c, axis=axis)
+
+
+def _finish(imp, module, y, relu: bool) -> QValue:
+    """Bias already added; apply the fused relu and quantize to the module's output qparams."""
+    if relu:
+        y = R.nn.relu(y)
+    qp = _qparams_of(module)
+    return QValue(imp.emit(quantize(y, qp)), qp)
+
+
+def _bias(module):
+    b = module.bias()
+    return None if b is None else b.detach().to(torch.float32).numpy()
+
+
+def conv2d(imp, module, x, relu: bool = False):
+    """Quantized Conv2d / ConvReLU2d."""
+    x = _need_q(imp, x, type(module).__name__)
+    if module.padding_mode != "zeros":
+        raise imp.error(f"conv padding_mode={module.padding_mode!r} is not supported (zeros only)")
+    w = _weight(imp, module.weight(), axis=0)
+    y = R.nn.conv2d(dequantize(x), w, strides=module.stride, padding=module.padding,
+                    dilation=module.dilation, groups=module.groups)
+    b = _bias(module)
+    if b is not None:
+        y = R.add(y, relax.const(b.reshape(1, -1, 1, 1)))
+    return _finish(imp, module, y, relu)
+
+
+def linear(imp, module, x, relu: bool = False):
+    """Quantized Linear / LinearReLU on inputs of any rank (the last dim is the features)."""
+    x = _need_q(imp, x, type(module).__name__)
+    w = _weight(imp, module.weight(), axis=0)
+    y = R.matmul(dequantize(x), R.permute_dims(w, [1, 0]))
+    b = _bias(module)
+    if b is not None:
+        y = R.add(y, relax.const(b))
+    return _finish(imp, module, y, relu)
+
+
+# ---------------------------------------------------------------------------- binary ops
+def _binary(op, relu: bool):
+    def convert(imp, a, b, scale, zero_point):
+        a, b = _need_q(imp, a, op.__name__), _need_q(imp, b, op.__name__)
+        y = op(dequantize(a), dequantize(b))
+        if relu:
+            y = R.nn.relu(y)
+        qp = QParams(float(scale), int(zero_point))
+        return QValue(imp.emit(quantize(y, qp)), qp)
+
+    return convert
+
+
+def qcat(imp, values, dim=0, scale=None, zero_point=None):
+    """torch.ops.quantized.cat (FloatFunctional.cat)."""
+    values = [_need_q(imp, v, "cat") for v in values]
+    qp = QParams(float(scale), int(zero_point))
+    y = R.concat([dequantize(v) for v in values], axis=dim)
+    return QValue(imp.emit(quantize(y, qp)), qp)
+
+
+# ---------------------------------------------------------------------------- unary ops
+def _same_qparams(imp, x, float_fn, what):
+    x = _need_q(imp, x, what)
+    return QValue(imp.emit(quantize(float_fn(dequantize(x)), x.qparams)), x.qparams)
+
+
+def relu(imp, x, *args, **kwargs):
+    if not isinstance(x, QValue):
+        return imp.emit(R.nn.relu(x))
+    return _same_qparams(imp, x, R.nn.relu, "relu")
+
+
+def clamp_float(imp, x, lo, hi, what="hardtanh"):
+    return _same_qparams(imp, x, lambda d: R.clip(d, float(lo), float(hi)), what)
+
+
+def hardswish_expr(d):
+    """x * clip(x + 3, 0, 6) / 6, the float reading of hardswish."""
+    three = scalar(3.0, "float32")
+    return R.divide(R.multiply(d, R.clip(R.add(d, three), 0.0, 6.0)), scalar(6.0, "float32"))
+
+
+def hardsigmoid_expr(d):
+    """clip(x + 3, 0, 6) / 6."""
+    return R.divide(R.clip(R.add(d, scalar(3.0, "float32")), 0.0, 6.0), scalar(6.0, "float32"))
+
+
+def _fixed_output(imp, x, float_fn, qp: QParams, what):
+    x = _need_q(imp, x, what)
+    return QValue(imp.emit(quantize(float_fn(dequantize(x)), qp)), qp)
+
+
+# PyTorch gives quantized sigmoid and hardsigmoid fixed output qparams on quint8.
+FIXED_SIGMOID_QPARAMS = QParams(1.0 / 256.0, 0)
+
+
+
+def _pool_q(imp, x, what) -> QValue:
+    return _need_q(imp, x, what)
+
+
+def max_pool2d(imp, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    x = _pool_q(imp, x, "max_pool2d")
+    if return_indices:
+        raise imp.error("max_pool2d with return_indices=True is not supported")
+    pair = torch.nn.modules.utils._pair
+    stride = pair(stride if stride not in (None, []) else kernel_size)
+    y = R.nn.max_pool2d(x.expr, pair(kernel_size), stride, pair(padding), pair(dilation),
+                        ceil_mode=ceil_mode)
+    return QValue(imp.emit(y), x.qparams)
+
+
+def avg_pool2d(imp, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    x = _pool_q(imp, x, "avg_pool2d")
+    if divisor_override is not None:
+        raise imp.error("avg_pool2d with divisor_override is not supported")
+    pair = torch.nn.modules.utils._pair
+    stride = pair(stride if stride not in (None, []) else kernel_size)
+    y = R.nn.avg_pool2d(dequantize(x), pair(kernel_size), stride, pair(padding),
+                        ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    return QValue(imp.emit(quantize(y, x.qparams)), x.qparams)
+
+
+def adaptive_avg_pool2d(imp, x, output_size):
+    x = _pool_q(imp, x, "adaptive_avg_pool2d")
+    size = torch.nn.modules.utils._pair(output_size)
+    if tuple(size) != (1, 1):
+        raise imp.error(f"adaptive_avg_pool2d to {size} is not supported (output size 1 only)")
+    y = R.nn.adaptive_avg_pool2d(dequantize(x), (1, 1))
+    return QValue(imp.emit(quantize(y, x.qparams)), x.qparams)
+
+
+# ---------------------------------------------------------------------------- data movement
+def _shape_of(value):
+    expr = value.expr if isinstance(value, QValue) else value
+    return [int(d) for d in expr.ty.shape]
+
+
+def _movement(value, fn):
+    if isinstance(value, QValue):
+        return QValue(fn(value.expr), value.qparams)
+    return fn(value)
+
+
+def flatten(imp, x, start_dim=0, end_dim=-1):
+    shape = _shape_of(x)
+    nd = len(shape)
+    s, e = start_dim % nd, end_dim % nd
+    new = shape[:s] + [int(np.prod(shape[s:e + 1]))] + shape[e + 1:]
+    return _movement(x, lambda v: imp.emit(R.reshape(v, new)))
+
+
+def reshape(imp, x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+        shape = shape[0]
+    return _movement(x, lambda v: imp.emit(R.reshape(v, [int(d) for d in shape])))
+
+
+def size(imp, x, dim=None):
+    shape = _shape_of(x)
+    return tuple(shape) if dim is None else shape[dim]
+
+
+def identity(imp, module, x, *args, **kwargs):
+    return x
+
+
+# ---------------------------------------------------------------------------- the tables
+def _module_relu6(imp, module, x):
+    return clamp_float(imp, x, 0.0, 6.0, "ReLU6")
+
+
+def _module_hardtanh(imp, module, x):
+    return clamp_float(imp, x, module.min_val, module.max_val, "Hardtanh")
+
+
+MODULES = {
+    nnq.Quantize: quantize_stub,
+    nnq.DeQuantize: lambda imp, m, x: dequantize_value(imp, x),
+    nnq.Conv2d: conv2d,
+    nniq.ConvReLU2d: lambda imp, m, x: conv2d(imp, m, x, relu=True),
+    nnq.Linear: linear,
+    nniq.LinearReLU: lambda imp, m, x: linear(imp, m, x, relu=True),
+    nnq.ReLU6: _module_relu6,
+    torch.nn.ReLU: lambda imp, m, x: relu(imp, x),
+    torch.nn.ReLU6: _module_relu6,
+    torch.nn.Hardtanh: _module_hardtanh,
+    nnq.Hardswish: lambda imp, m, x: _fixed_output(imp, x, hardswish_expr, _qparams_of(m),
+                                                   "Hardswish"),
+    torch.nn.Hardsigmoid: lambda imp, m, x: _fixed_output(imp, x, hardsigmoid_expr,
+                                                          FIXED_SIGMOID_QPARAMS, "Hardsigmoid"),
+    torch.nn.Sigmoid: lambda imp, m, x: _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS,
+                                                      "Sigmoid"),
+    torch.nn.MaxPool2d: lambda imp, m, x: max_pool2d(imp, x, m.kernel_size, m.stride, m.padding,
+                                                     m.dilation, m.ceil_mode, m.return_indices),
+    torch.nn.AvgPool2d: lambda imp, m, x: avg_pool2d(imp, x, m.kernel_size, m.stride, m.padding,
+                                                     m.ceil_mode, m.count_include_pad,
+                                                     m.divisor_override),
+    torch.nn.AdaptiveAvgPool2d: lambda imp, m, x: adaptive_avg_pool2d(imp, x, m.output_size),
+    torch.nn.Flatten: lambda imp, m, x: flatten(imp, x, m.start_dim, m.end_dim),
+    torch.nn.Identity: identity,
+    torch.nn.Dropout: identity,
+}
+
+FUNCTIONS = {
+    torch.quantize_per_tensor: quantize_per_tensor,
+    torch.dequantize: dequantize_value,
+    torch.ops.quantized.add: _binary(R.add, relu=False),
+    torch.ops.quantized.add_relu: _binary(R.add, relu=True),
+    torch.ops.quantized.mul: _binary(R.multiply, relu=False),
+    torch.ops.quantized.mul_relu: _binary(R.multiply, relu=True),
+    torch.ops.quantized.cat: qcat,
+    torch.relu: relu,
+    F.relu: relu,
+    F.relu6: lambda imp, x, inplace=False: clamp_float(imp, x, 0.0, 6.0, "relu6"),
+    F.hardtanh: lambda imp, x, min_val=-1.0, max_val=1.0, inplace=False: clamp_float(
+        imp, x, min_val, max_val, "hardtanh"),
+    F.hardsigmoid: lambda imp, x, inplace=False: _fixed_output(
+        imp, x, hardsigmoid_expr, FIXED_SIGMOID_QPARAMS, "hardsigmoid"),
+    torch.sigmoid: lambda imp, x: _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS,
+                                                "sigmoid"),
+    F.max_pool2d: max_pool2d,
+    F.avg_pool2d: avg_pool2d,
+    F.adaptive_avg_pool2d: adaptive_avg_pool2d,
+    torch.flatten: flatten,
+    torch.reshape: reshape,
+}
+
+METHODS = {
+    "dequantize": dequantize_value,
+    "relu": relu,
+    "flatten": flatten,
+    "reshape": reshape,
+    "view": reshape,
+    "size": size,
+    "contiguous": lambda imp, x, *a, **k: x,
+}
+
+
+def lookup_module_handler(module):
+    """The converter for a module instance (exact class first, then base classes)."""
+    for cls in type(module).__mro__:
+        if cls in MODULES:
+            return MODULES[cls]
+    return None
+
+
+def describe_supported() -> str:
+    """A sorted, readable list of everything the table converts."""
+    names = [f"{c.__module__.replace('torch.ao.nn.', '')}.{c.__name__}" for c in MODULES]
+    names += [getattr(f, "__name__", str(f)) for f in FUNCTIONS]
+    names += [f"Tensor.{m}" for m in METHODS]
+    return ", ".join(sorted(set(names)))

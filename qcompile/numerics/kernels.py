@@ -1,0 +1,327 @@
+"""Tensor-expression kernels of each numerics contract.
+
+Each function takes TE tensors plus Python numbers (compile-time constants) and returns the
+TE tensor of its result.  The passes wrap them into PrimFuncs with `BlockBuilder.call_te`; the
+kernels know nothing of graphs, and the passes know nothing of rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+from .constants import Requantize, f32 as np_f32
+from .tir_ops import INT32_MIN, clamp, f32, fence, fma, i32, mul, rne_i32
+
+# PyTorch's vectorized quantized elementwise kernels work in blocks of this many elements and
+# finish each parallel chunk with a scalar tail (AVX-512 build), and split tensors of at least
+# GRAIN elements into min(threads, ceil(n / GRAIN)) chunks.  See NUMERICS.md, "add".
+BLOCK = 64
+GRAIN = 32768
+
+
+def body_mask_fn(n: int, threads: int, block: int = BLOCK):
+    """Return f(flat_index) -> bool: is this element in a vector body (True) or a scalar tail.
+
+    Mirrors at::parallel_for over `n` elements with grain GRAIN, then per chunk a vector loop of
+    `block`-element steps and a scalar remainder.  Returns None when every element is in a body.
+    """
+    tasks = 1 if n < GRAIN or threads <= 1 else min(threads, -(-n // GRAIN))
+    chunk = -(-n // tasks)
+    starts = range(0, n, chunk)
+    if all((min(chunk, n - s) % block) == 0 for s in starts):
+        return None
+
+    def is_body(i):
+        start = tirx.floordiv(i, chunk) * chunk
+        length = tirx.min(i32(chunk), i32(n) - start)
+        return (i - start) < tirx.floordiv(length, block) * block
+
+    return is_body
+
+
+def flat_index(shape, idx):
+    """Row-major flat index of a TE index tuple."""
+    flat = idx[0]
+    for dim, i in zip(shape[1:], idx[1:]):
+        flat = flat * int(dim) + i
+    return flat
+
+
+def _channel(idx, axis, per_channel: bool):
+    return idx[axis] if per_channel else 0
+
+
+def quantize(x, scale: float, zero_point: int, dtype: str = "uint8"):
+    """quantize_per_tensor: clamp(rne(fma(x, f(1/s), zp))) -- the zero point inside the FMA."""
+    inv = np_f32(1.0) / np_f32(scale)
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    return te.compute(
+        x.shape,
+        lambda *i: clamp(rne_i32(fma(x(*i), f32(inv), f32(zero_point))), lo, hi).astype(dtype),
+        name="quantize",
+    )
+
+
+def dequantize(q, scale: float, zero_point: int):
+    """dequantize: f(f32(s) * f32(q - zp)), no FMA."""
+    return te.compute(
+        q.shape,
+        lambda *i: mul(f32(np_f32(scale)), (q(*i).astype("int32") - zero_point).astype("float32")),
+        name="dequantize",
+    )
+
+
+def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, out_dtype="uint8"):
+    """int32 accumulator -> output steps, one contract's arithmetic, clamped to [lo, hi].
+
+    `consts` maps "mult", "bias", "inv_ats", "shift" to TE placeholders of per-channel arrays
+    (length 1 for per-tensor).  The clip of a fused relu/relu6/clamp is the [lo, hi] here.
+    """
+    per_channel = rq.mult.size > 1
+    zo = rq.out_zero_point
+
+    def channel_value(name, idx):
+        return consts[name][_channel(idx, axis, per_channel or consts[name].shape[0] > 1)]
+
+    def fbgemm_like(idx, v):
+        r = rne_i32(mul(v, channel_value("mult", idx)))
+        # fbgemm packs to int16 with saturation, adds the zero point saturating, packs to u8.
+        r = clamp(r, -32768, 32767) + zo
+        return clamp(r, lo, hi)
+
+    def body(*idx):
+        a = acc(*idx)
+        if rq.kind == "fbgemm_tensor":
+            v = fma(channel_value("bias", idx), channel_value("inv_ats", idx), a.astype("float32"))
+            return fbgemm_like(idx, v)
+        if rq.kind == "fbgemm_channel":
+            v = a.astype("float32")
+            if rq.bias is not None:
+                v = v + channel_value("bias", idx)
+            return fbgemm_like(idx, v)
+        if rq.kind == "float":
+            if rq.bias is not None:
+                a = a + channel_value("bias", idx)
+            return fbgemm_like(idx, a.astype("float32"))
+        if rq.kind == "fixed":
+            if rq.bias is not None:
+                a = a + channel_value("bias", idx)
+            s = channel_value("shift", idx)
+            prod = a.astype("int64") * channel_value("mult", idx)
+            rounded = (prod + tirx.shift_left(tirx.const(1, "int64"), s - 1)) >> s
+            r = tirx.max(tirx.min(rounded, tirx.const(2**31 - 1, "int64")),
+                         tirx.const(INT32_MIN, "int64")).astype("int32")
+            return clamp(clamp(r, -32768, 32767) + zo, lo, hi)
+        raise ValueError(rq.kind)
+
+    return te.compute(acc.shape, lambda *i: body(*i).astype(out_dtype), name="requantize")
+
+
+def lookup(q, table_body, table_tail, n_threads: int):
+    """y = table[q]: any unary op on 8-bit input is exact as a 256-entry table.
+
+    `table_tail` (or None) is used for elements in PyTorch's scalar tails (see body_mask_fn).
+    """
+    n = int(np.prod([int(d) for d in q.shape]))
+    is_body = body_mask_fn(n, n_threads) if table_tail is not None else None
+
+    def body(*idx):
+        k = q(*idx).astype("int32")
+        if is_body is None:
+            return table_body[k]
+        return tirx.Select(is_body(flat_index(q.shape, idx)), table_body[k], table_tail[k])
+
+    return te.compute(q.shape, body, name="lookup")
+
+
+def add_fbgemm(a, b, qa, qb, qo, relu: bool, n_threads: int, multiply: bool = False):
+    """quantized add / add_relu as fbgemm's (AVX-512) vector body and scalar tail compute them.
+
+    qa, qb, qo are (scale, zero_point).  Body: d = fma(s, q, f(s * -z)), c = f(da + db),
+    y = rne(f(c * inv)) + zo.  Tail: d = f(s * (q - z)), c = f(da + db), y = rint(f(f(c * inv) + zo)).
+    """
+    (sa, za), (sb, zb), (so, zo) = qa, qb, qo
+    sa, sb, so = np_f32(sa), np_f32(sb), np_f32(so)
+    inv = np_f32(1.0) / so
+    n = int(np.prod([int(d) for d in a.shape]))
+    is_body = body_mask_fn(n, n_threads)
+    lo = zo if relu else 0
+
+    def vector(x, s, z):
+        return fma(f32(s), x.astype("float32"), f32(np_f32(s * np_f32(-z))))
+
+    def scalar(x, s, z):
+        return mul(f32(s), (x.astype("int32") - z).astype("float32"))
+
+    def body(*idx):
+        xa, xb = a(*idx), b(*idx)
+        c = vector(xa, sa, za) + vector(xb, sb, zb)
+        yv = clamp(rne_i32(mul(c, f32(inv))) + zo, lo, 255)
+        if is_body is None:
+            return yv.astype("uint8")
+        ct = scalar(xa, sa, za) + scalar(xb, sb, zb)
+        yt = clamp(rne_i32(mul(ct, f32(inv)) + f32(zo)), lo, 255)
+        return tirx.Select(is_body(flat_index(a.shape, idx)), yv, yt).astype("uint8")
+
+    return te.compute(a.shape, body, name="qadd")
+
+
+def mul_fbgemm(a, b, qa, qb, qo, relu: bool):
+    """quantized mul: m = f(f(f32(sa) * f32(sb)) * f(1/so)); y = rne(f(f32(c) * m)) + zo."""
+    (sa, za), (sb, zb), (so, zo) = qa, qb, qo
+    m = np_f32(np_f32(np_f32(sa) * np_f32(sb)) * (np_f32(1.0) / np_f32(so)))
+    lo = zo if relu else 0
+
+    def body(*idx):
+        c = (a(*idx).astype("int32") - za) * (b(*idx).astype("int32") - zb)
+        return clamp(rne_i32(mul(c.astype("float32"), f32(m))) + zo, lo, 255).astype("uint8")
+
+    return te.compute(a.shape, body, name="qmul")
+
+
+def _fixed_point(real: float):
+    from .constants import q31
+
+    m0, s = q31(np.array([real]))
+    return int(m0[0]), int(s[0])
+
+
+def _rescale_fixed(x_minus_z, real: float):
+    """round(x * real) in integer arithmetic: (x * m0 + 2^(s-1)) >> s, in int64."""
+    m0, s = _fixed_point(real)
+    prod = x_minus_z.astype("int64") * tirx.const(m0, "int64")
+    return (prod + tirx.const(1 << (s - 1), "int64")) >> tirx.const(s, "int64")
+
+
+def add_integer(a, b, qa, qb, qo, relu: bool, multiply: bool = False):
+    """Integer-only add (and mul): inputs rescaled to the output scale by Q31 multipliers."""
+    (sa, za), (sb, zb), (so, zo) = qa, qb, qo
+    lo = zo if relu else 0
+
+    def body(*idx):
+        xa = a(*idx).astype("int32") - za
+        xb = b(*idx).astype("int32") - zb
+        if multiply:
+            r = _rescale_fixed(xa * xb, float(sa) * float(sb) / float(so))
+        else:
+            # Sum at 2^-8 of the finer input scale to keep a fraction through the add.
+            r = _rescale_fixed(xa, float(sa) / float(so) * 256) + _rescale_fixed(
+                xb, float(sb) / float(so) * 256)
+            r = (r + tirx.const(128, "int64")) >> tirx.const(8, "int64")
+        r = tirx.max(tirx.min(r, tirx.const(1 << 20, "int64")), tirx.const(-(1 << 20), "int64"))
+        return clamp(r.astype("int32") + zo, lo, 255).astype("uint8")
+
+    return te.compute(a.shape, body, name="qadd_int")
+
+
+def requantize_tensor(q, qin, qout, n_threads: int = 1):
+    """Move a tensor to other qparams as dequantize + quantize_per_tensor do (cat's slow path)."""
+    (si, zi), (so, zo) = qin, qout
+    inv = np_f32(1.0) / np_f32(so)
+
+    def body(*idx):
+        d = mul(f32(np_f32(si)), (q(*idx).astype("int32") - zi).astype("float32"))
+        return clamp(rne_i32(fma(d, f32(inv), f32(zo))), 0, 255).astype("uint8")
+
+    return te.compute(q.shape, body, name="requant_tensor")
+
+
+def requantize_tensor_integer(q, qin, qout):
+    """Integer-only change of qparams."""
+    (si, zi), (so, zo) = qin, qout
+
+    def body(*idx):
+        r = _rescale_fixed(q(*idx).astype("int32") - zi, float(si) / float(so))
+        return clamp(r.astype("int32") + zo, 0, 255).astype("uint8")
+
+    return te.compute(q.shape, body, name="requant_tensor_int")
+
+
+def adaptive_avg_pool_1x1(x, qin, qout, contract: str):
+    """adaptive_avg_pool2d to 1x1 on a channels-last quint8 tensor (keeps the input qparams).
+
+    acc = sum(q) - zx*HW; m = f(1/HW), s' = f(1/m), inv = f(1/s').  fbgemm/qnnpack: the first
+    floor(C/8)*8 channels rne(fma(f(acc), inv, zx)), the others rint(f(f(acc*inv) + zx)).
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    rh, rw = te.reduce_axis((0, h), "rh"), te.reduce_axis((0, w), "rw")
+    total = te.compute((n, c, 1, 1), lambda b, k, i, j: te.sum(
+        x[b, k, rh, rw].astype("int32"), axis=[rh, rw]), name="pool_sum")
+    if contract == "integer":
+        return te.compute(total.shape, lambda *i: clamp(
+            _rescale_fixed(total(*i) - zx * h * w, 1.0 / (h * w)).astype("int32") + zx,
+            0, 255).astype("uint8"), name="avg_pool_int")
+    m = np_f32(1.0) / np_f32(h * w)
+    inv = np_f32(1.0) / (np_f32(1.0) / m)
+    body_channels = (c // 8) * 8
+
+    def out(b, k, i, j):
+        acc = (total[b, k, i, j] - zx * h * w).astype("float32")
+        vec = rne_i32(fma(acc, f32(inv), f32(zx)))
+        tail = tirx.round(mul(acc, f32(inv)) + f32(zx)).astype("int32")
+        return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
+
+    return te.compute(total.shape, out, name="adaptive_avg_pool")
+
+
+def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
+               count_include_pad):
+    """avg_pool2d on a channels-last quint8 tensor (keeps the input qparams).
+
+    acc = sum(q - zx) over the window; m = f(1/div).  First floor(C/16)*16 channels:
+    rne(f(acc*m)) + zx; the others rint(f(f(acc*f(1/f(1/m))) + zx)).
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl, pb, pr = (padding + padding)[:4] if len(padding) == 2 else padding
+    zx = qin[1]
+
+    def out_size(size, k, s, p0, p1):
+        span = size + p0 + p1 - k
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= size + p0:
+            o -= 1
+        return o
+
+    oh, ow = out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def valid(i, j):
+        return tirx.all(i >= 0, i < h, j >= 0, j < w)
+
+    def tap(b, k, i, j):
+        y, z = i * sh + rh - pt, j * sw + rw - pl
+        inside = valid(y, z)
+        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
+        return tirx.Select(inside, value.astype("int32") - zx, 0)
+
+    total = te.compute((n, c, oh, ow), lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]),
+                       name="pool_sum")
+
+    def divisor(i, j):
+        y0, z0 = i * sh - pt, j * sw - pl
+        if count_include_pad:
+            y1 = tirx.min(y0 + kh, h + pb)
+            z1 = tirx.min(z0 + kw, w + pr)
+            return (y1 - y0) * (z1 - z0)
+        y1, z1 = tirx.min(y0 + kh, h), tirx.min(z0 + kw, w)
+        return (y1 - tirx.max(y0, 0)) * (z1 - tirx.max(z0, 0))
+
+    body_channels = (c // 16) * 16
+
+    def out(b, k, i, j):
+        div = divisor(i, j).astype("float32")
+        acc = total[b, k, i, j]
+        if contract == "integer":
+            q = tirx.round(acc.astype("float64") / div.astype("float64")).astype("int32")
+            return clamp(q + zx, 0, 255).astype("uint8")
+        m = fence(f32(1.0) / div)
+        vec = rne_i32(mul(acc.astype("float32"), m)) + zx
+        inv = fence(f32(1.0) / fence(f32(1.0) / m))
+        tail = tirx.round(mul(acc.astype("float32"), inv) + f32(zx)).astype("int32")
+        return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
+
+    return te.compute((n, c, oh, ow), out, name="avg_pool")

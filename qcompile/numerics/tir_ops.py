@@ -1,0 +1,62 @@
+"""Scalar building blocks that pin float behaviour in generated code.
+
+TVM's LLVM backend compiles with `AllowFPOpFusion = Fast`, so any float multiply feeding an add
+is contracted into an FMA unless something stops it.  PyTorch fuses in some places and not in
+others, so every kernel spells out which it wants: `fma` where PyTorch fuses, `fence` around a
+product that must be rounded on its own.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import tirx
+
+INT32_MIN = -(2**31)
+
+
+def fence(x):
+    """An arithmetic fence: LLVM may not contract or reassociate across it (no code emitted)."""
+    return tirx.call_llvm_pure_intrin("float32", "llvm.arithmetic.fence", x)
+
+
+def fma(a, b, c):
+    """One float32 fused multiply-add, a single rounding."""
+    return tirx.call_llvm_pure_intrin("float32", "llvm.fma", a, b, c)
+
+
+def mul(a, b):
+    """A float32 product rounded on its own (never contracted into a following add)."""
+    return fence(a * b)
+
+
+def f32(value):
+    """A float32 immediate (value already rounded to float32 by the caller)."""
+    return tirx.const(float(value), "float32")
+
+
+def i32(value):
+    return tirx.const(int(value), "int32")
+
+
+def rne_i32(v):
+    """float32 -> int32 as cvtps2dq does: round half to even; out of range (or NaN) gives INT32_MIN."""
+    r = tirx.round(v)  # lowered to llvm.nearbyint: half to even in the default rounding mode
+    in_range = tirx.all(r >= f32(-2147483648.0), r < f32(2147483648.0))
+    return tirx.Select(in_range, r.astype("int32"), i32(INT32_MIN))
+
+
+def rint_i32_in_range(v):
+    """Round half to even of a float32 already known to be small (values near the int8 range)."""
+    return tirx.round(v).astype("int32")
+
+
+def clamp(v, lo, hi):
+    return tirx.max(tirx.min(v, i32(hi)), i32(lo))
+
+
+def dtype_range(dtype: str) -> tuple[int, int]:
+    return {"uint8": (0, 255), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1)}[dtype]
+
+
+def const_like(value, dtype):
+    return tvm.tirx.const(value, dtype)

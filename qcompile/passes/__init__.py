@@ -1,0 +1,32 @@
+"""Relax passes from the Q/DQ form to integer kernels, one pass a file.
+
+Order matters and is fixed by `lower`:
+  qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops -> lower_boundaries
+  -> check_lowered -> FoldConstant
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from .canonicalize_bias import canonicalize_bias
+from .check_lowered import check_lowered
+from .fuse_requantize import fuse_requantize
+from .lower_qdq_ops import lower_boundaries, lower_qdq_ops
+from .qdq_to_integer import qdq_to_integer
+
+
+def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
+    """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out."""
+    mod = qdq_to_integer(mod)
+    mod = canonicalize_bias(mod, contract)
+    mod = fuse_requantize(mod, contract)
+    mod = lower_qdq_ops(mod, contract, threads)
+    mod = lower_boundaries(mod)
+    check_lowered(mod)
+    return relax.transform.FoldConstant()(mod)
+
+
+__all__ = ["lower", "qdq_to_integer", "canonicalize_bias", "fuse_requantize", "lower_qdq_ops",
+           "lower_boundaries", "check_lowered"]

@@ -1,0 +1,51 @@
+"""Pass (b): the float bias becomes an int32 constant added to the accumulator.
+
+    add(multiply(astype(acc, f32), multiply(sx, sw)), bias)
+      ==>  multiply(astype(add(acc, bias_q), f32), multiply(sx, sw))
+
+with `bias_q = round(bias / (sx * sw[c]))` at zero point 0, rounded the way the contract says
+(numerics.constants.int32_bias).  Under the fbgemm contract this pass does nothing: fbgemm adds
+the bias in float after scaling, and reproducing it means keeping the bias float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from ..numerics.constants import int32_bias
+from .rewrite import const_value, run_rewrite
+
+R = relax.op
+
+ACC, SX, SW, BIAS = wildcard(), wildcard(), wildcard(), is_const()
+SCALE = is_op("relax.multiply")(SX, SW)
+DEQUANTIZED_ACC = is_op("relax.multiply")(is_op("relax.astype")(ACC), SCALE)
+BIASED = is_op("relax.add")(DEQUANTIZED_ACC, BIAS)
+
+
+def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
+    """Fold each conv/linear float bias into an int32 add (not under fbgemm numerics)."""
+    if contract == "fbgemm":
+        return mod
+
+    def rewrite(ctx, call):
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.add":
+            return None
+        m = ctx.match(BIASED, call)
+        if m is None or m[ACC].ty.dtype != "int32":
+            return None
+        sx = float(const_value(m[SX], ctx))
+        sw = np.atleast_1d(const_value(m[SW], ctx))
+        bias = const_value(m[BIAS])
+        channels = bias.size
+        bias_q = int32_bias(bias.reshape(-1), sx, np.broadcast_to(sw, (channels,)), contract)
+        acc = ctx.new(m[ACC])
+        bias_q = bias_q.reshape(bias.shape)
+        with_bias = ctx.emit(R.add(acc, relax.const(bias_q.astype("int32"))))
+        return R.multiply(R.astype(with_bias, "float32"),
+                          R.multiply(ctx.new(m[SX]), ctx.new(m[SW])))
+
+    return run_rewrite(mod, rewrite)

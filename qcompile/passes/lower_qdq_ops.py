@@ -1,0 +1,165 @@
+"""Pass: the remaining Q/DQ regions (elementwise, unary, pooling, cat) become 8-bit kernels.
+
+Each region `quantize(f(dequantize(x), ...), so, zo)` is replaced by the kernel the numerics
+contract prescribes for `f`; then any quantize/dequantize left at the model's boundary becomes
+the contract's quantize/dequantize kernel.  Run after fuse_requantize.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from ..numerics import kernels
+from ..numerics.constants import quantize_bound
+from ..numerics.tables import unary_tables
+from .fuse_requantize import activation_bounds
+from .rewrite import const_value, run_rewrite
+
+R = relax.op
+
+A, SA, ZA, B, SB, ZB = wildcard(), wildcard(), is_const(), wildcard(), wildcard(), is_const()
+DQA = is_op("relax.dequantize")(A, SA, ZA)
+DQB = is_op("relax.dequantize")(B, SB, ZB)
+SO, ZO = wildcard(), is_const()
+_ADD, _MUL = is_op("relax.add")(DQA, DQB), is_op("relax.multiply")(DQA, DQB)
+BINARY = is_op("relax.quantize")(_ADD | _MUL | is_op("relax.nn.relu")(_ADD | _MUL), SO, ZO)
+
+_ACT = is_op("relax.nn.relu")(DQA) | is_op("relax.clip")(DQA, wildcard(), wildcard())
+SAME_QPARAMS_ACT = is_op("relax.quantize")(_ACT, SO, ZO)
+
+_plus3 = is_op("relax.clip")(is_op("relax.add")(DQA, is_const()), wildcard(), wildcard())
+HARDSIGMOID = is_op("relax.divide")(_plus3, is_const())
+HARDSWISH = is_op("relax.divide")(is_op("relax.multiply")(DQA, _plus3), is_const())
+SIGMOID = is_op("relax.sigmoid")(DQA)
+UNARY = is_op("relax.quantize")(HARDSWISH | HARDSIGMOID | SIGMOID, SO, ZO)
+
+POOL = is_op("relax.quantize")(
+    is_op("relax.nn.adaptive_avg_pool2d")(DQA) | is_op("relax.nn.avg_pool2d")(DQA), SO, ZO)
+
+
+def _qp(ctx, m, scale, zp):
+    return float(const_value(m[scale], ctx)), int(const_value(m[zp]))
+
+
+def _binary(ctx, call, m, contract, threads):
+    inner = ctx.value_of(call.args[0])
+    relu = inner.op.name == "relax.nn.relu"
+    op = ctx.value_of(inner.args[0]).op.name if relu else inner.op.name
+    qa, qb, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SB, ZB), _qp(ctx, m, SO, ZO)
+    a, b = ctx.new(m[A]), ctx.new(m[B])
+    if a.ty.shape is None or [int(d) for d in a.ty.shape] != [int(d) for d in b.ty.shape]:
+        return None  # broadcasting binary ops are not lowered; the boundary pass will complain
+    multiply = op == "relax.multiply"
+    if contract == "integer":
+        fn = lambda x, y: kernels.add_integer(x, y, qa, qb, qo, relu, multiply)  # noqa: E731
+    elif multiply:
+        fn = lambda x, y: kernels.mul_fbgemm(x, y, qa, qb, qo, relu)  # noqa: E731
+    else:
+        fn = lambda x, y: kernels.add_fbgemm(x, y, qa, qb, qo, relu, threads)  # noqa: E731
+    return ctx.call_te(fn, a, b, primfunc_name_hint="qmul" if multiply else "qadd")
+
+
+def _clamp_kernel(x, lo, hi):
+    return te.compute(x.shape, lambda *i: tirx.max(tirx.min(x(*i), tirx.const(hi, x.dtype)),
+                                                   tirx.const(lo, x.dtype)), name="qclip")
+
+
+def _same_qparams_act(ctx, call, m):
+    qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
+    if qa != qo:
+        return None
+    lo, hi = activation_bounds(ctx.value_of(call.args[0]), qo[0], qo[1])
+    return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qclip")
+
+
+def _unary(ctx, call, m, contract, threads):
+    inner = ctx.value_of(call.args[0])
+    if inner.op.name == "relax.sigmoid":
+        op = "sigmoid"
+    elif ctx.match(HARDSWISH, inner) is not None:
+        op = "hardswish"
+    else:
+        op = "hardsigmoid"
+    qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
+    body, tail = unary_tables(op, contract, qa, qo)
+    args = [ctx.new(m[A]), relax.const(body)] + ([relax.const(tail)] if tail is not None else [])
+
+    def fn(x, tb, tt=None):
+        return kernels.lookup(x, tb, tt, threads)
+
+    return ctx.call_te(fn, *args, primfunc_name_hint=op)
+
+
+def _pool(ctx, call, m, contract):
+    qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
+    pool = ctx.value_of(call.args[0])
+    x = ctx.new(m[A])
+    if pool.op.name == "relax.nn.adaptive_avg_pool2d":
+        fn = lambda t: kernels.adaptive_avg_pool_1x1(t, qa, qo, contract)  # noqa: E731
+        return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
+    attrs = pool.attrs
+    params = dict(kernel=[int(v) for v in attrs.pool_size], stride=[int(v) for v in attrs.strides],
+                  padding=[int(v) for v in attrs.padding], ceil_mode=bool(attrs.ceil_mode),
+                  count_include_pad=bool(attrs.count_include_pad))
+    fn = lambda t: kernels.avg_pool2d(t, qa, qo, contract, **params)  # noqa: E731
+    return ctx.call_te(fn, x, primfunc_name_hint="avg_pool")
+
+
+def _concat(ctx, call, contract):
+    cat = ctx.value_of(call.args[0])
+    if not isinstance(cat, relax.Call) or cat.op.name != "relax.concat":
+        return None
+    parts = ctx.value_of(cat.args[0])
+    so, zo = float(const_value(call.args[1], ctx)), int(const_value(call.args[2]))
+    moved = []
+    for part in parts.fields:
+        dq = ctx.value_of(part)
+        if not isinstance(dq, relax.Call) or dq.op.name != "relax.dequantize":
+            return None
+        qin = (float(const_value(dq.args[1], ctx)), int(const_value(dq.args[2])))
+        fn = kernels.requantize_tensor_integer if contract == "integer" else kernels.requantize_tensor
+        moved.append(ctx.emit(ctx.call_te(fn, ctx.new(dq.args[0]), qin, (so, zo),
+                                          primfunc_name_hint="requantize_tensor")))
+    return R.concat(moved, axis=int(cat.attrs.axis))
+
+
+def lower_qdq_ops(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
+    """Lower elementwise, unary, pooling and cat Q/DQ regions to the contract's kernels."""
+
+    def rewrite(ctx, call):
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.quantize":
+            return None
+        for pattern, lower in ((BINARY, lambda m: _binary(ctx, call, m, contract, threads)),
+                               (SAME_QPARAMS_ACT, lambda m: _same_qparams_act(ctx, call, m)),
+                               (UNARY, lambda m: _unary(ctx, call, m, contract, threads)),
+                               (POOL, lambda m: _pool(ctx, call, m, contract))):
+            m = ctx.match(pattern, call)
+            if m is not None:
+                out = lower(m)
+                if out is not None:
+                    return out
+        return _concat(ctx, call, contract)
+
+    return run_rewrite(mod, rewrite)
+
+
+def lower_boundaries(mod: tvm.IRModule) -> tvm.IRModule:
+    """The model's input quantize and output dequantize become the engines' formulas."""
+
+    def rewrite(ctx, call):
+        if not isinstance(call.op, tvm.ir.Op):
+            return None
+        if call.op.name == "relax.quantize":
+            scale, zp = float(const_value(call.args[1], ctx)), int(const_value(call.args[2]))
+            return ctx.call_te(kernels.quantize, ctx.new(call.args[0]), scale, zp,
+                               call.attrs.out_dtype, primfunc_name_hint="quantize")
+        if call.op.name == "relax.dequantize":
+            scale, zp = float(const_value(call.args[1], ctx)), int(const_value(call.args[2]))
+            return ctx.call_te(kernels.dequantize, ctx.new(call.args[0]), scale, zp,
+                               primfunc_name_hint="dequantize")
+        return None
+
+    return run_rewrite(mod, rewrite)

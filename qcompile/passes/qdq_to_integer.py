@@ -1,0 +1,85 @@
+"""Pass (a): conv2d / matmul between dequantized operands become u8 x i8 -> i32 compute.
+
+    conv2d(dequantize(x, sx, zx), dequantize(W, sw, zw))
+      ==>  multiply(astype(acc, f32), multiply(sx, sw))       acc: int32, exact
+
+The accumulator `acc = sum (x - zx)(w - zw)` is computed as PyTorch defines it: the input is
+padded with its zero point (so padding contributes nothing) and, when every weight zero point is
+0, the u8 x i8 product is corrected by the constant `zx * sum(w[c])`.  The float epilogue that
+remains (bias add, activation, quantize) is the next passes' business.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from .rewrite import const_value, run_rewrite
+
+R = relax.op
+
+_x, _sx, _zx = wildcard(), wildcard(), is_const()
+_w, _sw, _zw = is_const(), wildcard(), is_const()
+_dqx = is_op("relax.dequantize")(_x, _sx, _zx)
+_dqw = is_op("relax.dequantize")(_w, _sw, _zw)
+CONV = is_op("relax.nn.conv2d")(_dqx, _dqw)
+MATMUL = is_op("relax.matmul")(_dqx, is_op("relax.permute_dims")(_dqw))
+
+
+def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
+    attrs = call.attrs
+    top, left, bottom, right = [int(p) for p in attrs.padding]
+    if any((top, left, bottom, right)):
+        x = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
+    conv = dict(strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
+                groups=int(attrs.groups), out_dtype="int32")
+    if np.all(zw == 0):
+        acc = R.nn.conv2d(x, relax.const(w.astype("int8")), **conv)
+        if zx != 0:
+            correction = zx * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
+            acc = R.subtract(acc, relax.const(correction.astype("int32").reshape(1, -1, 1, 1)))
+        return acc
+    shifted = (w.astype(np.int32) - zw.reshape(-1, 1, 1, 1)).astype("int32")
+    x32 = R.subtract(R.astype(x, "int32"), relax.const(np.int32(zx)))
+    return R.nn.conv2d(x32, relax.const(shifted), **conv)
+
+
+def _matmul_acc(x, zx: int, w: np.ndarray, zw: np.ndarray):
+    if np.all(zw == 0):
+        acc = R.matmul(x, relax.const(np.ascontiguousarray(w.T).astype("int8")), out_dtype="int32")
+        if zx != 0:
+            correction = zx * w.astype(np.int64).sum(axis=1)
+            acc = R.subtract(acc, relax.const(correction.astype("int32")))
+        return acc
+    shifted = (w.astype(np.int32) - zw.reshape(-1, 1)).astype("int32")
+    x32 = R.subtract(R.astype(x, "int32"), relax.const(np.int32(zx)))
+    return R.matmul(x32, relax.const(np.ascontiguousarray(shifted.T)), out_dtype="int32")
+
+
+def _rewrite(ctx, call):
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d",
+                                                                  "relax.matmul"):
+        return None
+    is_conv = call.op.name == "relax.nn.conv2d"
+    m = ctx.match(CONV if is_conv else MATMUL, call)
+    if m is None:
+        return None
+    x = ctx.new(m[_x])
+    zx = int(const_value(m[_zx]))
+    w = const_value(m[_w])
+    zw = np.broadcast_to(const_value(m[_zw]), (w.shape[0],))
+    sx, sw = ctx.new(m[_sx]), ctx.new(m[_sw])
+    if is_conv:
+        acc = _conv_acc(ctx, call, x, zx, w, zw)
+        if len(sw.ty.shape) == 1:
+            sw = R.reshape(sw, [1, -1, 1, 1])
+    else:
+        acc = _matmul_acc(x, zx, w, zw)
+    return R.multiply(R.astype(ctx.emit(acc), "float32"), R.multiply(sx, sw))
+
+
+def qdq_to_integer(mod: tvm.IRModule) -> tvm.IRModule:
+    """Rewrite every dequantized conv2d/matmul into an int32 accumulator times its scale."""
+    return run_rewrite(mod, _rewrite)

@@ -1,0 +1,77 @@
+"""The machinery every qcompile pass shares: match a dataflow pattern at a call, rewrite it.
+
+A pass supplies `rewrite(ctx, call) -> Expr | None`.  `ctx.match(pattern, call)` looks through
+the function's bindings (relax.dpl patterns with var2val); `ctx.new(expr)` maps an original
+sub-expression into the rewritten function; `ctx.call_te` emits a TE kernel as a PrimFunc.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+
+@mutator
+class _CallRewriter(PyExprMutator):
+    def __init__(self, mod, rewrite):
+        super().__init__(mod)
+        self.rewrite = rewrite
+        self.var2val = {}
+
+    def visit_call_(self, call):
+        new = self.rewrite(self, call)
+        if new is not None:
+            return new
+        return self.visit_expr_post_order(call)
+
+    # -- helpers for rewrite functions --------------------------------------------------
+    def match(self, pattern, expr):
+        """Matched sub-expressions by pattern, or None (looks through let-bindings)."""
+        return pattern.extract_matched_expr(expr, self.var2val)
+
+    def new(self, expr):
+        """The rewritten counterpart of an original sub-expression."""
+        return self.visit_expr(expr)
+
+    def call_te(self, fn, *args, **kwargs):
+        """Emit a TE kernel as a PrimFunc and return the call_tir to it."""
+        return self.builder_.call_te(fn, *args, **kwargs)
+
+    def emit(self, expr):
+        return self.builder_.emit(expr)
+
+    def value_of(self, expr):
+        """Follow variable bindings to the bound expression."""
+        while isinstance(expr, relax.Var) and expr in self.var2val:
+            expr = self.var2val[expr]
+        return expr
+
+
+def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
+    """Apply `rewrite` to every call of every Relax function, then drop what became dead."""
+    rewriter = _CallRewriter(mod, rewrite)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.var2val = relax.analysis.get_var2val(func)
+            new_func = rewriter.visit_expr(func)
+            rewriter.builder_.update_func(gvar, new_func)
+    mod = rewriter.builder_.get()
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def const_value(expr, ctx=None) -> np.ndarray:
+    """The numpy value of a constant, looking through bindings, astype and reshape.
+
+    Scales are held as astype(float64 constant) and per-channel ones may be reshaped for
+    broadcasting; the value returned is the constant's own (the double, unreshaped)."""
+    if ctx is not None:
+        expr = ctx.value_of(expr)
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    if isinstance(expr, relax.Call) and expr.op.name in ("relax.astype", "relax.reshape"):
+        return const_value(expr.args[0], ctx)
+    raise ValueError(f"expected a constant, got {expr}")

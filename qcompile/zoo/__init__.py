@@ -1,0 +1,155 @@
+"""Model zoo: our own model definitions plus their eager-mode static quantization.
+
+Usage::
+
+    zm = zoo.get("resnet18", engine="fbgemm", image_size=64)
+    with zoo.using_engine(zm.engine):
+        y = zm.quantized(zm.example_inputs(1)[0])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.ao import quantization as tq
+
+from .bert import BertFFN
+from .common import center_head, init_weights, set_bn_stats
+from .mobilenet import MobileNetV2, MobileNetV3Small
+from .resnet import ResNet18
+
+__all__ = ["ZOO_NAMES", "ENGINES", "ZooModel", "get", "float_tiny_model", "using_engine"]
+
+ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn")
+ENGINES = ("fbgemm", "qnnpack")
+CALIBRATION_SAMPLES = 8
+BN_STAT_SAMPLES = 16
+_BERT_SHAPE = (1, 128, 768)
+
+
+@contextlib.contextmanager
+def using_engine(engine: str) -> Iterator[None]:
+    """Temporarily set `torch.backends.quantized.engine`, restoring it on exit."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _random_inputs(shape: tuple, n: int, seed: int) -> list[torch.Tensor]:
+    """n standard-normal tensors of `shape` from a private, seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen) for _ in range(n)]
+
+
+@dataclass
+class ZooModel:
+    """A zoo model: the float original and its converted quantized counterpart."""
+
+    name: str
+    engine: str                   # "fbgemm" or "qnnpack"
+    float_model: nn.Module        # eval mode, unfused, same weights as `quantized`
+    quantized: nn.Module          # output of torch.ao.quantization.convert, eval mode
+    input_shape: tuple            # e.g. (1, 3, 224, 224)
+
+    def example_inputs(self, n: int, seed: int = 1) -> list[torch.Tensor]:
+        """n deterministic float inputs of `input_shape`, distributed like the calibration data."""
+        return _random_inputs(self.input_shape, n, seed)
+
+
+def _build_float(name: str, image_size: int) -> tuple[nn.Module, tuple]:
+    """Construct and initialise (global-RNG seeded) the float model and its input shape."""
+    if name == "bert_ffn":
+        model = BertFFN()
+        init_weights(model)
+        for block in model.blocks:  # fc2 feeds no ReLU: unit gain keeps the scale steady
+            nn.init.kaiming_normal_(block.fc2.weight, nonlinearity="linear")
+        return model.eval(), _BERT_SHAPE
+    if name == "resnet18":
+        model = ResNet18()
+    elif name == "mobilenet_v2":
+        model = MobileNetV2()
+    else:
+        model = MobileNetV3Small(image_size=image_size)
+    shape = (1, 3, image_size, image_size)
+    init_weights(model)
+    stats_batch = torch.randn((BN_STAT_SAMPLES,) + shape[1:])
+    set_bn_stats(model, stats_batch)
+    center_head(model, model.get_submodule(model.HEAD), stats_batch)
+    return model.eval(), shape
+
+
+def quantize(float_model: nn.Module, fuse_groups: list[list[str]], engine: str,
+             calibration: list[torch.Tensor]) -> nn.Module:
+    """Eager-mode static quantization: fuse, prepare, calibrate, convert (on a copy)."""
+    model = copy.deepcopy(float_model).eval()
+    with using_engine(engine), torch.no_grad(), warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao; silence the noise.
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated")
+        tq.fuse_modules(model, fuse_groups, inplace=True)
+        model.qconfig = tq.get_default_qconfig(engine)
+        tq.prepare(model, inplace=True)
+        for x in calibration:
+            model(x)
+        tq.convert(model, inplace=True)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def _get_cached(name: str, engine: str, seed: int, image_size: int | None) -> ZooModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        float_model, shape = _build_float(name, image_size or 224)
+    calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
+    quantized = quantize(float_model, float_model.fuse_groups(), engine, calibration)
+    return ZooModel(name, engine, float_model, quantized, shape)
+
+
+def get(name: str, engine: str = "fbgemm", seed: int = 0,
+        image_size: int | None = None) -> ZooModel:
+    """Build (or fetch from the in-process cache) zoo model `name`, quantized for `engine`.
+
+    `image_size` overrides the 224x224 input of the CNNs; it is ignored for bert_ffn.
+    The returned objects are shared between calls with the same arguments.
+    """
+    if name not in ZOO_NAMES:
+        raise ValueError(f"unknown zoo model {name!r}; valid names: {', '.join(ZOO_NAMES)}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown quantization engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if name == "bert_ffn" or image_size == 224:
+        image_size = None
+    return _get_cached(name, engine, int(seed), image_size)
+
+
+class _TinyCNN(nn.Module):
+    """conv-bn-relu x2, global pool, linear: a small float-only model."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def float_tiny_model(seed: int = 0) -> nn.Module:
+    """A small, unquantized float CNN (eval mode) taking (1, 3, 32, 32) inputs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _TinyCNN()
+        init_weights(model)
+    return model.eval()

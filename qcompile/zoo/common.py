@@ -1,0 +1,66 @@
+"""Shared helpers for zoo model definitions: weight init and BN statistics."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def init_weights(model: nn.Module) -> None:
+    """Initialise weights from the global torch RNG so activations stay in range.
+
+    Convs and hidden linears get Kaiming-normal weights (ReLU gain), BatchNorm
+    gets gamma ~ U(0.5, 1.0) and beta ~ U(-0.1, 0.1), biases are small.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -0.05, 0.05)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.0)
+            nn.init.uniform_(m.bias, -0.1, 0.1)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.uniform_(m.bias, -0.05, 0.05)
+
+
+@torch.no_grad()
+def set_bn_stats(model: nn.Module, inputs: torch.Tensor, noise: float = 0.1) -> None:
+    """Give every BatchNorm realistic running statistics.
+
+    The stats are measured with one train-mode pass over `inputs` (so each
+    layer sees normalised activations, as in a trained net) and then perturbed
+    with seeded noise so the folded weights are not exactly normalising.
+    Leaves the model in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the pass
+    model.train()
+    model(inputs)
+    model.eval()
+    for bn in bns:
+        std = bn.running_var.sqrt()
+        bn.running_mean += noise * std * torch.randn_like(std)
+        bn.running_var *= torch.empty_like(std).uniform_(1 - noise, 1 + 2 * noise)
+        bn.momentum = 0.1
+
+
+@torch.no_grad()
+def center_head(model: nn.Module, head: nn.Linear, inputs: torch.Tensor) -> None:
+    """Shift `head.bias` so the mean logit over `inputs` is (approximately) zero.
+
+    Random deep nets map all noise inputs to nearly the same pooled features,
+    so an untrained classifier would predict one class for everything.
+    Removing the input-independent part makes the top-1 class depend on the input.
+    """
+    captured = []
+    hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
+    try:
+        model.eval()(inputs)
+    finally:
+        hook.remove()
+    mean_in = captured[0].reshape(-1, head.in_features).mean(0)
+    head.bias -= head.weight @ mean_in
