@@ -12,17 +12,18 @@ from .numerics import CONTRACTS
 
 
 def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None,  # noqa: A001
-            verbose=False):
+            verbose=False, probe=False):
     """Compile a quantized torch model (convert / convert_fx output) for `target`.
 
     `numerics` is the contract: "fbgemm" (bit-exact with PyTorch's fbgemm engine), "qnnpack"
     (int32 bias, fp32 requantize, as PyTorch's qnnpack engine) or "integer" (int32 bias,
     fixed-point requantize).  `threads` is PyTorch's thread count the fbgemm contract mirrors
     (some of PyTorch's elementwise results depend on it); default: torch.get_num_threads().
+    `probe=True` also returns every quantized module's 8-bit output (for verify's per_layer).
     """
     from .build import compile_model
 
-    return compile_model(model, example_inputs, target, numerics, threads, verbose)
+    return compile_model(model, example_inputs, target, numerics, threads, verbose, probe)
 
 
 def load(path):
@@ -34,16 +35,16 @@ def load(path):
 
 def verify(model, compiled, inputs, engine=None, per_layer=False):
     """Run PyTorch and the compiled model on the same inputs; report differences in LSBs."""
-    from .verify import verify as _verify
+    from .fidelity import verify as _verify
 
     return _verify(model, compiled, inputs, engine=engine, per_layer=per_layer)
 
 
-def explain(model, example_inputs=None, layer=None):
+def explain(model, example_inputs, layer=None):
     """Per quantized conv/linear: scales, zero points, bias in int32, requantize multipliers."""
-    from .explain import explain as _explain
+    from .explain_layers import explain as _explain
 
-    return _explain(model, layer=layer)
+    return _explain(model, example_inputs, layer=layer)
 
 
 __all__ = ["compile", "load", "verify", "explain", "QCompileError", "CONTRACTS"]

@@ -43,8 +43,10 @@ def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
 class Importer:
     """Walks an fx graph node by node and emits Relax through one BlockBuilder."""
 
-    def __init__(self, gm: torch.fx.GraphModule):
+    def __init__(self, gm: torch.fx.GraphModule, probe: bool = False):
         self.gm = gm
+        self.probe = probe
+        self.probes: list[tuple[str, QValue]] = []  # (module name, value) when probing
         self.modules = dict(gm.named_modules())
         self.bb = relax.BlockBuilder()
         self.env: dict[torch.fx.Node, object] = {}
@@ -115,8 +117,15 @@ class Importer:
                         continue
                     if node.op == "output":
                         output = self._output(self._resolve(node.args[0]))
+                        if self.probe:
+                            outs = list(output.fields) if isinstance(output, relax.Tuple) else [
+                                output]
+                            output = relax.Tuple(outs + [v.expr for _, v in self.probes])
                         break
                     self.env[node] = self._convert_node(node)
+                    if self.probe and node.op == "call_module" and isinstance(
+                            self.env[node], QValue):
+                        self.probes.append((node.target, self.env[node]))
                 self.node = None
                 out = self.bb.emit_output(output)
             self.bb.emit_func_output(out)
@@ -140,7 +149,16 @@ def _name(target) -> str:
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
 
 
-def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]]):
-    """Quantized torch model -> Relax IRModule in Q/DQ form (float32 inputs and outputs)."""
+def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
+                 probe: bool = False):
+    """Quantized torch model -> Relax IRModule in Q/DQ form (float32 inputs and outputs).
+
+    With `probe`, `main` also returns the 8-bit output of every quantized module, after the
+    model's own outputs; returns (module, probe names) then.
+    """
     gm = capture(model)
-    return Importer(gm).run(input_shapes)
+    importer = Importer(gm, probe)
+    mod = importer.run(input_shapes)
+    if probe:
+        return mod, [name for name, _ in importer.probes]
+    return mod

@@ -1,0 +1,188 @@
+"""The `qcompile` command: parses arguments, calls the Python API, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from .errors import QCompileError
+from .numerics import CONTRACTS
+
+
+def load_model(spec: str, numerics: str, image_size: int | None, engine: str | None = None):
+    """`zoo:NAME` -> (quantized torch model, ZooModel).  Files come in a later issue."""
+    if not spec.startswith("zoo:"):
+        raise QCompileError(f"MODEL must be zoo:NAME for now (got {spec!r}); "
+                            "zoo names: resnet18, mobilenet_v2, mobilenet_v3_small, bert_ffn")
+    from . import zoo
+
+    engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
+    entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
+    return entry
+
+
+def _median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def format_report(report: dict) -> str:
+    """The verify report as a few readable lines."""
+    hist = ", ".join(f"{k} LSB: {v}" for k, v in sorted(report["lsb_histogram"].items()))
+    lines = [
+        f"numerics {report['numerics']} vs PyTorch {report['engine']} "
+        f"({report['inputs']} inputs, {report['threads']} threads)",
+        f"  bit_exact_fraction {report['bit_exact_fraction']:.6f}   max_abs_lsb "
+        f"{report['max_abs_lsb']}   top1_agreement {report['top1_agreement']}   cosine "
+        f"{report['cosine']:.6f}",
+        f"  LSB histogram: {hist}",
+    ]
+    if "first_divergent_layer" in report:
+        lines.append(f"  first divergent layer: {report['first_divergent_layer']}")
+    return "\n".join(lines)
+
+
+def cmd_compile(args):
+    import qcompile
+
+    entry = load_model(args.model, args.numerics, args.image_size)
+    compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), target=args.target,
+                                numerics=args.numerics, verbose=True)
+    compiled.export(args.output)
+    print(f"wrote {args.output}")
+
+
+def verify_model(args, runs_for_latency: int = 0) -> dict:
+    """Compile MODEL and verify it; optionally time qcompile against PyTorch."""
+    import torch
+
+    import qcompile
+    from .fidelity.report import quantized_engine
+
+    entry = load_model(args.model, args.numerics, args.image_size)
+    inputs = entry.example_inputs(args.inputs, seed=1234)
+    compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
+                                numerics=args.numerics, verbose=True,
+                                **({"probe": True} if args.per_layer else {}))
+    report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer)
+    report["model"] = args.model
+    if runs_for_latency:
+        x = inputs[0]
+        with quantized_engine(report["engine"]), torch.no_grad():
+            compiled(x), entry.quantized(x)
+            report["latency_ms"] = {
+                "qcompile": _median_ms(lambda: compiled(x), runs_for_latency),
+                f"torch_{report['engine']}": _median_ms(lambda: entry.quantized(x),
+                                                        runs_for_latency)}
+    return report
+
+
+def cmd_verify(args):
+    report = verify_model(args)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+def cmd_demo(args):
+    args.model, args.numerics, args.inputs, args.per_layer, args.target = (
+        "zoo:resnet18", "fbgemm", args.inputs, False, "x86")
+    report = verify_model(args, runs_for_latency=10)
+    print(format_report(report))
+    lat = report["latency_ms"]
+    print("  latency (batch 1, median of 10, untuned kernels): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items()))
+
+
+def cmd_explain(args):
+    from .explain_layers import explain, format_explain
+
+    entry = load_model(args.model, args.numerics, args.image_size)
+    report = explain(entry.quantized, entry.example_inputs(1), layer=args.layer)
+    print(format_explain(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+def cmd_run(args):
+    import qcompile
+
+    compiled = qcompile.load(args.library)
+    x = np.load(args.input)
+    out = compiled(x)
+    out = out[0] if isinstance(out, tuple) else out
+    if args.output:
+        np.save(args.output, out)
+        print(f"wrote {args.output} {out.shape} {out.dtype}")
+    else:
+        print(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qcompile", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(s, numerics=True):
+        s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
+                                     "| zoo:bert_ffn")
+        if numerics:
+            s.add_argument("--numerics", choices=CONTRACTS, default="fbgemm")
+        s.add_argument("--image-size", type=int, default=None,
+                       help="input resolution of the zoo CNNs (default 224)")
+
+    s = sub.add_parser("compile", help="compile a model to a .so")
+    model_args(s)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--target", default="x86")
+    s.set_defaults(fn=cmd_compile)
+
+    s = sub.add_parser("verify", help="compile and compare with PyTorch, in LSBs")
+    model_args(s)
+    s.add_argument("--inputs", type=int, default=16)
+    s.add_argument("--json")
+    s.add_argument("--per-layer", action="store_true")
+    s.add_argument("--target", default="x86")
+    s.set_defaults(fn=cmd_verify)
+
+    s = sub.add_parser("explain", help="per-layer scales, int32 bias and requantize multipliers")
+    model_args(s)
+    s.add_argument("--layer")
+    s.add_argument("--json")
+    s.set_defaults(fn=cmd_explain)
+
+    s = sub.add_parser("run", help="run a compiled .so on an .npy input")
+    s.add_argument("library")
+    s.add_argument("--input", required=True)
+    s.add_argument("--output")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("demo", help="compile + verify the built-in ResNet-18, print latency")
+    s.add_argument("--inputs", type=int, default=8)
+    s.add_argument("--image-size", type=int, default=None)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except QCompileError as err:
+        print(f"qcompile: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

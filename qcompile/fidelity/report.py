@@ -1,0 +1,106 @@
+"""The verify report: how far the compiled model is from PyTorch, in output LSBs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.ao.nn.quantized as nnq
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str):
+    """Run PyTorch's quantized ops on `engine` inside the block."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def output_qparams(model) -> tuple[float, int] | None:
+    """(scale, zero point) of the tensor the model's last DeQuantize receives, if known."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+             for m in model.modules() if isinstance(m, nnq.DeQuantize)]
+    return hooks, seen
+
+
+def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dict:
+    """Element statistics of output vs reference, in steps of `lsb` (exact when lsb is None)."""
+    ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+    exact = float(np.mean(ref == out))
+    if lsb:
+        steps = np.rint(np.abs(ref - out) / lsb).astype(np.int64)
+    else:
+        steps = (ref != out).astype(np.int64)
+    values, counts = np.unique(steps, return_counts=True)
+    histogram = {int(v): int(c) for v, c in zip(values, counts)}
+    num = float(np.dot(ref.ravel(), out.ravel()))
+    den = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
+    return {"bit_exact_fraction": exact, "max_abs_lsb": int(steps.max(initial=0)),
+            "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size)}
+
+
+def _top1(ref_list, out_list) -> float | None:
+    agree = []
+    for r, o in zip(ref_list, out_list):
+        if r.ndim < 2:
+            return None
+        r2, o2 = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])
+        agree.extend(list(r2.argmax(-1) == o2.argmax(-1)))
+    return float(np.mean(agree)) if agree else None
+
+
+def _probe_outputs(model, names):
+    """Hooks recording the int8 output of each named module, per call."""
+    modules = dict(model.named_modules())
+    records = {n: [] for n in names}
+    hooks = []
+    for n in names:
+        if n in modules:
+            hooks.append(modules[n].register_forward_hook(
+                lambda mod, inp, out, n=n: records[n].append(out.int_repr().numpy().copy())))
+    return hooks, records
+
+
+def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
+    """Run `model` on PyTorch's engine and `compiled` on the same inputs; return the report.
+
+    `engine` defaults to the compiled numerics' engine (fbgemm for the integer contract).  With
+    `per_layer`, `compiled` must have been built with probe=True; the report then names the
+    first quantized module whose 8-bit output differs.
+    """
+    numerics = compiled.meta.get("numerics", "fbgemm")
+    engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
+    probes = compiled.meta.get("probes", []) if per_layer else []
+    hooks, seen = output_qparams(model)
+    probe_hooks, records = _probe_outputs(model, probes)
+    refs, outs, first = [], [], None
+    try:
+        with quantized_engine(engine), torch.no_grad():
+            for x in inputs:
+                xs = x if isinstance(x, (list, tuple)) else [x]
+                refs.append(model(*xs).numpy())
+                got = compiled(*xs)
+                if not isinstance(got, tuple):
+                    got = (got,)
+                outs.append(got[0])
+                for name, value in zip(probes, got[len(got) - len(probes):]):
+                    ref_q = records[name][-1] if records[name] else None
+                    if first is None and ref_q is not None and not np.array_equal(ref_q, value):
+                        first = {"module": name, "mismatch_fraction": float(np.mean(ref_q != value)),
+                                 "max_abs_steps": int(np.abs(ref_q.astype(np.int32) - value).max())}
+    finally:
+        for h in hooks + probe_hooks:
+            h.remove()
+    lsb = float(seen[-1].q_scale()) if seen else None
+    report = compare(np.stack(refs), np.stack(outs), lsb)
+    report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs), "engine": engine,
+                   "numerics": numerics, "threads": torch.get_num_threads(),
+                   "lsb": lsb})
+    if per_layer:
+        report["first_divergent_layer"] = first
+    return report
