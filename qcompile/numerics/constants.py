@@ -114,3 +114,42 @@ def quantize_bound(value: float, scale: float, zero_point: int, qmin=0, qmax=255
     inv = f32(1.0) / f32(scale)
     q = np.rint(f32(f32(f32(value) * inv) + f32(zero_point)))
     return int(np.clip(q, qmin, qmax))
+
+
+def _f32_exponent(value: np.float32) -> int:
+    """The unbiased binary exponent of a normal float32 (its bits 23..30, minus 127)."""
+    return int(np.array(value, dtype=np.float32).view(np.uint32) >> 23) - 127
+
+
+@dataclass
+class QnnpackAdd:
+    """QNNPACK q8vadd's fixed-point requantization (PyTorch's qnnpack engine, x86 SSE2 kernel).
+
+    ratio_a = f(f32(sa) / f32(so)), likewise b; with e the exponent of the larger ratio,
+    shift = 21 - e and m_a = rint(ratio_a * 2^shift) (< 2^22, the larger one >= 2^21).
+    acc = m_a (a - za) + m_b (b - zb);  y = (acc >> shift) + ((acc & mask) - (acc < 0) > mask >> 1)
+    (round half away from zero), then + zo and clamp.
+    """
+
+    a_mult: int
+    b_mult: int
+    shift: int
+
+
+def qnnpack_add(a_scale: float, b_scale: float, out_scale: float) -> QnnpackAdd:
+    """QNNPACK add parameters; raises ValueError where QNNPACK refuses the scales."""
+    ra = np.float32(f32(a_scale) / f32(out_scale))
+    rb = np.float32(f32(b_scale) / f32(out_scale))
+    for r in (ra, rb):
+        if not (2.0**-14 <= float(r) < 2.0**8):
+            raise ValueError(f"input-to-output scale ratio {float(r):.7g} outside [2**-14, 2**8)")
+    shift = 21 - _f32_exponent(max(ra, rb))
+    a_mult = int(np.rint(np.float64(ra) * 2.0**shift))
+    b_mult = int(np.rint(np.float64(rb) * 2.0**shift))
+    return QnnpackAdd(a_mult, b_mult, shift)
+
+
+def qnnpack_avgpool_scale(scale: float, pool_size: int) -> np.float32:
+    """QNNPACK average pooling's float multiplier: f(f32(s) / f(f32(s) * f(pool_size)))."""
+    s = f32(scale)
+    return np.float32(s / np.float32(s * f32(pool_size)))

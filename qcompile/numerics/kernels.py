@@ -325,3 +325,151 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
         return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
 
     return te.compute((n, c, oh, ow), out, name="avg_pool")
+
+
+# ---------------------------------------------------------------------------- fbgemm depthwise
+def fbgemm_depthwise_fast_path(in_channels: int, out_channels: int, groups: int, kernel,
+                               strides, padding, dilation) -> bool:
+    """Does PyTorch's fbgemm engine run this conv through its depthwise kernel?
+
+    Measured on PyTorch 2.13 with inputs that make the int16 saturation visible: groups = C,
+    out-channels C or 2C, C % 8 == 0, a square 3x3/5x5/7x7 kernel, each stride 1 or 2 (they
+    may differ), padding (k-1)/2 on every side, no dilation.  Anything else is exact.
+    """
+    kh, kw = (int(k) for k in kernel)
+    pads = [int(p) for p in padding]
+    return (groups == in_channels and in_channels % 8 == 0
+            and out_channels in (in_channels, 2 * in_channels)
+            and kh == kw and kh in (3, 5, 7)
+            and all(int(s) in (1, 2) for s in strides)
+            and all(int(d) == 1 for d in dilation)
+            and all(p == (kh - 1) // 2 for p in pads))
+
+
+def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, padding):
+    """int32 accumulator of fbgemm's depthwise fast path, saturation quirk included.
+
+    fbgemm multiplies the raw u8 activations (padding reads the input zero point) by the raw
+    i8 weights with vpmaddubsw: taps are taken row-major two at a time and each pair's sum of
+    products saturates to int16; the pair sums add in int32.  The zero-point corrections come
+    afterwards, exactly:
+        acc = sum_pairs sat16(x_t0 w_t0 + x_t1 w_t1) - zx sum(w) - zw sum(x) + T zx zw
+    `w` is (OC, T_even) int8, the row-major taps padded with a zero weight to an even count;
+    `wsum_corr` (OC,) int32 holds T zx zw - zx sum(w); `zw` (OC,) int32 the weight zero points
+    (None when all are 0).  Out-channel oc reads input channel oc // (OC / C).
+    """
+    n, c, h, wd = (int(d) for d in x.shape)
+    oc_count, taps_even = (int(d) for d in w.shape)
+    k = kernel
+    sh, sw = (int(s) for s in strides)
+    pt, pl = int(padding[0]), int(padding[1])
+    pb, pr = (int(padding[2]), int(padding[3])) if len(padding) == 4 else (pt, pl)
+    oh, ow = (h + pt + pb - k) // sh + 1, (wd + pl + pr - k) // sw + 1
+    mult = oc_count // c
+    taps = k * k
+
+    def raw_x(b, oc, i, j, t):
+        """Raw activation of tap t (a padded position reads zx; taps beyond T read zx too)."""
+        ky, kx = tirx.floordiv(t, k), tirx.floormod(t, k)
+        y, z = i * sh + ky - pt, j * sw + kx - pl
+        inside = tirx.all(t < taps, y >= 0, y < h, z >= 0, z < wd)
+        value = x[b, tirx.floordiv(oc, mult), tirx.max(tirx.min(y, h - 1), 0),
+                  tirx.max(tirx.min(z, wd - 1), 0)]
+        return tirx.Select(inside, value.astype("int32"), i32(zx))
+
+    p = te.reduce_axis((0, taps_even // 2), "pair")
+
+    def pair_sum(b, oc, i, j):
+        t0, t1 = p * 2, p * 2 + 1
+        s = (raw_x(b, oc, i, j, t0) * w[oc, t0].astype("int32")
+             + raw_x(b, oc, i, j, t1) * w[oc, t1].astype("int32"))
+        return te.sum(clamp(s, -32768, 32767), axis=p)
+
+    raw = te.compute((n, oc_count, oh, ow), pair_sum, name="dw_pairs")
+    if zw is None:
+        return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
+                          name="dw_acc")
+    t = te.reduce_axis((0, taps), "tap")
+    xsum = te.compute((n, oc_count, oh, ow),
+                      lambda b, oc, i, j: te.sum(raw_x(b, oc, i, j, t), axis=t), name="dw_xsum")
+    return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc]
+                      - zw[oc] * xsum[b, oc, i, j], name="dw_acc")
+
+
+# ---------------------------------------------------------------------------- qnnpack engine
+def add_qnnpack(a, b, qa, qb, qo, relu: bool):
+    """quantized add / add_relu as PyTorch's qnnpack engine runs them (QNNPACK q8vadd, SSE2).
+
+    Fixed point (constants.qnnpack_add): acc = m_a (a - za) + m_b (b - zb) in int32 (it fits),
+    shifted right rounding half away from zero, + zo, clamped to [0 or zo, 255].
+    """
+    from .constants import qnnpack_add
+
+    (sa, za), (sb, zb), (so, zo) = qa, qb, qo
+    p = qnnpack_add(sa, sb, so)
+    mask = (1 << p.shift) - 1
+    lo = zo if relu else 0
+
+    def body(*idx):
+        acc = ((a(*idx).astype("int32") - za) * p.a_mult
+               + (b(*idx).astype("int32") - zb) * p.b_mult)
+        rem = tirx.bitwise_and(acc, i32(mask)) - tirx.Select(acc < 0, i32(1), i32(0))
+        q = tirx.shift_right(acc, i32(p.shift)) + tirx.Select(rem > mask >> 1, i32(1), i32(0))
+        # packs to int16 and adds the zero point saturating: no effect once clamped to u8
+        return clamp(clamp(q, -32768, 32767) + zo, lo, 255).astype("uint8")
+
+    return te.compute(a.shape, body, name="qadd_qnnpack")
+
+
+def avg_pool2d_qnnpack(x, qin, kernel, stride, padding):
+    """QNNPACK average pooling (qnnpack engine: avg_pool2d without ceil_mode, adaptive 1x1).
+
+    acc = sum(q - zx) over the window, padding contributing 0; the divisor is always kh*kw
+    (count_include_pad and divisor_override are ignored): y = rne(f(f32(acc) * m)) + zx with
+    m = f(f32(s) / f(f32(s) * f(kh*kw))) (constants.qnnpack_avgpool_scale).
+    """
+    from .constants import qnnpack_avgpool_scale
+
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in stride)
+    pt, pl = int(padding[0]), int(padding[1])
+    pb, pr = (int(padding[2]), int(padding[3])) if len(padding) == 4 else (pt, pl)
+    scale, zx = qin
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    m = qnnpack_avgpool_scale(scale, kh * kw)
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def tap(b, k, i, j):
+        y, z = i * sh + rh - pt, j * sw + rw - pl
+        inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
+        return tirx.Select(inside, value.astype("int32") - zx, 0)
+
+    total = te.compute((n, c, oh, ow), lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]),
+                       name="pool_sum")
+
+    def out(*idx):
+        r = rne_i32(mul(total(*idx).astype("float32"), f32(m)))
+        return clamp(clamp(r, -32768, 32767) + zx, 0, 255).astype("uint8")
+
+    return te.compute(total.shape, out, name="avg_pool_qnnpack")
+
+
+def channels_last_clamp(x, lo: int, hi: int):
+    """qnnpack engine's clamp (relu6, hardtanh) of a tensor PyTorch holds channels-last.
+
+    PyTorch clamps the NHWC memory in order but returns it in a fresh contiguous (NCHW) tensor:
+    output element at flat NCHW position f is the clamped input element at NHWC position f.
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+
+    def body(b, k, i, j):
+        f = (k * h + i) * w + j
+        src_h = tirx.floordiv(f, w * c)
+        src_w = tirx.floormod(tirx.floordiv(f, c), w)
+        src_c = tirx.floormod(f, c)
+        v = x[b, src_c, src_h, src_w]
+        return tirx.max(tirx.min(v, tirx.const(hi, x.dtype)), tirx.const(lo, x.dtype))
+
+    return te.compute(x.shape, body, name="qclip_channels_last")

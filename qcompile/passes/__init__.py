@@ -19,7 +19,7 @@ from .qdq_to_integer import qdq_to_integer
 
 def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
     """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out."""
-    mod = qdq_to_integer(mod)
+    mod = qdq_to_integer(mod, contract)
     mod = canonicalize_bias(mod, contract)
     mod = fuse_requantize(mod, contract)
     mod = lower_qdq_ops(mod, contract, threads)

@@ -4,7 +4,9 @@
       ==>  requantize(acc) clipped to [lo, hi]            (one TE kernel, the contract's math)
 
 `act` is relu, clip (relu6, hardtanh) or nothing; a relu/clip applied afterwards on the
-quantized result with the same qparams (an unfused ReLU6 module) is folded into the same clip.
+quantized result with the same qparams (an unfused ReLU6 module) is folded into the same clip --
+except under the qnnpack contract when that clip would see a channels-last conv output: PyTorch's
+qnnpack clamp then permutes the data (see `qnnpack_channels_last`), and lower_qdq_ops does that.
 """
 
 from __future__ import annotations
@@ -31,6 +33,55 @@ S2, Z2, S3, Z3 = wildcard(), is_const(), wildcard(), is_const()
 _DQ = is_op("relax.dequantize")(INNER, S2, Z2)
 OUTER = is_op("relax.quantize")(
     is_op("relax.nn.relu")(_DQ) | is_op("relax.clip")(_DQ, wildcard(), wildcard()), S3, Z3)
+
+
+def qnnpack_channels_last(ctx, expr) -> bool:
+    """Does PyTorch's qnnpack engine hold the 4-D tensor `expr` stands for in channels-last memory?
+
+    Measured on PyTorch 2.13 (qnnpack engine): conv outputs are channels-last; clamp (relu6,
+    hardtanh) outputs are contiguous; relu, add, mul, cat, pooling and the table ops keep their
+    (first) input's memory format; model inputs and reshapes are contiguous.  Follows original
+    bindings (ctx.value_of) through Q/DQ ops and kernels already lowered by earlier passes.
+    """
+    for _ in range(10000):
+        e = ctx.value_of(expr)
+        if not isinstance(e, relax.Call) or not isinstance(e.op, tvm.ir.Op):
+            return False
+        name = e.op.name
+        if name == "relax.call_tir":
+            hint = e.args[0].name_hint
+            if hint.startswith("depthwise_conv"):
+                return True
+            if hint.startswith(("qclip", "quantize")):
+                return False
+            fields = e.args[1].fields
+            if not fields:
+                return False
+            expr = fields[0]  # requantize: the accumulator; elementwise/pool kernels: input 0
+            continue
+        if name == "relax.nn.conv2d":
+            return True
+        if name in ("relax.clip", "relax.reshape", "relax.matmul", "relax.permute_dims"):
+            return False
+        if name == "relax.concat":
+            parts = ctx.value_of(e.args[0])
+            if not isinstance(parts, relax.Tuple) or not parts.fields:
+                return False
+            expr = parts.fields[0]
+            continue
+        if not e.args:
+            return False
+        expr = e.args[0]
+    return False
+
+
+def qnnpack_clamp_permutes(ctx, expr) -> bool:
+    """Would a qnnpack clamp of `expr` permute its elements (channels-last, C > 1, H*W > 1)?"""
+    shape = expr.ty.shape if hasattr(expr.ty, "shape") else None
+    if shape is None or len(shape) != 4:
+        return False
+    _, c, h, w = (int(d) for d in shape)
+    return c > 1 and h * w > 1 and qnnpack_channels_last(ctx, expr)
 
 
 def activation_bounds(act_call, scale: float, zero_point: int) -> tuple[int, int]:
@@ -104,8 +155,10 @@ def fuse_requantize(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
             s2, z2 = float(const_value(m[S2], ctx)), int(const_value(m[Z2]))
             s3, z3 = float(const_value(m[S3], ctx)), int(const_value(m[Z3]))
             so, zo = float(const_value(m[SO], ctx)), int(const_value(m[ZO]))
-            if (s2, z2) == (s3, z3) == (so, zo):
-                outer_act = ctx.value_of(call.args[0])
+            outer_act = ctx.value_of(call.args[0])
+            permutes = (contract == "qnnpack" and outer_act.op.name == "relax.clip"
+                        and qnnpack_clamp_permutes(ctx, outer_act.args[0]))
+            if (s2, z2) == (s3, z3) == (so, zo) and not permutes:
                 bounds = activation_bounds(outer_act, so, zo)
                 inner_q = ctx.value_of(ctx.value_of(outer_act.args[0]).args[0])
                 out = _requantize_call(ctx, m, inner_q, contract, bounds)

@@ -3,6 +3,10 @@
 Each region `quantize(f(dequantize(x), ...), so, zo)` is replaced by the kernel the numerics
 contract prescribes for `f`; then any quantize/dequantize left at the model's boundary becomes
 the contract's quantize/dequantize kernel.  Run after fuse_requantize.
+
+Under the qnnpack contract, add / add_relu, avg_pool2d (without ceil_mode) and adaptive average
+pooling use QNNPACK's own kernels, and a clamp (relu6, hardtanh) of a channels-last tensor
+permutes it as PyTorch's qnnpack clamp does (numerics.kernels, *_qnnpack / channels_last_clamp).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from ..numerics import kernels
 from ..numerics.constants import quantize_bound
 from ..numerics.tables import unary_tables
-from .fuse_requantize import activation_bounds
+from ..errors import QCompileError
+from .fuse_requantize import activation_bounds, qnnpack_clamp_permutes
 from .rewrite import const_value, run_rewrite
 
 R = relax.op
@@ -53,6 +58,16 @@ def _binary(ctx, call, m, contract, threads):
     if a.ty.shape is None or [int(d) for d in a.ty.shape] != [int(d) for d in b.ty.shape]:
         return None  # broadcasting binary ops are not lowered; the boundary pass will complain
     multiply = op == "relax.multiply"
+    if contract == "qnnpack" and not multiply:
+        try:
+            from ..numerics.constants import qnnpack_add
+
+            qnnpack_add(qa[0], qb[0], qo[0])
+        except ValueError as err:
+            raise QCompileError(f"quantized add under qnnpack numerics: PyTorch's QNNPACK add "
+                                f"refuses these scales ({err}); use fbgemm numerics") from None
+        fn = lambda x, y: kernels.add_qnnpack(x, y, qa, qb, qo, relu)  # noqa: E731
+        return ctx.call_te(fn, a, b, primfunc_name_hint="qadd_qnnpack")
     if contract == "integer":
         fn = lambda x, y: kernels.add_integer(x, y, qa, qb, qo, relu, multiply)  # noqa: E731
     elif multiply:
@@ -67,11 +82,17 @@ def _clamp_kernel(x, lo, hi):
                                                    tirx.const(lo, x.dtype)), name="qclip")
 
 
-def _same_qparams_act(ctx, call, m):
+def _same_qparams_act(ctx, call, m, contract):
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
     if qa != qo:
         return None
-    lo, hi = activation_bounds(ctx.value_of(call.args[0]), qo[0], qo[1])
+    act = ctx.value_of(call.args[0])
+    lo, hi = activation_bounds(act, qo[0], qo[1])
+    if act.op.name == "relax.nn.relu":
+        return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qrelu")
+    if contract == "qnnpack" and qnnpack_clamp_permutes(ctx, m[A]):
+        return ctx.call_te(kernels.channels_last_clamp, ctx.new(m[A]), lo, hi,
+                           primfunc_name_hint="qclip_channels_last")
     return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qclip")
 
 
@@ -97,6 +118,10 @@ def _pool(ctx, call, m, contract):
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
     pool = ctx.value_of(call.args[0])
     x = ctx.new(m[A])
+    if contract == "qnnpack":
+        out = _pool_qnnpack(ctx, pool, x, qa)
+        if out is not None:
+            return out
     if pool.op.name == "relax.nn.adaptive_avg_pool2d":
         fn = lambda t: kernels.adaptive_avg_pool_1x1(t, qa, qo, contract)  # noqa: E731
         return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
@@ -106,6 +131,25 @@ def _pool(ctx, call, m, contract):
                   count_include_pad=bool(attrs.count_include_pad))
     fn = lambda t: kernels.avg_pool2d(t, qa, qo, contract, **params)  # noqa: E731
     return ctx.call_te(fn, x, primfunc_name_hint="avg_pool")
+
+
+def _pool_qnnpack(ctx, pool, x, qa):
+    """PyTorch's qnnpack engine pools with QNNPACK when the input is 4-D and either it is
+    avg_pool2d without ceil_mode, or adaptive pooling to 1x1 of more than one element."""
+    _, _, h, w = (int(d) for d in x.ty.shape)
+    if pool.op.name == "relax.nn.adaptive_avg_pool2d":
+        if h * w == 1:
+            return None
+        params = dict(kernel=(h, w), stride=(h, w), padding=(0, 0, 0, 0))
+    else:
+        attrs = pool.attrs
+        if bool(attrs.ceil_mode) or any(int(d) != 1 for d in attrs.dilation):
+            return None
+        params = dict(kernel=[int(v) for v in attrs.pool_size],
+                      stride=[int(v) for v in attrs.strides],
+                      padding=[int(v) for v in attrs.padding])
+    fn = lambda t: kernels.avg_pool2d_qnnpack(t, qa, **params)  # noqa: E731
+    return ctx.call_te(fn, x, primfunc_name_hint="avg_pool_qnnpack")
 
 
 def _concat(ctx, call, contract):
@@ -133,7 +177,7 @@ def lower_qdq_ops(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModul
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.quantize":
             return None
         for pattern, lower in ((BINARY, lambda m: _binary(ctx, call, m, contract, threads)),
-                               (SAME_QPARAMS_ACT, lambda m: _same_qparams_act(ctx, call, m)),
+                               (SAME_QPARAMS_ACT, lambda m: _same_qparams_act(ctx, call, m, contract)),
                                (UNARY, lambda m: _unary(ctx, call, m, contract, threads)),
                                (POOL, lambda m: _pool(ctx, call, m, contract))):
             m = ctx.match(pattern, call)

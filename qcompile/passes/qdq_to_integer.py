@@ -7,6 +7,10 @@ The accumulator `acc = sum (x - zx)(w - zw)` is computed as PyTorch defines it: 
 padded with its zero point (so padding contributes nothing) and, when every weight zero point is
 0, the u8 x i8 product is corrected by the constant `zx * sum(w[c])`.  The float epilogue that
 remains (bias add, activation, quantize) is the next passes' business.
+
+Under the fbgemm contract, a depthwise conv that PyTorch's fbgemm runs through its depthwise fast
+path gets that kernel's accumulator instead, whose pairs of raw products saturate to int16
+(numerics.kernels.depthwise_conv_fbgemm): not exact, but what fbgemm computes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
+from ..numerics import kernels
 from .rewrite import const_value, run_rewrite
 
 R = relax.op
@@ -28,8 +33,39 @@ CONV = is_op("relax.nn.conv2d")(_dqx, _dqw)
 MATMUL = is_op("relax.matmul")(_dqx, is_op("relax.permute_dims")(_dqw))
 
 
-def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
+def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
+    """fbgemm's depthwise fast-path accumulator as a TE kernel, or None if it does not apply."""
     attrs = call.attrs
+    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+        return None
+    in_channels = int(x.ty.shape[1])
+    oc, _, kh, kw = w.shape
+    if not kernels.fbgemm_depthwise_fast_path(in_channels, oc, int(attrs.groups), (kh, kw),
+                                              attrs.strides, attrs.padding, attrs.dilation):
+        return None
+    taps = kh * kw
+    w_taps = np.zeros((oc, taps + taps % 2), dtype=np.int8)
+    w_taps[:, :taps] = w.reshape(oc, taps)
+    zw64 = zw.astype(np.int64)
+    corr = taps * zx * zw64 - zx * w.astype(np.int64).reshape(oc, -1).sum(axis=1)
+    args = [x, relax.const(w_taps), relax.const(corr.astype("int32"))]
+    if np.any(zw != 0):
+        args.append(relax.const(zw.astype("int32")))
+    strides = [int(s) for s in attrs.strides]
+    padding = [int(p) for p in attrs.padding]
+
+    def fn(xt, wt, corr_t, zw_t=None):
+        return kernels.depthwise_conv_fbgemm(xt, wt, corr_t, zw_t, zx, kh, strides, padding)
+
+    return ctx.call_te(fn, *args, primfunc_name_hint="depthwise_conv_fbgemm")
+
+
+def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray, contract: str):
+    attrs = call.attrs
+    if contract == "fbgemm":
+        acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw)
+        if acc is not None:
+            return acc
     top, left, bottom, right = [int(p) for p in attrs.padding]
     if any((top, left, bottom, right)):
         x = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
@@ -58,7 +94,7 @@ def _matmul_acc(x, zx: int, w: np.ndarray, zw: np.ndarray):
     return R.matmul(x32, relax.const(np.ascontiguousarray(shifted.T)), out_dtype="int32")
 
 
-def _rewrite(ctx, call):
+def _rewrite(ctx, call, contract: str):
     if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d",
                                                                   "relax.matmul"):
         return None
@@ -72,7 +108,7 @@ def _rewrite(ctx, call):
     zw = np.broadcast_to(const_value(m[_zw]), (w.shape[0],))
     sx, sw = ctx.new(m[_sx]), ctx.new(m[_sw])
     if is_conv:
-        acc = _conv_acc(ctx, call, x, zx, w, zw)
+        acc = _conv_acc(ctx, call, x, zx, w, zw, contract)
         if len(sw.ty.shape) == 1:
             sw = R.reshape(sw, [1, -1, 1, 1])
     else:
@@ -80,6 +116,8 @@ def _rewrite(ctx, call):
     return R.multiply(R.astype(ctx.emit(acc), "float32"), R.multiply(sx, sw))
 
 
-def qdq_to_integer(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite every dequantized conv2d/matmul into an int32 accumulator times its scale."""
-    return run_rewrite(mod, _rewrite)
+def qdq_to_integer(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
+    """Rewrite every dequantized conv2d/matmul into an int32 accumulator times its scale.
+
+    `contract` picks the accumulator where engines differ (fbgemm's depthwise fast path)."""
+    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, contract))

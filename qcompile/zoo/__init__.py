@@ -14,7 +14,7 @@ import copy
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -43,6 +43,21 @@ def using_engine(engine: str) -> Iterator[None]:
         yield
     finally:
         torch.backends.quantized.engine = previous
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread for a while (restored on exit).
+
+    Building is dominated by small ops and observers; on a busy 2-core machine
+    the default multi-threaded OpenMP pool made builds 5-20x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _random_inputs(shape: tuple, n: int, seed: int) -> list[torch.Tensor]:
@@ -81,7 +96,7 @@ def _build_float(name: str, image_size: int) -> tuple[nn.Module, tuple]:
     else:
         model = MobileNetV3Small(image_size=image_size)
     shape = (1, 3, image_size, image_size)
-    init_weights(model)
+    init_weights(model, smooth_depthwise=getattr(model, "SMOOTH_DEPTHWISE", False))
     stats_batch = torch.randn((BN_STAT_SAMPLES,) + shape[1:])
     set_bn_stats(model, stats_batch)
     center_head(model, model.get_submodule(model.HEAD), stats_batch)
@@ -96,6 +111,7 @@ def quantize(float_model: nn.Module, fuse_groups: list[list[str]], engine: str,
         # torch.ao.quantization is deprecated in favour of torchao; silence the noise.
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
         warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
         tq.fuse_modules(model, fuse_groups, inplace=True)
         model.qconfig = tq.get_default_qconfig(engine)
         tq.prepare(model, inplace=True)
@@ -107,11 +123,12 @@ def quantize(float_model: nn.Module, fuse_groups: list[list[str]], engine: str,
 
 @functools.lru_cache(maxsize=None)
 def _get_cached(name: str, engine: str, seed: int, image_size: int | None) -> ZooModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        float_model, shape = _build_float(name, image_size or 224)
-    calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
-    quantized = quantize(float_model, float_model.fuse_groups(), engine, calibration)
+    with _single_thread():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            float_model, shape = _build_float(name, image_size or 224)
+        calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
+        quantized = quantize(float_model, float_model.fuse_groups(), engine, calibration)
     return ZooModel(name, engine, float_model, quantized, shape)
 
 
@@ -126,6 +143,8 @@ def get(name: str, engine: str = "fbgemm", seed: int = 0,
         raise ValueError(f"unknown zoo model {name!r}; valid names: {', '.join(ZOO_NAMES)}")
     if engine not in ENGINES:
         raise ValueError(f"unknown quantization engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if image_size is not None and image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
     if name == "bert_ffn" or image_size == 224:
         image_size = None
     return _get_cached(name, engine, int(seed), image_size)

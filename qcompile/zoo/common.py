@@ -6,14 +6,21 @@ import torch
 from torch import nn
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, smooth_depthwise: bool = False) -> None:
     """Initialise weights from the global torch RNG so activations stay in range.
 
     Convs and hidden linears get Kaiming-normal weights (ReLU gain), BatchNorm
     gets gamma ~ U(0.5, 1.0) and beta ~ U(-0.1, 0.1), biases are small.
+    With `smooth_depthwise`, depthwise kernels are noisy box filters instead
+    (1 + 0.25 * N(0, 1); BN normalises the scale). Zero-mean random depthwise
+    kernels make a deep MobileNetV2 amplify 8-bit quantization noise until it
+    swamps the input-dependent signal.
     """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and smooth_depthwise and m.groups > 1:
+            with torch.no_grad():
+                m.weight.normal_(1.0, 0.25)
+        elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.uniform_(m.bias, -0.05, 0.05)

@@ -85,6 +85,7 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 (width 1.0): ReLU6 activations, no dropout."""
 
     HEAD = "classifier"  # final classifier Linear
+    SMOOTH_DEPTHWISE = True  # see common.init_weights
 
     # expansion t, output channels c, repeats n, first stride s
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
