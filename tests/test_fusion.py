@@ -33,7 +33,9 @@ def test_one_primfunc_per_conv_epilogue():
         assert len(with_conv) == 2, funcs
         for name in with_conv:
             assert any("requantize" in b for b in funcs[name]), (contract, name, funcs[name])
-        # nothing requantizes outside the conv kernels (the ReLU6 clip was folded in too)
+        # nothing requantizes outside the conv kernels (the ReLU6 clip was folded in too) --
+        # except under qnnpack, whose clamp permutes channels-last data (PyTorch's behaviour,
+        # reproduced in lower_qdq_ops), so the ReLU6 there stays a kernel of its own
         alone = [n for n, blocks in funcs.items() if n not in with_conv and any(
-            "requantize" in b or "qclip" in b for b in blocks)]
+            "requantize" in b or ("qclip" in b and contract != "qnnpack") for b in blocks)]
         assert not alone, (contract, alone)
