@@ -385,15 +385,16 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
              + raw_x(b, oc, i, j, t1) * w[oc, t1].astype("int32"))
         return te.sum(clamp(s, -32768, 32767), axis=p)
 
-    raw = te.compute((n, oc_count, oh, ow), pair_sum, name="dw_pairs")
+    raw = te.compute((n, oc_count, oh, ow), pair_sum, name="dw_conv2d_pairs")
     if zw is None:
         return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
-                          name="dw_acc")
+                          name="dw_conv2d_acc")
     t = te.reduce_axis((0, taps), "tap")
     xsum = te.compute((n, oc_count, oh, ow),
-                      lambda b, oc, i, j: te.sum(raw_x(b, oc, i, j, t), axis=t), name="dw_xsum")
+                      lambda b, oc, i, j: te.sum(raw_x(b, oc, i, j, t), axis=t),
+                      name="dw_conv2d_xsum")
     return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc]
-                      - zw[oc] * xsum[b, oc, i, j], name="dw_acc")
+                      - zw[oc] * xsum[b, oc, i, j], name="dw_conv2d_acc")
 
 
 # ---------------------------------------------------------------------------- qnnpack engine
@@ -459,17 +460,13 @@ def avg_pool2d_qnnpack(x, qin, kernel, stride, padding):
 def channels_last_clamp(x, lo: int, hi: int):
     """qnnpack engine's clamp (relu6, hardtanh) of a tensor PyTorch holds channels-last.
 
-    PyTorch clamps the NHWC memory in order but returns it in a fresh contiguous (NCHW) tensor:
-    output element at flat NCHW position f is the clamped input element at NHWC position f.
+    PyTorch clamps the NHWC memory in order but returns it as a fresh contiguous NCHW tensor of
+    the same sizes: the NCHW output, read in memory order, is the clamped input in NHWC order.
+    This kernel returns that memory as an (N, H, W, C) tensor; reshaping it (row-major) to
+    (N, C, H, W) gives PyTorch's result.
     """
     n, c, h, w = (int(d) for d in x.shape)
-
-    def body(b, k, i, j):
-        f = (k * h + i) * w + j
-        src_h = tirx.floordiv(f, w * c)
-        src_w = tirx.floormod(tirx.floordiv(f, c), w)
-        src_c = tirx.floormod(f, c)
-        v = x[b, src_c, src_h, src_w]
-        return tirx.max(tirx.min(v, tirx.const(hi, x.dtype)), tirx.const(lo, x.dtype))
-
-    return te.compute(x.shape, body, name="qclip_channels_last")
+    lo_c, hi_c = tirx.const(lo, x.dtype), tirx.const(hi, x.dtype)
+    return te.compute((n, h, w, c),
+                      lambda b, i, j, k: tirx.max(tirx.min(x[b, k, i, j], hi_c), lo_c),
+                      name="qclip_nhwc")

@@ -91,8 +91,11 @@ def _same_qparams_act(ctx, call, m, contract):
     if act.op.name == "relax.nn.relu":
         return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qrelu")
     if contract == "qnnpack" and qnnpack_clamp_permutes(ctx, m[A]):
-        return ctx.call_te(kernels.channels_last_clamp, ctx.new(m[A]), lo, hi,
-                           primfunc_name_hint="qclip_channels_last")
+        x = ctx.new(m[A])
+        nhwc = ctx.emit(ctx.call_te(kernels.channels_last_clamp, x, lo, hi,
+                                    primfunc_name_hint="qclip_channels_last"))
+        # a zero-copy view: PyTorch hands the NHWC-ordered memory on as an NCHW tensor
+        return R.memory.view(nhwc, shape=[int(d) for d in x.ty.shape])
     return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qclip")
 
 
@@ -177,7 +180,8 @@ def lower_qdq_ops(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModul
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.quantize":
             return None
         for pattern, lower in ((BINARY, lambda m: _binary(ctx, call, m, contract, threads)),
-                               (SAME_QPARAMS_ACT, lambda m: _same_qparams_act(ctx, call, m, contract)),
+                               (SAME_QPARAMS_ACT,
+                                lambda m: _same_qparams_act(ctx, call, m, contract)),
                                (UNARY, lambda m: _unary(ctx, call, m, contract, threads)),
                                (POOL, lambda m: _pool(ctx, call, m, contract))):
             m = ctx.match(pattern, call)
