@@ -103,3 +103,26 @@ def test_unary(name, channels):
 def test_quantize_dequantize_only():
     xs = inputs_like((2, 3, 5, 7), n=3, scale=3.0, shift=1.0)
     assert_exact(quantize_eager(nn.Identity(), xs), xs)
+
+
+@pytest.mark.parametrize("case", ["conv", "add", "mul", "cat", "hardswish", "avg_pool",
+                                  "adaptive_avg_pool"])
+def test_integer_contract_within_one_step(case):
+    """The integer contract may differ from fbgemm only by the rounding of exact values."""
+    import qcompile
+
+    bodies = {
+        "conv": lambda: nn.Sequential(seeded(nn.Conv2d(5, 9, 3, stride=2, padding=1))),
+        "add": lambda: Binary("add"), "mul": lambda: Binary("mul"), "cat": lambda: Binary("cat"),
+        "hardswish": lambda: nn.Sequential(seeded(nn.Conv2d(5, 6, 1)), nn.Hardswish()),
+        "avg_pool": lambda: nn.Sequential(seeded(nn.Conv2d(5, 6, 1)),
+                                          nn.AvgPool2d(3, 2, 1, count_include_pad=False)),
+        "adaptive_avg_pool": lambda: nn.Sequential(seeded(nn.Conv2d(5, 6, 1)),
+                                                   nn.AdaptiveAvgPool2d(1)),
+    }
+    xs = inputs_like((1, 5, 13, 11), n=3, scale=2.0)
+    model = quantize_eager(bodies[case](), xs)
+    compiled = qcompile.compile(model, xs[:1], numerics="integer")
+    report = qcompile.verify(model, compiled, xs, engine="fbgemm")
+    assert report["max_abs_lsb"] <= 1, report
+    assert report["bit_exact_fraction"] > 0.95, report

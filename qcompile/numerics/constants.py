@@ -44,7 +44,7 @@ class Requantize:
       - "fbgemm_tensor":  v = fma(bias, inv_ats, f(acc));        y = rne(f(v * mult))
       - "fbgemm_channel": v = f(f(acc) + bias_div);              y = rne(f(v * mult))
       - "float":          v = f(acc + bias_q);                   y = rne(f(v * mult))   (qnnpack)
-      - "fixed":          y = (int64(acc + bias_q) * m0 + 2^(s-1)) >> s                (integer)
+      - "fixed":          y = int64(acc + bias_q) * m0 / 2^s, rounded half to even   (integer)
     Arrays have one entry per output channel (length 1 for per-tensor).
     """
 

@@ -108,8 +108,7 @@ def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, o
             if rq.bias is not None:
                 a = a + channel_value("bias", idx)
             s = channel_value("shift", idx)
-            prod = a.astype("int64") * channel_value("mult", idx)
-            rounded = (prod + tirx.shift_left(tirx.const(1, "int64"), s - 1)) >> s
+            rounded = round_shift(a.astype("int64") * channel_value("mult", idx), s)
             r = tirx.max(tirx.min(rounded, tirx.const(2**31 - 1, "int64")),
                          tirx.const(INT32_MIN, "int64")).astype("int32")
             return clamp(clamp(r, -32768, 32767) + zo, lo, hi)
@@ -167,17 +166,32 @@ def add_fbgemm(a, b, qa, qb, qo, relu: bool, n_threads: int, multiply: bool = Fa
     return te.compute(a.shape, body, name="qadd")
 
 
+def broadcast_shape(a, b) -> tuple[int, ...]:
+    """numpy broadcasting of two static TE shapes."""
+    return tuple(np.broadcast_shapes(tuple(int(d) for d in a.shape),
+                                     tuple(int(d) for d in b.shape)))
+
+
+def at(t, out_shape, idx):
+    """t read at an output index, broadcasting its size-1 (and missing leading) dims."""
+    shape = [int(d) for d in t.shape]
+    idx = idx[len(out_shape) - len(shape):]
+    return t(*[0 if d == 1 else i for d, i in zip(shape, idx)])
+
+
 def mul_fbgemm(a, b, qa, qb, qo, relu: bool):
-    """quantized mul: m = f(f(f32(sa) * f32(sb)) * f(1/so)); y = rne(f(f32(c) * m)) + zo."""
+    """quantized mul (broadcasting): m = f(f(f32(sa) * f32(sb)) * f(1/so));
+    y = rne(f(f32(c) * m)) + zo with c the product of the zero-point-shifted inputs."""
     (sa, za), (sb, zb), (so, zo) = qa, qb, qo
     m = np_f32(np_f32(np_f32(sa) * np_f32(sb)) * (np_f32(1.0) / np_f32(so)))
     lo = zo if relu else 0
+    shape = broadcast_shape(a, b)
 
     def body(*idx):
-        c = (a(*idx).astype("int32") - za) * (b(*idx).astype("int32") - zb)
+        c = (at(a, shape, idx).astype("int32") - za) * (at(b, shape, idx).astype("int32") - zb)
         return clamp(rne_i32(mul(c.astype("float32"), f32(m))) + zo, lo, 255).astype("uint8")
 
-    return te.compute(a.shape, body, name="qmul")
+    return te.compute(shape, body, name="qmul")
 
 
 def _fixed_point(real: float):
@@ -187,32 +201,57 @@ def _fixed_point(real: float):
     return int(m0[0]), int(s[0])
 
 
+def round_shift(v, s):
+    """v / 2^s rounded half to even, in int64 (the engines round ties to even too)."""
+    one = tirx.const(1, "int64")
+    s = tirx.const(s, "int64") if isinstance(s, (int, np.integer)) else s
+    q = v >> s
+    rem = v - (q << s)
+    half = one << (s - one)
+    up = tirx.Or(rem > half, tirx.And(rem == half, (q & one) == one))
+    return q + up.astype("int64")
+
+
+def divide_round_even(a, d):
+    """a / d for int32 a and positive int32 d, rounded half to even, integer ops only."""
+    q = tirx.floordiv(a, d)
+    twice = 2 * (a - q * d)
+    up = tirx.Or(twice > d, tirx.And(twice == d, tirx.floormod(q, 2) == 1))
+    return q + up.astype("int32")
+
+
 def _rescale_fixed(x_minus_z, real: float):
-    """round(x * real) in integer arithmetic: (x * m0 + 2^(s-1)) >> s, in int64."""
+    """round(x * real) in integer arithmetic: x * m0 / 2^s, rounded half to even, in int64."""
     m0, s = _fixed_point(real)
-    prod = x_minus_z.astype("int64") * tirx.const(m0, "int64")
-    return (prod + tirx.const(1 << (s - 1), "int64")) >> tirx.const(s, "int64")
+    return round_shift(x_minus_z.astype("int64") * tirx.const(m0, "int64"), s)
 
 
 def add_integer(a, b, qa, qb, qo, relu: bool, multiply: bool = False):
-    """Integer-only add (and mul): inputs rescaled to the output scale by Q31 multipliers."""
+    """Integer-only add (and mul).
+
+    add: both inputs scaled to the output scale by multipliers at one common shift, so the sum
+    is rounded once: (xa*Ma + xb*Mb) / 2^s, Ma = round(sa/so * 2^s) < 2^31.
+    mul: the product of the shifted inputs times a Q31 multiplier of sa*sb/so.
+    """
     (sa, za), (sb, zb), (so, zo) = qa, qb, qo
     lo = zo if relu else 0
+    ra, rb = float(sa) / float(so), float(sb) / float(so)
+    shift = 31 - int(np.frexp(max(ra, rb))[1])
+    ma, mb = int(round(ra * 2.0**shift)), int(round(rb * 2.0**shift))
+
+    shape = broadcast_shape(a, b)
 
     def body(*idx):
-        xa = a(*idx).astype("int32") - za
-        xb = b(*idx).astype("int32") - zb
+        xa = (at(a, shape, idx).astype("int32") - za).astype("int64")
+        xb = (at(b, shape, idx).astype("int32") - zb).astype("int64")
         if multiply:
             r = _rescale_fixed(xa * xb, float(sa) * float(sb) / float(so))
         else:
-            # Sum at 2^-8 of the finer input scale to keep a fraction through the add.
-            r = _rescale_fixed(xa, float(sa) / float(so) * 256) + _rescale_fixed(
-                xb, float(sb) / float(so) * 256)
-            r = (r + tirx.const(128, "int64")) >> tirx.const(8, "int64")
+            r = round_shift(xa * tirx.const(ma, "int64") + xb * tirx.const(mb, "int64"), shift)
         r = tirx.max(tirx.min(r, tirx.const(1 << 20, "int64")), tirx.const(-(1 << 20), "int64"))
         return clamp(r.astype("int32") + zo, lo, 255).astype("uint8")
 
-    return te.compute(a.shape, body, name="qadd_int")
+    return te.compute(shape, body, name="qadd_int")
 
 
 def requantize_tensor(q, qin, qout, n_threads: int = 1):
@@ -316,8 +355,7 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
         div = divisor(i, j).astype("float32")
         acc = total[b, k, i, j]
         if contract == "integer":
-            q = tirx.round(acc.astype("float64") / div.astype("float64")).astype("int32")
-            return clamp(q + zx, 0, 255).astype("uint8")
+            return clamp(divide_round_even(acc, divisor(i, j)) + zx, 0, 255).astype("uint8")
         m = fence(f32(1.0) / div)
         vec = rne_i32(mul(acc.astype("float32"), m)) + zx
         inv = fence(f32(1.0) / fence(f32(1.0) / m))

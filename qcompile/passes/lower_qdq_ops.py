@@ -55,9 +55,11 @@ def _binary(ctx, call, m, contract, threads):
     op = ctx.value_of(inner.args[0]).op.name if relu else inner.op.name
     qa, qb, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SB, ZB), _qp(ctx, m, SO, ZO)
     a, b = ctx.new(m[A]), ctx.new(m[B])
-    if a.ty.shape is None or [int(d) for d in a.ty.shape] != [int(d) for d in b.ty.shape]:
-        return None  # broadcasting binary ops are not lowered; the boundary pass will complain
     multiply = op == "relax.multiply"
+    if [int(d) for d in a.ty.shape] != [int(d) for d in b.ty.shape] and not multiply:
+        # PyTorch runs a broadcasting add through another loop (no vector body); not modelled.
+        raise QCompileError("quantized add with broadcasting inputs "
+                            f"{list(a.ty.shape)} + {list(b.ty.shape)} is not supported yet")
     if contract == "qnnpack" and not multiply:
         try:
             from ..numerics.constants import qnnpack_add

@@ -71,3 +71,18 @@ def center_head(model: nn.Module, head: nn.Linear, inputs: torch.Tensor) -> None
         hook.remove()
     mean_in = captured[0].reshape(-1, head.in_features).mean(0)
     head.bias -= head.weight @ mean_in
+
+
+@torch.no_grad()
+def damp_residual_branches(model: nn.Module, gain: float) -> None:
+    """Scale the last BatchNorm of every residual branch by `gain` (< 1).
+
+    Trained residual nets carry most of the signal on the identity path and add small
+    corrections; random ones at gain 1 let every block's rounding noise compound, until a
+    one-step difference in an early layer flips the predicted class.
+    """
+    for m in model.modules():
+        bn = m.residual_last_bn() if hasattr(m, "residual_last_bn") else None
+        if bn is not None:
+            bn.weight.mul_(gain)
+            bn.bias.mul_(gain)

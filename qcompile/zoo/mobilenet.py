@@ -55,6 +55,10 @@ class InvertedResidual(nn.Module):
         if self.use_res:
             self.skip_add = FloatFunctional()
 
+    def residual_last_bn(self) -> nn.BatchNorm2d | None:
+        """The BatchNorm that ends the residual branch (None without a residual)."""
+        return self.conv[-1][1] if self.use_res else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_res:  # static, decided at construction
             return self.skip_add.add(x, self.conv(x))

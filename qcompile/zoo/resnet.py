@@ -25,6 +25,10 @@ class BasicBlock(nn.Module):
             )
         self.skip_add = FloatFunctional()
 
+    def residual_last_bn(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch."""
+        return self.bn2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
