@@ -110,6 +110,7 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
     else:
         mod = frontend.import_model(model, shapes)
     timings["import_s"] = time.perf_counter() - t0
+    out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     t0 = time.perf_counter()
     integer = passes.lower(mod, numerics, threads)
     timings["passes_s"] = time.perf_counter() - t0
@@ -117,7 +118,8 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
     executable = tvm.compile(integer, tvm_target, relax_pipeline=build_pipeline(tvm_target))
     timings["build_s"] = time.perf_counter() - t0
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
-            "input_shapes": [list(s) for s in shapes], "model": type(model).__name__, "probes": probes}
+            "input_shapes": [list(s) for s in shapes], "model": type(model).__name__, "probes": probes,
+            "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}
     if verbose:
         print(f"compiled {meta['model']} for {target} ({numerics} numerics): "
               + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

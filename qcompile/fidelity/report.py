@@ -96,7 +96,8 @@ def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
     finally:
         for h in hooks + probe_hooks:
             h.remove()
-    lsb = float(seen[-1].q_scale()) if seen else None
+    out_qp = compiled.meta.get("output_qparams")
+    lsb = float(seen[-1].q_scale()) if seen else (out_qp[0] if out_qp else None)
     report = compare(np.stack(refs), np.stack(outs), lsb)
     report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs), "engine": engine,
                    "numerics": numerics, "threads": torch.get_num_threads(),

@@ -47,6 +47,8 @@ class Importer:
         self.gm = gm
         self.probe = probe
         self.probes: list[tuple[str, QValue]] = []  # (module name, value) when probing
+        self.dequantized_from: dict[relax.Var, object] = {}  # float var -> its QParams
+        self.output_qparams = None  # QParams of the first output, when it is a dequantize
         self.modules = dict(gm.named_modules())
         self.bb = relax.BlockBuilder()
         self.env: dict[torch.fx.Node, object] = {}
@@ -133,6 +135,7 @@ class Importer:
 
     def _output(self, value):
         values = value if isinstance(value, (tuple, list)) else [value]
+        self.output_qparams = self.dequantized_from.get(values[0])
         for v in values:
             if isinstance(v, QValue):
                 raise QCompileError("the model returns a quantized tensor: end it with a "
@@ -159,6 +162,9 @@ def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
     gm = capture(model)
     importer = Importer(gm, probe)
     mod = importer.run(input_shapes)
+    qp = importer.output_qparams
+    if qp is not None:  # the output's quantized step, for reports in LSBs
+        mod = mod.with_attr("qcompile.output_qparams", [qp.scale, qp.zero_point])
     if probe:
         return mod, [name for name, _ in importer.probes]
     return mod

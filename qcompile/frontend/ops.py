@@ -65,7 +65,9 @@ def quantize_per_tensor(imp, x, scale, zero_point, dtype):
 def dequantize_value(imp, x, *_):
     if not isinstance(x, QValue):
         return x
-    return imp.emit(dequantize(x))
+    out = imp.emit(dequantize(x))
+    imp.dequantized_from[out] = x.qparams  # so the output's LSB is known to verify
+    return out
 
 
 # ---------------------------------------------------------------------------- conv / linear

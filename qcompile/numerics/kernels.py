@@ -254,25 +254,39 @@ def add_integer(a, b, qa, qb, qo, relu: bool, multiply: bool = False):
     return te.compute(shape, body, name="qadd_int")
 
 
-def requantize_tensor(q, qin, qout, n_threads: int = 1):
-    """Move a tensor to other qparams as dequantize + quantize_per_tensor do (cat's slow path)."""
+def requantize_tensor(q, qin, qout, n_threads: int = 1, float_clip=None):
+    """Move a tensor to other qparams as dequantize + quantize_per_tensor do (cat's slow path).
+
+    `float_clip` (lo, hi), either may be None, is a float relu/clamp between the two (as
+    convert_fx leaves an unfused activation: dequantize -> relu -> quantize_per_tensor).
+    """
     (si, zi), (so, zo) = qin, qout
     inv = np_f32(1.0) / np_f32(so)
+    lo, hi = float_clip or (None, None)
 
     def body(*idx):
         d = mul(f32(np_f32(si)), (q(*idx).astype("int32") - zi).astype("float32"))
+        if lo is not None:
+            d = tirx.max(d, f32(np_f32(lo)))
+        if hi is not None:
+            d = tirx.min(d, f32(np_f32(hi)))
         return clamp(rne_i32(fma(d, f32(inv), f32(zo))), 0, 255).astype("uint8")
 
     return te.compute(q.shape, body, name="requant_tensor")
 
 
-def requantize_tensor_integer(q, qin, qout):
-    """Integer-only change of qparams."""
+def requantize_tensor_integer(q, qin, qout, float_clip=None):
+    """Integer-only change of qparams; a float clip becomes a clamp in output steps."""
+    from .constants import quantize_bound
+
     (si, zi), (so, zo) = qin, qout
+    lo, hi = float_clip or (None, None)
+    qlo = 0 if lo is None else quantize_bound(lo, so, zo)
+    qhi = 255 if hi is None else quantize_bound(hi, so, zo)
 
     def body(*idx):
         r = _rescale_fixed(q(*idx).astype("int32") - zi, float(si) / float(so))
-        return clamp(r.astype("int32") + zo, 0, 255).astype("uint8")
+        return clamp(r.astype("int32") + zo, qlo, qhi).astype("uint8")
 
     return te.compute(q.shape, body, name="requant_tensor_int")
 

@@ -86,9 +86,17 @@ def _clamp_kernel(x, lo, hi):
 
 def _same_qparams_act(ctx, call, m, contract):
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
-    if qa != qo:
-        return None
     act = ctx.value_of(call.args[0])
+    if qa != qo:  # an activation between two quantize steps (convert_fx's unfused relu)
+        if act.op.name == "relax.nn.relu":
+            bounds = (0.0, None)
+        else:
+            bounds = tuple(float(getattr(a.value, "value", a.value)) for a in act.args[1:3])
+        if contract == "integer":
+            fn = lambda t: kernels.requantize_tensor_integer(t, qa, qo, bounds)  # noqa: E731
+        else:
+            fn = lambda t: kernels.requantize_tensor(t, qa, qo, float_clip=bounds)  # noqa: E731
+        return ctx.call_te(fn, ctx.new(m[A]), primfunc_name_hint="requantize_act")
     lo, hi = activation_bounds(act, qo[0], qo[1])
     if act.op.name == "relax.nn.relu":
         return ctx.call_te(_clamp_kernel, ctx.new(m[A]), lo, hi, primfunc_name_hint="qrelu")
