@@ -65,7 +65,7 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
     import torch
 
     import qcompile
-    from .fidelity.report import quantized_engine
+    from .engines import quantized_engine
 
     entry = load_model(args.model, args.numerics, args.image_size)
     inputs = entry.example_inputs(args.inputs, seed=1234)

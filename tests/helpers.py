@@ -8,7 +8,7 @@ import torch.ao.quantization as tq
 import torch.nn as nn
 
 import qcompile
-from qcompile.fidelity.report import quantized_engine
+from qcompile.engines import quantized_engine
 
 PER_TENSOR = tq.QConfig(
     activation=tq.MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True),

@@ -9,7 +9,7 @@ import torch
 
 from qcompile import zoo
 from qcompile.cli import main
-from qcompile.fidelity.report import quantized_engine
+from qcompile.engines import quantized_engine
 
 
 def test_compile_then_run_matches_pytorch(tmp_path, capsys):

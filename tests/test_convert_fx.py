@@ -9,7 +9,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 import qcompile
-from qcompile.fidelity.report import quantized_engine
+from qcompile.engines import quantized_engine
 
 from helpers import inputs_like, seeded
 

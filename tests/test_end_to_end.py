@@ -10,7 +10,7 @@ from tvm import relax
 
 import qcompile
 from qcompile import zoo
-from qcompile.fidelity.report import quantized_engine
+from qcompile.engines import quantized_engine
 
 SMALL = {"resnet18": 64, "mobilenet_v2": 64, "mobilenet_v3_small": 64, "bert_ffn": None}
 

@@ -20,31 +20,15 @@ import torch.nn.functional as F
 from torch.ao.nn.quantized import FloatFunctional
 
 from qcompile.build import compile_model
+from qcompile.engines import quantized_engine
 
-
-@contextlib.contextmanager
-def engine(name: str):
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
-class Wrapped(nn.Module):
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.quant, self.body, self.dequant = tq.QuantStub(), body, tq.DeQuantStub()
-
-    def forward(self, x):
-        return self.dequant(self.body(self.quant(x)))
+from helpers import Wrapped
 
 
 def quantize(body: nn.Module, calib, eng: str, qconfig=None) -> nn.Module:
     model = Wrapped(body).eval()
     model.qconfig = qconfig or tq.get_default_qconfig(eng)
-    with engine(eng), torch.no_grad():
+    with quantized_engine(eng), torch.no_grad():
         tq.prepare(model, inplace=True)
         for x in calib:
             model(x)
@@ -54,7 +38,7 @@ def quantize(body: nn.Module, calib, eng: str, qconfig=None) -> nn.Module:
 
 def assert_bit_exact(model, inputs, eng: str):
     compiled = compile_model(model, inputs[:1], numerics=eng)
-    with engine(eng), torch.no_grad():
+    with quantized_engine(eng), torch.no_grad():
         for x in inputs:
             ref = model(x).numpy()
             out = compiled(x)
@@ -71,7 +55,7 @@ def randn(shape, n=3, scale=1.0, shift=0.0, seed=0):
 def _int16_pairs_overflow(model, x) -> bool:
     """Would some pair of raw products in the depthwise conv overflow int16 (the quirk bites)?"""
     conv = model.body
-    with engine("fbgemm"), torch.no_grad():
+    with quantized_engine("fbgemm"), torch.no_grad():
         qx = model.quant(x)
     xq, zx = qx.int_repr().to(torch.int64), qx.q_zero_point()
     w = conv.weight().int_repr().to(torch.int64)

@@ -6,6 +6,7 @@ import torch.fx
 from torch import nn
 
 from qcompile import zoo
+from qcompile.engines import quantized_engine
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*quantized tensor creation functions:UserWarning")
@@ -33,7 +34,7 @@ def _small(name, engine="fbgemm"):
 
 
 def _run(zm, xs):
-    with zoo.using_engine(zm.engine), torch.no_grad():
+    with quantized_engine(zm.engine), torch.no_grad():
         return torch.cat([zm.quantized(x) for x in xs])
 
 
@@ -81,7 +82,7 @@ def test_fx_traceable(name):
     gm = torch.fx.symbolic_trace(zm.quantized)
     assert EXPECTED_OPS[name] <= _op_kinds(gm)
     x = zm.example_inputs(1)[0]
-    with zoo.using_engine(zm.engine), torch.no_grad():
+    with quantized_engine(zm.engine), torch.no_grad():
         assert torch.equal(gm(x), zm.quantized(x))
 
 

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.ao.nn.quantized as nnq
 
-
-@contextlib.contextmanager
-def quantized_engine(engine: str):
-    """Run PyTorch's quantized ops on `engine` inside the block."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
+from ..engines import quantized_engine
 
 
 def output_qparams(model) -> tuple[float, int] | None:

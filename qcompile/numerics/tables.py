@@ -40,15 +40,13 @@ def _torch_op(op: str, qx, out_scale: float, out_zp: int):
 def _run_engine(engine: str, op: str, values: np.ndarray, qin, qout) -> np.ndarray:
     import torch
 
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
+    from ..engines import quantized_engine
+
+    with quantized_engine(engine):
         qx = torch._make_per_tensor_quantized_tensor(
             torch.from_numpy(values.astype(np.uint8)), float(qin[0]), int(qin[1]))
         out = _torch_op(op, qx, float(qout[0]), int(qout[1]))
         return out.int_repr().numpy().astype(np.uint8)
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 @lru_cache(maxsize=None)

@@ -3,7 +3,7 @@
 Usage::
 
     zm = zoo.get("resnet18", engine="fbgemm", image_size=64)
-    with zoo.using_engine(zm.engine):
+    with qcompile.engines.quantized_engine(zm.engine):
         y = zm.quantized(zm.example_inputs(1)[0])
 """
 
@@ -21,28 +21,18 @@ from torch import nn
 from torch.ao import quantization as tq
 
 from .bert import BertFFN
+from ..engines import quantized_engine
 from .common import center_head, damp_residual_branches, init_weights, set_bn_stats
 from .mobilenet import MobileNetV2, MobileNetV3Small
 from .resnet import ResNet18
 
-__all__ = ["ZOO_NAMES", "ENGINES", "ZooModel", "get", "float_tiny_model", "using_engine"]
+__all__ = ["ZOO_NAMES", "ENGINES", "ZooModel", "get", "float_tiny_model"]
 
 ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn")
 ENGINES = ("fbgemm", "qnnpack")
 CALIBRATION_SAMPLES = 8
 BN_STAT_SAMPLES = 16
 _BERT_SHAPE = (1, 128, 768)
-
-
-@contextlib.contextmanager
-def using_engine(engine: str) -> Iterator[None]:
-    """Temporarily set `torch.backends.quantized.engine`, restoring it on exit."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 @contextlib.contextmanager
@@ -114,7 +104,7 @@ def quantize(float_model: nn.Module, fuse_groups: list[list[str]], engine: str,
              calibration: list[torch.Tensor]) -> nn.Module:
     """Eager-mode static quantization: fuse, prepare, calibrate, convert (on a copy)."""
     model = copy.deepcopy(float_model).eval()
-    with using_engine(engine), torch.no_grad(), warnings.catch_warnings():
+    with quantized_engine(engine), torch.no_grad(), warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao; silence the noise.
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
         warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated")
