@@ -50,13 +50,14 @@ def test_integer_contract_is_within_one_step_per_layer():
     assert report["bit_exact_fraction"] > 0.98, report
 
 
-def test_integer_contract_on_a_whole_model():
-    entry = zoo.get("resnet18", image_size=64)
-    inputs = entry.example_inputs(8, seed=11)
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_integer_contract_on_a_whole_model(name):
+    entry = zoo.get(name, image_size=64)
+    inputs = entry.example_inputs(16, seed=11)
     compiled = qcompile.compile(entry.quantized, inputs[:1], numerics="integer")
     report = qcompile.verify(entry.quantized, compiled, inputs)
-    # One-step differences compound through 20 layers of a random-weight network.
-    assert report["cosine"] > 0.95, report
+    assert report["top1_agreement"] >= 0.99, report
+    assert report["cosine"] > 0.999, report
 
 
 def test_qnnpack_contract_on_qnnpack_model():

@@ -10,6 +10,8 @@ the bias in float after scaling, and reproducing it means keeping the bias float
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -24,6 +26,17 @@ ACC, SX, SW, BIAS = wildcard(), wildcard(), wildcard(), is_const()
 SCALE = is_op("relax.multiply")(SX, SW)
 DEQUANTIZED_ACC = is_op("relax.multiply")(is_op("relax.astype")(ACC), SCALE)
 BIASED = is_op("relax.add")(DEQUANTIZED_ACC, BIAS)
+
+
+def _warn_if_saturated(bias, sx, sw, contract):
+    exact = np.abs(bias.astype(np.float64) / (np.float64(sx) * np.broadcast_to(sw, bias.shape)))
+    if np.any(exact >= 2**31):
+        channels = np.flatnonzero(exact >= 2**31)
+        warnings.warn(f"{contract} numerics: the int32 bias of {len(channels)} output channel(s) "
+                      f"(first: {channels[0]}) saturates at scale s_in*s_w "
+                      f"(s_in={sx:.3g}, min s_w={float(np.min(sw)):.3g}); those outputs will "
+                      "differ from fbgemm's float bias. Check the weights of that layer "
+                      "(`qcompile explain`).", stacklevel=2)
 
 
 def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
@@ -43,6 +56,7 @@ def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
         channels = bias.size
         bias_q = int32_bias(bias.reshape(-1), sx, np.broadcast_to(sw, (channels,)), contract)
         acc = ctx.new(m[ACC])
+        _warn_if_saturated(bias.reshape(-1), sx, sw, contract)
         bias_q = bias_q.reshape(bias.shape)
         with_bias = ctx.emit(R.add(acc, relax.const(bias_q.astype("int32"))))
         return R.multiply(R.astype(with_bias, "float32"),

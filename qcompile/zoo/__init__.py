@@ -22,7 +22,8 @@ from torch.ao import quantization as tq
 
 from .bert import BertFFN
 from ..engines import quantized_engine
-from .common import center_head, damp_residual_branches, init_weights, set_bn_stats
+from .common import damp_residual_branches, fit_head, init_weights, set_bn_stats
+from .data import NUM_CLASSES, labelled_images
 from .mobilenet import MobileNetV2, MobileNetV3Small
 from .resnet import ResNet18
 
@@ -56,8 +57,15 @@ def _single_thread() -> Iterator[None]:
 RESIDUAL_GAIN = 0.3
 
 
+# Images the CNN classifiers are fitted on (a linear probe; see data.py).
+HEAD_FIT_SAMPLES = 200
+
+
 def _random_inputs(shape: tuple, n: int, seed: int) -> list[torch.Tensor]:
-    """n standard-normal tensors of `shape` from a private, seeded generator."""
+    """n inputs of `shape` from a private, seeded generator: labelled synthetic images for the
+    CNNs (data.labelled_images), standard-normal activations for bert_ffn."""
+    if len(shape) == 4:
+        return labelled_images(shape, n, seed)[0]
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(shape, generator=gen) for _ in range(n)]
 
@@ -93,10 +101,11 @@ def _build_float(name: str, image_size: int) -> tuple[nn.Module, tuple]:
         model = MobileNetV3Small(image_size=image_size)
     shape = (1, 3, image_size, image_size)
     init_weights(model, smooth_depthwise=getattr(model, "SMOOTH_DEPTHWISE", False))
-    stats_batch = torch.randn((BN_STAT_SAMPLES,) + shape[1:])
+    stats_batch = torch.cat(_random_inputs(shape, BN_STAT_SAMPLES, seed=30_000))
     set_bn_stats(model, stats_batch)
     damp_residual_branches(model, RESIDUAL_GAIN)
-    center_head(model, model.get_submodule(model.HEAD), stats_batch)
+    images, labels = labelled_images(shape, HEAD_FIT_SAMPLES, seed=40_000)
+    fit_head(model, model.get_submodule(model.HEAD), torch.cat(images), labels, NUM_CLASSES)
     return model.eval(), shape
 
 

@@ -56,24 +56,6 @@ def set_bn_stats(model: nn.Module, inputs: torch.Tensor, noise: float = 0.1) -> 
 
 
 @torch.no_grad()
-def center_head(model: nn.Module, head: nn.Linear, inputs: torch.Tensor) -> None:
-    """Shift `head.bias` so the mean logit over `inputs` is (approximately) zero.
-
-    Random deep nets map all noise inputs to nearly the same pooled features,
-    so an untrained classifier would predict one class for everything.
-    Removing the input-independent part makes the top-1 class depend on the input.
-    """
-    captured = []
-    hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
-    try:
-        model.eval()(inputs)
-    finally:
-        hook.remove()
-    mean_in = captured[0].reshape(-1, head.in_features).mean(0)
-    head.bias -= head.weight @ mean_in
-
-
-@torch.no_grad()
 def damp_residual_branches(model: nn.Module, gain: float) -> None:
     """Scale the last BatchNorm of every residual branch by `gain` (< 1).
 
@@ -86,3 +68,31 @@ def damp_residual_branches(model: nn.Module, gain: float) -> None:
         if bn is not None:
             bn.weight.mul_(gain)
             bn.bias.mul_(gain)
+
+
+@torch.no_grad()
+def fit_head(model: nn.Module, head: nn.Linear, inputs: torch.Tensor, labels: torch.Tensor,
+             num_classes: int, margin: float = 8.0, ridge: float = 1e-2) -> None:
+    """Fit `head` as a ridge-regression linear probe: class k's logit ~ margin, the others ~ 0.
+
+    Outputs beyond `num_classes` get small random weights and bias -margin, so they never win
+    (all-zero weights would give those channels a degenerate weight scale).
+    """
+    captured = []
+    hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
+    try:
+        model.eval()(inputs)
+    finally:
+        hook.remove()
+    feats = captured[0].reshape(-1, head.in_features).double()
+    mean = feats.mean(0)
+    centred = feats - mean
+    targets = torch.nn.functional.one_hot(labels, num_classes).double() * margin
+    targets = targets - targets.mean(0)
+    gram = centred.T @ centred + ridge * len(feats) * torch.eye(head.in_features,
+                                                               dtype=torch.float64)
+    weight = torch.linalg.solve(gram, centred.T @ targets).T  # (num_classes, in_features)
+    head.weight.normal_(0.0, 0.01 * float(weight.std()))
+    head.bias.fill_(-margin)
+    head.weight[:num_classes] = weight.float()
+    head.bias[:num_classes] = (margin / num_classes - weight @ mean).float()
