@@ -114,11 +114,7 @@ def _requantize_call(ctx, m, inner_quantize, contract, extra_bounds=None):
     sx = float(const_value(m[SX], ctx))
     sw = np.atleast_1d(const_value(m[SW], ctx)).reshape(-1)
     bias = const_value(m[BIAS]).reshape(-1) if BIAS in m else None
-    if bias is not None and sw.size == 1 and bias.size > 1:
-        sw_b = sw
-    else:
-        sw_b = sw
-    rq = requantize(contract, sx, sw_b, so, zo, bias)
+    rq = requantize(contract, sx, sw, so, zo, bias)
     ndim = len(acc.ty.shape)
     axis = 1 if ndim == 4 else ndim - 1
     names, arrays = _constant_arrays(rq)
