@@ -4,7 +4,8 @@ Public API, each a short function in front of one stage:
   compile(model, example_inputs, target="x86", numerics="fbgemm") -> CompiledModel
   load(path) -> CompiledModel
   verify(model, compiled, inputs) -> report dict (differences in quantized steps)
-  explain(model) -> per-layer numerics table
+  explain(model, example_inputs) -> per-layer numerics table
+  bench(quantized, compiled, example, float_model) -> side-by-side timings
 """
 
 from .errors import QCompileError
@@ -47,4 +48,13 @@ def explain(model, example_inputs, layer=None):
     return _explain(model, example_inputs, layer=layer)
 
 
-__all__ = ["compile", "load", "verify", "explain", "QCompileError", "CONTRACTS"]
+def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
+          threads=None, onnxruntime=True):
+    """Time `compiled` against PyTorch fbgemm, fp32 and ONNX Runtime int8, interleaved."""
+    from .benchmark import bench as _bench
+
+    return _bench(quantized, compiled, example, float_model, calibration, runs, warmup, threads,
+                  onnxruntime)
+
+
+__all__ = ["compile", "load", "verify", "explain", "bench", "QCompileError", "CONTRACTS"]

@@ -129,6 +129,46 @@ def cmd_run(args):
         print(out)
 
 
+def cmd_bench(args):
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    import torch
+
+    import qcompile
+    from .benchmark import bench, dense_model, format_bench
+
+    torch.set_num_threads(args.threads)
+    gops = None
+    if args.dense:
+        m, k, n = args.dense
+        quantized, x = dense_model(m, k, n)
+        float_model, calibration = None, None
+        gops = 2.0 * m * k * n / 1e9
+    elif args.model:
+        entry = load_model(args.model, "fbgemm", args.image_size)
+        inputs = entry.example_inputs(args.batch * 4, seed=77)
+        x = torch.cat(inputs[:args.batch])
+        quantized, float_model = entry.quantized, entry.float_model
+        calibration = [torch.cat(inputs[i:i + args.batch])
+                       for i in range(0, len(inputs), args.batch)]
+    else:
+        raise QCompileError("bench needs MODEL or --dense M K N")
+    compiled = qcompile.compile(quantized, [x], target=args.target, numerics="fbgemm",
+                                threads=args.threads, verbose=True)
+    report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
+                   warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime)
+    report["model"] = args.model or f"dense {m}x{k}x{n}"
+    if gops:
+        report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
+                                for k2, v in report["runtimes"].items()}
+    print(format_bench(report, gops))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcompile", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True)
     s.add_argument("--output")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("bench", help="time qcompile against PyTorch and ONNX Runtime")
+    s.add_argument("model", nargs="?", help="zoo:NAME (or use --dense)")
+    s.add_argument("--dense", type=int, nargs=3, metavar=("M", "K", "N"),
+                   help="single-op mode: an int8 dense of MxK times KxN, in GOP/s")
+    s.add_argument("--image-size", type=int, default=None)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--runs", type=int, default=50)
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--target", default="x86")
+    s.add_argument("--no-onnxruntime", action="store_true")
+    s.add_argument("--json")
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("demo", help="compile + verify the built-in ResNet-18, print latency")
     s.add_argument("--inputs", type=int, default=8)

@@ -1,0 +1,138 @@
+"""Side-by-side timing: qcompile vs PyTorch fbgemm int8, PyTorch fp32 and ONNX Runtime int8.
+
+All runtimes run in one process on the same input, interleaved (one call of each per round),
+after warm-up; the report gives medians and ratios.  Timings on shared machines are noisy:
+compare ratios from one run, never absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from .engines import quantized_engine
+
+
+def _onnxruntime_int8(float_model, example, calibration, threads):
+    """Export the float model, quantize it with ORT's quantize_static; a callable, or a reason."""
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_static)
+    except ImportError:
+        return None, "onnxruntime not installed (pip install '.[bench]')"
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": x.numpy()} for x in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    workdir = tempfile.mkdtemp(prefix="qcompile-bench-")
+    fp32, int8 = os.path.join(workdir, "fp32.onnx"), os.path.join(workdir, "int8.onnx")
+    try:
+        torch.onnx.export(float_model, (example,), fp32, input_names=["input"],
+                          output_names=["output"], opset_version=17, dynamo=False)
+        quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    except Exception as err:  # noqa: BLE001 - any exporter failure is reported, not fatal
+        return None, f"ONNX export/quantization failed: {err}"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+    feed = {"input": example.numpy()}
+    return (lambda: session.run(None, feed)), None
+
+
+def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        for fn in runners.values():
+            fn()
+    times = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: {"median_ms": float(np.median(t)), "min_ms": float(np.min(t)),
+                   "runs": len(t)} for name, t in times.items()}
+
+
+def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
+          threads=None, onnxruntime=True) -> dict:
+    """Time `compiled` against PyTorch fbgemm (and fp32, ONNX Runtime int8 when given/installed).
+
+    `example` is one input tensor; `calibration` (inputs for ORT's quantize_static) defaults to
+    [example].  Returns {"runtimes": {name: {"median_ms", ...}}, "speedup_vs_fbgemm", ...}.
+    """
+    import tvm
+
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    data = tvm.runtime.tensor(example.numpy())
+    vm_main = compiled._vm["main"]
+    runners = {"qcompile": lambda: vm_main(data)}
+
+    def torch_int8():
+        with quantized_engine("fbgemm"), torch.no_grad():
+            quantized(example)
+
+    runners["torch_fbgemm"] = torch_int8
+    if float_model is not None:
+        def torch_fp32():
+            with torch.no_grad():
+                float_model(example)
+
+        runners["torch_fp32"] = torch_fp32
+    notes = []
+    if onnxruntime and float_model is not None:
+        ort_run, why = _onnxruntime_int8(float_model, example, calibration or [example], threads)
+        if ort_run is not None:
+            runners["onnxruntime_int8"] = ort_run
+        else:
+            notes.append(why)
+    report = {"runtimes": _time_interleaved(runners, runs, warmup), "threads": threads,
+              "batch": int(example.shape[0]), "notes": notes}
+    ours = report["runtimes"]["qcompile"]["median_ms"]
+    for name, key in (("torch_fbgemm", "speedup_vs_fbgemm"),
+                      ("onnxruntime_int8", "speedup_vs_onnxruntime"),
+                      ("torch_fp32", "speedup_vs_fp32")):
+        if name in report["runtimes"]:
+            report[key] = report["runtimes"][name]["median_ms"] / ours
+    return report
+
+
+def dense_model(m: int, k: int, n: int, seed: int = 0):
+    """A quantized (fbgemm) Linear k->n and an (m, k) input: the single-op benchmark."""
+    import torch.ao.quantization as tq
+
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(tq.QuantStub(), torch.nn.Linear(k, n), tq.DeQuantStub()).eval()
+    x = torch.randn((m, k), generator=gen)
+    model.qconfig = tq.get_default_qconfig("fbgemm")
+    with quantized_engine("fbgemm"), torch.no_grad():
+        tq.prepare(model, inplace=True)
+        model(x)
+        tq.convert(model, inplace=True)
+    return model, x
+
+
+def format_bench(report: dict, gops: float | None = None) -> str:
+    """The bench report as a table with ratios to qcompile."""
+    ours = report["runtimes"]["qcompile"]["median_ms"]
+    lines = [f"{'runtime':<18}{'median ms':>11}{'min ms':>10}{'vs qcompile':>13}"
+             + ("     GOP/s" if gops else "")]
+    for name, t in report["runtimes"].items():
+        extra = f"{gops / t['median_ms'] * 1e3:10.1f}" if gops else ""
+        lines.append(f"{name:<18}{t['median_ms']:11.2f}{t['min_ms']:10.2f}"
+                     f"{t['median_ms'] / ours:12.2f}x{extra}")
+    lines.append(f"(batch {report['batch']}, {report['threads']} threads, median of "
+                 f"{report['runtimes']['qcompile']['runs']} interleaved runs; ratio > 1: "
+                 "qcompile is faster)")
+    lines += [f"note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
