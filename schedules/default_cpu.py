@@ -1,13 +1,95 @@
-"""A default CPU schedule for untuned fused PrimFuncs: parallel outer loops, vector inner ones.
+"""A default CPU schedule for untuned fused PrimFuncs.
 
 The Relax CPU pipeline leaves fused PrimFuncs unscheduled (one thread, scalar).  This pass gives
-each block of each PrimFunc a parallel outer spatial loop, so untuned models use every core.
+every block a parallel outer loop and a vector inner one:
+- a reduction block (conv, dense, pooling) keeps its reduction loops outside its innermost
+  spatial loop, which is vectorized, so each step updates a vector of outputs (direct
+  convolution vectorized along the output width / dense along the output features);
+- an elementwise block is parallel over its outer loops and vectorized along the innermost.
+It is a floor for untuned models, not a replacement for tuning (issue: fast int8 on x86).
 """
 
 from __future__ import annotations
 
 import tvm
 from tvm import s_tir
+
+_VECTOR = (16, 8, 4)
+_PARALLEL_LOOPS = 3
+_ROWS = 4
+
+
+def _vector_factor(extent) -> int | None:
+    if not isinstance(extent, (int, tvm.tirx.IntImm)):
+        return None
+    extent = int(extent)
+    for f in _VECTOR:
+        if extent % f == 0:
+            return f
+    return None
+
+
+def _parallel(sch, loops):
+    if not loops:
+        return
+    try:
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+    except Exception:  # noqa: BLE001 - a loop TVM refuses to parallelize stays serial
+        pass
+
+
+def _vectorize(sch, loop):
+    try:
+        sch.vectorize(loop)
+    except Exception as err:  # noqa: BLE001 - not vectorizable here: stays scalar
+        import os
+        if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
+            print("vectorize failed:", str(err)[-600:])
+
+
+def _schedule_block(sch, block):
+    loops = sch.get_loops(block)
+    iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
+    if len(loops) != len(iter_types):
+        return
+    spatial = [lp for lp, t in zip(loops, iter_types) if t == tvm.tirx.IterVar.DataPar]
+    reduce = [lp for lp, t in zip(loops, iter_types) if t == tvm.tirx.IterVar.CommReduce]
+    if len(spatial) + len(reduce) != len(loops) or not spatial:
+        return
+    inner = spatial[-1]
+    factor = _vector_factor(sch.get(inner).extent)
+    if factor is None:
+        if reduce:
+            sch.reorder(*spatial, *reduce)
+        _parallel(sch, spatial[:_PARALLEL_LOOPS])
+        return
+    outer_spatial, block_rows = spatial[:-1], []
+    if int(sch.get(inner).extent) > factor:
+        outer, inner = sch.split(inner, [None, factor])
+        outer_spatial = outer_spatial + [outer]
+    if reduce and len(spatial) >= 2:
+        # Register blocking: ROWS neighbouring outputs of the next-outer spatial axis share
+        # every reduction step (ROWS vector accumulators live in registers).
+        row = spatial[-2]
+        if int(sch.get(row).extent) % _ROWS == 0 and int(sch.get(row).extent) > _ROWS:
+            row_outer, row_inner = sch.split(row, [None, _ROWS])
+            outer_spatial = [row_outer if lp.same_as(row) else lp for lp in outer_spatial]
+            block_rows = [row_inner]
+    sch.reorder(*outer_spatial, *reduce, *block_rows, inner)
+    _parallel(sch, outer_spatial[:_PARALLEL_LOOPS])
+    _vectorize(sch, inner)
+    if reduce:
+        # accumulate in a local buffer, written back once per output tile
+        depth = len(reduce) + len(block_rows) + 1  # loops inside the output-tile loop
+        local = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(local, sch.get_loops(block)[-(depth + 1)])
+        init = sch.decompose_reduction(block, sch.get_loops(block)[-depth])
+        for lp in sch.get_loops(init)[-(len(block_rows) + 1):-1]:
+            sch.unroll(lp)
+        _vectorize(sch, sch.get_loops(init)[-1])
+        for lp in block_rows:
+            sch.unroll(lp)
+        _vectorize(sch, sch.get_loops(local)[-1])
 
 
 def _schedule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
@@ -17,25 +99,16 @@ def _schedule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     except Exception:  # noqa: BLE001 - no root block: leave the function as it is
         return func
     for block in sch.get_child_blocks(root):
-        loops = sch.get_loops(block)
-        iter_vars = sch.get(block).iter_vars
-        spatial = []
-        for loop, iv in zip(loops, iter_vars):
-            if iv.iter_type != tvm.tirx.IterVar.DataPar or len(spatial) == 2:
-                break
-            spatial.append(loop)
-        if not spatial:
-            continue
         try:
-            sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
-        except Exception:  # noqa: BLE001 - a loop TVM refuses to parallelize stays serial
+            _schedule_block(sch, block)
+        except Exception:  # noqa: BLE001 - an unusual block keeps the default loop nest
             continue
     return sch.mod["main"]
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultCPUSchedule")
 def default_cpu_schedule(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Parallelize every unscheduled PrimFunc in the module."""
+    """Parallelize and vectorize every unscheduled PrimFunc in the module."""
     updates = {}
     for gvar, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tir.is_scheduled", False):
