@@ -44,6 +44,8 @@ def _onnxruntime_int8(float_model, example, calibration, threads):
         return None, f"ONNX export/quantization failed: {err}"
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # ORT's pool spins after each run by default, stealing the cores from the runtime timed next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
     feed = {"input": example.numpy()}
     return (lambda: session.run(None, feed)), None
