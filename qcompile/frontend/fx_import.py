@@ -6,6 +6,7 @@ import operator
 
 import torch
 import torch.fx
+import tvm
 from tvm import relax
 
 from ..errors import QCompileError
@@ -99,7 +100,7 @@ class Importer:
     def _unsupported(what: str) -> str:
         return f"unsupported op: {what}. Supported: {describe_supported()}"
 
-    def run(self, input_shapes: list[tuple[int, ...]]) -> tvm_IRModule:
+    def run(self, input_shapes: list[tuple[int, ...]]) -> tvm.IRModule:
         """Import the graph; every placeholder becomes a float32 parameter of `main`."""
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(input_shapes):
@@ -144,8 +145,6 @@ class Importer:
             return values[0]
         return relax.Tuple(list(values))
 
-
-tvm_IRModule = "tvm.IRModule"
 
 
 def _name(target) -> str:

@@ -184,13 +184,9 @@ FIXED_SIGMOID_QPARAMS = QParams(1.0 / 256.0, 0)
 
 
 
-def _pool_q(imp, x, what) -> QValue:
-    return _need_q(imp, x, what)
-
-
 def max_pool2d(imp, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    x = _pool_q(imp, x, "max_pool2d")
+    x = _need_q(imp, x, "max_pool2d")
     if return_indices:
         raise imp.error("max_pool2d with return_indices=True is not supported")
     pair = torch.nn.modules.utils._pair
@@ -202,7 +198,7 @@ def max_pool2d(imp, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
 
 def avg_pool2d(imp, x, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
-    x = _pool_q(imp, x, "avg_pool2d")
+    x = _need_q(imp, x, "avg_pool2d")
     if divisor_override is not None:
         raise imp.error("avg_pool2d with divisor_override is not supported")
     pair = torch.nn.modules.utils._pair
@@ -213,7 +209,7 @@ def avg_pool2d(imp, x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 def adaptive_avg_pool2d(imp, x, output_size):
-    x = _pool_q(imp, x, "adaptive_avg_pool2d")
+    x = _need_q(imp, x, "adaptive_avg_pool2d")
     size = torch.nn.modules.utils._pair(output_size)
     if tuple(size) != (1, 1):
         raise imp.error(f"adaptive_avg_pool2d to {size} is not supported (output size 1 only)")

@@ -254,7 +254,7 @@ def add_integer(a, b, qa, qb, qo, relu: bool, multiply: bool = False):
     return te.compute(shape, body, name="qadd_int")
 
 
-def requantize_tensor(q, qin, qout, n_threads: int = 1, float_clip=None):
+def requantize_tensor(q, qin, qout, float_clip=None):
     """Move a tensor to other qparams as dequantize + quantize_per_tensor do (cat's slow path).
 
     `float_clip` (lo, hi), either may be None, is a float relu/clamp between the two (as
