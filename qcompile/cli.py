@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
@@ -23,15 +22,6 @@ def load_model(spec: str, numerics: str, image_size: int | None, engine: str | N
     engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
     entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
     return entry
-
-
-def _median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
 
 
 def format_report(report: dict) -> str:
@@ -62,26 +52,20 @@ def cmd_compile(args):
 
 def verify_model(args, runs_for_latency: int = 0) -> dict:
     """Compile MODEL and verify it; optionally time qcompile against PyTorch."""
-    import torch
-
     import qcompile
-    from .engines import quantized_engine
 
     entry = load_model(args.model, args.numerics, args.image_size)
     inputs = entry.example_inputs(args.inputs, seed=1234)
     compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
-                                numerics=args.numerics, verbose=True,
-                                **({"probe": True} if args.per_layer else {}))
+                                numerics=args.numerics, verbose=True, probe=args.per_layer)
     report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer)
     report["model"] = args.model
     if runs_for_latency:
-        x = inputs[0]
-        with quantized_engine(report["engine"]), torch.no_grad():
-            compiled(x), entry.quantized(x)
-            report["latency_ms"] = {
-                "qcompile": _median_ms(lambda: compiled(x), runs_for_latency),
-                f"torch_{report['engine']}": _median_ms(lambda: entry.quantized(x),
-                                                        runs_for_latency)}
+        from .benchmark import bench
+
+        timed = bench(entry.quantized, compiled, inputs[0], runs=runs_for_latency, warmup=2,
+                      onnxruntime=False)
+        report["latency_ms"] = {k: v["median_ms"] for k, v in timed["runtimes"].items()}
     return report
 
 
@@ -100,7 +84,7 @@ def cmd_demo(args):
     report = verify_model(args, runs_for_latency=10)
     print(format_report(report))
     lat = report["latency_ms"]
-    print("  latency (batch 1, median of 10, untuned kernels): "
+    print("  latency (batch 1, median of 10 interleaved runs, untuned kernels): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items()))
 
 

@@ -9,7 +9,6 @@ The engine is set while preparing, converting and running PyTorch.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ groups, 1x1 and 7x7 kernels, and inputs that push scales and zero points to extr
 from __future__ import annotations
 
 import pytest
-import torch
 import torch.nn as nn
 from torch.ao.nn.quantized import FloatFunctional
 

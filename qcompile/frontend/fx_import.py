@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 from ..errors import QCompileError
-from .ops import FUNCTIONS, METHODS, MODULES, describe_supported, lookup_module_handler
+from .ops import FUNCTIONS, METHODS, describe_supported, lookup_module_handler
 from .values import QValue
 
 

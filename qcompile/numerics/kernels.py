@@ -319,6 +319,29 @@ def adaptive_avg_pool_1x1(x, qin, qout, contract: str):
     return te.compute(total.shape, out, name="adaptive_avg_pool")
 
 
+def _padding4(padding) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from Relax's 2- or 4-element padding."""
+    pads = [int(p) for p in padding]
+    return tuple(pads * 2) if len(pads) == 2 else tuple(pads)
+
+
+def _window_sum(x, zx: int, kernel, stride, pads, out_hw):
+    """int32 sums of (q - zx) over each pooling window; padded positions contribute 0."""
+    n, c, h, w = (int(d) for d in x.shape)
+    (kh, kw), (sh, sw) = kernel, stride
+    pt, pl = pads[0], pads[1]
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def tap(b, k, i, j):
+        y, z = i * sh + rh - pt, j * sw + rw - pl
+        inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
+        return tirx.Select(inside, value.astype("int32") - zx, 0)
+
+    return te.compute((n, c) + tuple(out_hw),
+                      lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]), name="pool_sum")
+
+
 def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
                count_include_pad):
     """avg_pool2d on a channels-last quint8 tensor (keeps the input qparams).
@@ -329,7 +352,7 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
     n, c, h, w = (int(d) for d in x.shape)
     kh, kw = kernel
     sh, sw = stride
-    pt, pl, pb, pr = (padding + padding)[:4] if len(padding) == 2 else padding
+    pt, pl, pb, pr = _padding4(padding)
     zx = qin[1]
 
     def out_size(size, k, s, p0, p1):
@@ -340,19 +363,7 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
         return o
 
     oh, ow = out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)
-    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
-
-    def valid(i, j):
-        return tirx.all(i >= 0, i < h, j >= 0, j < w)
-
-    def tap(b, k, i, j):
-        y, z = i * sh + rh - pt, j * sw + rw - pl
-        inside = valid(y, z)
-        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
-        return tirx.Select(inside, value.astype("int32") - zx, 0)
-
-    total = te.compute((n, c, oh, ow), lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]),
-                       name="pool_sum")
+    total = _window_sum(x, zx, (kh, kw), (sh, sw), (pt, pl, pb, pr), (oh, ow))
 
     def divisor(i, j):
         y0, z0 = i * sh - pt, j * sw - pl
@@ -414,8 +425,7 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     oc_count, taps_even = (int(d) for d in w.shape)
     k = kernel
     sh, sw = (int(s) for s in strides)
-    pt, pl = int(padding[0]), int(padding[1])
-    pb, pr = (int(padding[2]), int(padding[3])) if len(padding) == 4 else (pt, pl)
+    pt, pl, pb, pr = _padding4(padding)
     oh, ow = (h + pt + pb - k) // sh + 1, (wd + pl + pr - k) // sw + 1
     mult = oc_count // c
     taps = k * k
@@ -483,24 +493,14 @@ def avg_pool2d_qnnpack(x, qin, kernel, stride, padding):
     """
     from .constants import qnnpack_avgpool_scale
 
-    n, c, h, w = (int(d) for d in x.shape)
+    _, _, h, w = (int(d) for d in x.shape)
     kh, kw = (int(k) for k in kernel)
     sh, sw = (int(s) for s in stride)
-    pt, pl = int(padding[0]), int(padding[1])
-    pb, pr = (int(padding[2]), int(padding[3])) if len(padding) == 4 else (pt, pl)
+    pt, pl, pb, pr = _padding4(padding)
     scale, zx = qin
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
     m = qnnpack_avgpool_scale(scale, kh * kw)
-    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
-
-    def tap(b, k, i, j):
-        y, z = i * sh + rh - pt, j * sw + rw - pl
-        inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
-        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
-        return tirx.Select(inside, value.astype("int32") - zx, 0)
-
-    total = te.compute((n, c, oh, ow), lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]),
-                       name="pool_sum")
+    total = _window_sum(x, zx, (kh, kw), (sh, sw), (pt, pl, pb, pr), (oh, ow))
 
     def out(*idx):
         r = rne_i32(mul(total(*idx).astype("float32"), f32(m)))

@@ -88,8 +88,13 @@ def activation_bounds(act_call, scale: float, zero_point: int) -> tuple[int, int
     """[lo, hi] in output steps of a relu or clip applied before quantizing to (scale, zp)."""
     if act_call.op.name == "relax.nn.relu":
         return zero_point, 255
-    lo, hi = (float(getattr(a.value, "value", a.value)) for a in act_call.args[1:3])
+    lo, hi = clip_range(act_call)
     return quantize_bound(lo, scale, zero_point), quantize_bound(hi, scale, zero_point)
+
+
+def clip_range(clip_call) -> tuple[float, float]:
+    """The float (min, max) of a relax.clip call."""
+    return tuple(float(getattr(a.value, "value", a.value)) for a in clip_call.args[1:3])
 
 
 def _find_act(ctx, quantize_call):

@@ -11,16 +11,14 @@ permutes it as PyTorch's qnnpack clamp does (numerics.kernels, *_qnnpack / chann
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..numerics import kernels
-from ..numerics.constants import quantize_bound
 from ..numerics.tables import unary_tables
 from ..errors import QCompileError
-from .fuse_requantize import activation_bounds, qnnpack_clamp_permutes
+from .fuse_requantize import activation_bounds, clip_range, qnnpack_clamp_permutes
 from .rewrite import const_value, run_rewrite
 
 R = relax.op
@@ -91,7 +89,7 @@ def _same_qparams_act(ctx, call, m, contract):
         if act.op.name == "relax.nn.relu":
             bounds = (0.0, None)
         else:
-            bounds = tuple(float(getattr(a.value, "value", a.value)) for a in act.args[1:3])
+            bounds = clip_range(act)
         if contract == "integer":
             fn = lambda t: kernels.requantize_tensor_integer(t, qa, qo, bounds)  # noqa: E731
         else:
