@@ -8,8 +8,14 @@ Public API, each a short function in front of one stage:
   bench(quantized, compiled, example, float_model) -> side-by-side timings
 """
 
-from .errors import QCompileError
-from .numerics import CONTRACTS
+import os as _os
+
+# TVM's runtime starts one worker per *two* logical cores unless told otherwise, and only a
+# count fixed before its thread pool starts sticks; CompiledModel then picks its own count.
+_os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0))))
+
+from .errors import QCompileError  # noqa: E402
+from .numerics import CONTRACTS  # noqa: E402
 
 
 def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None,  # noqa: A001

@@ -11,8 +11,12 @@ It is a floor for untuned models, not a replacement for tuning (issue: fast int8
 
 from __future__ import annotations
 
+import os
+
 import tvm
 from tvm import s_tir
+
+from . import packed
 
 _VECTOR = (16, 8, 4)
 _PARALLEL_LOOPS = 3
@@ -42,7 +46,6 @@ def _vectorize(sch, loop):
     try:
         sch.vectorize(loop)
     except Exception as err:  # noqa: BLE001 - not vectorizable here: stays scalar
-        import os
         if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
             print("vectorize failed:", str(err)[-600:])
 
@@ -92,7 +95,7 @@ def _schedule_block(sch, block):
         _vectorize(sch, sch.get_loops(local)[-1])
 
 
-def _schedule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     try:
         root = sch.get_sblock("root")
@@ -106,13 +109,44 @@ def _schedule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return sch.mod["main"]
 
 
-@tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultCPUSchedule")
-def default_cpu_schedule(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Parallelize and vectorize every unscheduled PrimFunc in the module."""
-    updates = {}
-    for gvar, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tir.is_scheduled", False):
-            updates[gvar] = _schedule(func)
-    for gvar, func in updates.items():
-        mod[gvar] = func
-    return mod
+def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Default schedule for one PrimFunc: (scheduled func, how: "tensorized" or "generic")."""
+    if family is not None and family.dot_intrinsic is not None:
+        sch = s_tir.Schedule(func)
+        kind = packed.packed_kind(sch)
+        if kind is not None:
+            try:
+                if kind == "conv2d_packed":
+                    packed.schedule_conv(sch, family.dot_intrinsic)
+                else:
+                    packed.schedule_dense(sch, family.dot_intrinsic, family.out_block,
+                                          family.in_block)
+                return sch.mod["main"], "tensorized"
+            except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
+                if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
+                    print("packed schedule failed:", str(err)[-800:])
+    return _schedule_generic(func), "generic"
+
+
+def default_schedule(family=None, report: dict | None = None) -> tvm.transform.Pass:
+    """Schedule every unscheduled PrimFunc: tensorized where the family has an intrinsic for
+    a packed kernel, else the generic parallel + vector schedule.  `report` (a dict) receives
+    {function name: "tensorized" | "generic"}."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultSchedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled",
+                                                                          False):
+                updates[gvar], how = schedule_func(func, family)
+                if report is not None:
+                    report[gvar.name_hint] = how
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+default_cpu_schedule = default_schedule()

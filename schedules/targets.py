@@ -1,36 +1,98 @@
-"""Named targets users pass as `--target`."""
+"""Target families and the `--target` names that select them.
+
+A family names everything target-specific the compiler needs: the TVM target dict, the int8
+dot-product intrinsic the packed kernels are tensorized with, and the weight tile it reads
+(`out_block` x `in_block`, what qcompile.passes.pack_layout packs to).  Nothing outside
+`schedules/` spells an `mcpu` or an intrinsic name.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import tvm
 
 
-def _host_cpu() -> str:
+@dataclass(frozen=True)
+class TargetFamily:
+    name: str
+    summary: str
+    target: Callable[[], dict]       # the TVM target dict (computed late: it may read the host)
+    dot_intrinsic: str | None        # tensor intrinsic for the packed tile; None: not tensorized
+    out_block: int                   # packed weight tile: outputs x reduction elements
+    in_block: int
+    cpu_flags: tuple = ()            # /proc/cpuinfo flags the host needs to run this code
+
+    def tvm_target(self) -> tvm.target.Target:
+        return tvm.target.Target(self.target())
+
+    def runs_here(self) -> bool:
+        return all(flag in _cpu_flags() for flag in self.cpu_flags)
+
+
+def _cpu_flags() -> set:
     try:
-        return str(tvm.target.codegen.llvm_get_system_cpu())
-    except Exception:  # noqa: BLE001 - older LLVMs: fall back to a generic CPU
-        return "x86-64"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
-def _x86():
-    return {"kind": "llvm", "mcpu": _host_cpu(), "num-cores": os.cpu_count() or 1}
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# name -> function returning the target dict (host-dependent entries are computed late)
-TARGETS = {
-    "x86": _x86,
-    "x86-avx512-vnni": lambda: {"kind": "llvm", "mcpu": "znver4", "num-cores": 2},
-}
+def _x86_vnni() -> dict:
+    return {"kind": "llvm", "mcpu": "znver4", "num-cores": _cores()}
 
 
-def resolve_target(name: str) -> tvm.target.Target:
-    """A `--target` name (or a TVM target dict) as a tvm Target."""
+def _x86_avx2() -> dict:
+    return {"kind": "llvm", "mcpu": "haswell", "num-cores": _cores()}
+
+
+def _families() -> dict:
+    from .x86_intrinsics import VNNI_16x4_LOCAL
+
+    return {
+        "x86-avx512-vnni": TargetFamily(
+            "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
+            _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw")),
+        "x86-avx2": TargetFamily(
+            "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): vectorized, not tensorized",
+            _x86_avx2, None, 16, 4, ("avx2",)),
+    }
+
+
+FAMILIES = _families()
+
+
+def _host_x86() -> TargetFamily:
+    return FAMILIES["x86-avx512-vnni"] if FAMILIES["x86-avx512-vnni"].runs_here() \
+        else FAMILIES["x86-avx2"]
+
+
+# `--target` names: a family, or "x86" for the best family this host runs
+TARGETS = ["x86", *FAMILIES]
+
+
+def resolve_family(name) -> TargetFamily:
+    """A `--target` name as its TargetFamily."""
     from qcompile.errors import QCompileError
 
+    if name == "x86":
+        return _host_x86()
+    if name not in FAMILIES:
+        raise QCompileError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+    return FAMILIES[name]
+
+
+def resolve_target(name) -> tvm.target.Target:
+    """A `--target` name (or a TVM target dict) as a tvm Target."""
     if isinstance(name, dict):
         return tvm.target.Target(name)
-    if name not in TARGETS:
-        raise QCompileError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
-    return tvm.target.Target(TARGETS[name]())
+    return resolve_family(name).tvm_target()

@@ -4,9 +4,13 @@ TVM 0.27 ships `dot_16x4_vnni`, but LLVM 22 rejects it: `llvm.x86.avx512.vpdpbus
 byte vectors `(<16 x i32>, <64 x i8>, <64 x i8>)` and the shipped body passes `<16 x i32>`.
 `VNNI_16x4` is the same 16x4 dot product with byte-typed operands.
 
-Semantics (both intrinsics): C[i] += sum_k u8 A[k] * i8 B[i, k] for i < 16, k < 4, in int32.
+Semantics: C[i] += sum_k u8 A[k] * i8 B[i, k] for i < 16, k < 4, in int32.
 B must be packed so that the 16x4 tile is contiguous (weights laid out [N/16, K/4, 16, 4]);
 tensorizing an unpacked layout is accepted by TVM and silently wrong.
+
+Tensorize compares buffer scopes, so each intrinsic is registered twice: accumulating into a
+global buffer (`VNNI_16x4`) and into a register-resident local one (`VNNI_16x4_LOCAL`, what
+the default schedules use: the accumulator tile is cached in "local" scope).
 """
 
 from __future__ import annotations
@@ -15,43 +19,47 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 VNNI_16x4 = "qcompile_dot_16x4_u8i8i32_vnni"
+VNNI_16x4_LOCAL = "qcompile_dot_16x4_u8i8i32_vnni_local"
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _vnni_16x4(scope: str):
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_bytes = T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64")
+            b_bytes = B.vload([0, 0], dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                a_bytes,
+                b_bytes,
+                dtype="int32x16",
+            )
+
+    return desc, impl
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_vnni_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        a_bytes = T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64")
-        b_bytes = B.vload([0, 0], dtype="int8x64")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            a_bytes,
-            b_bytes,
-            dtype="int32x16",
-        )
-
-
-TensorIntrin.register(VNNI_16x4, _dot_16x4_desc, _dot_16x4_vnni_impl, override=True)
+TensorIntrin.register(VNNI_16x4, *_vnni_16x4("global"), override=True)
+TensorIntrin.register(VNNI_16x4_LOCAL, *_vnni_16x4("local"), override=True)

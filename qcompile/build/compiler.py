@@ -11,8 +11,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from schedules import resolve_target
-from schedules.default_cpu import default_cpu_schedule
+from schedules import resolve_family
+from schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
 from ..errors import QCompileError
@@ -21,8 +21,12 @@ from ..numerics import check_contract
 _META_SUFFIX = ".json"
 
 
-def build_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Relax's CPU pipeline with our default schedule between fusion and lowering."""
+def build_pipeline(target: tvm.target.Target, family=None,
+                   report: dict | None = None) -> tvm.transform.Pass:
+    """Relax's CPU pipeline with our default schedule between fusion and lowering.
+
+    `family` (schedules.TargetFamily) picks the tensorized schedules; `report` collects how
+    each PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.BuildPipeline")
@@ -30,7 +34,7 @@ def build_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
         with target:
             seq = tvm.transform.Sequential(
                 cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                + [default_cpu_schedule] + cpu.dataflow_lower_passes(target)
+                + [default_schedule(family, report)] + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target))
             return seq(mod)
 
@@ -56,6 +60,10 @@ class CompiledModel:
 
     def __post_init__(self):
         self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        threads = self.meta.get("threads")
+        if threads:
+            # big-core affinity mode (1) with `threads` workers, what TVM itself starts with
+            tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
 
     @property
     def input_shapes(self):
@@ -101,7 +109,8 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
 
         threads = torch.get_num_threads()
     shapes = [tuple(int(d) for d in _as_numpy(x).shape) for x in example_inputs]
-    tvm_target = resolve_target(target)
+    family = resolve_family(target)
+    tvm_target = family.tvm_target()
     timings = {}
     t0 = time.perf_counter()
     probes = []
@@ -113,16 +122,22 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     t0 = time.perf_counter()
     integer = passes.lower(mod, numerics, threads)
+    integer = passes.pack_layout(integer, family.out_block, family.in_block)
     timings["passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    executable = tvm.compile(integer, tvm_target, relax_pipeline=build_pipeline(tvm_target))
+    schedules_used = {}
+    executable = tvm.compile(integer, tvm_target,
+                             relax_pipeline=build_pipeline(tvm_target, family, schedules_used))
     timings["build_s"] = time.perf_counter() - t0
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
+            "target_family": family.name,
             "input_shapes": [list(s) for s in shapes], "model": type(model).__name__, "probes": probes,
             "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}
     if verbose:
-        print(f"compiled {meta['model']} for {target} ({numerics} numerics): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        tensorized = sum(how == "tensorized" for how in schedules_used.values())
+        print(f"compiled {meta['model']} for {target} ({family.name}, {numerics} numerics): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+              + f"; {tensorized} of {len(schedules_used)} kernels tensorized")
     return CompiledModel(executable, meta, integer, timings)
 
 

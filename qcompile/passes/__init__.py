@@ -3,6 +3,7 @@
 Order matters and is fixed by `lower`:
   qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops -> lower_boundaries
   -> check_lowered -> FoldConstant
+then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .canonicalize_bias import canonicalize_bias
 from .check_lowered import check_lowered
 from .fuse_requantize import fuse_requantize
 from .lower_qdq_ops import lower_boundaries, lower_qdq_ops
+from .pack_layout import pack_layout
 from .qdq_to_integer import qdq_to_integer
 
 
@@ -29,4 +31,4 @@ def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
 
 
 __all__ = ["lower", "qdq_to_integer", "canonicalize_bias", "fuse_requantize", "lower_qdq_ops",
-           "lower_boundaries", "check_lowered"]
+           "lower_boundaries", "check_lowered", "pack_layout"]

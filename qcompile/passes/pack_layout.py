@@ -1,0 +1,158 @@
+"""Pass: u8 x i8 -> i32 conv2d / matmul with constant weights become packed-layout kernels.
+
+A dot-product instruction (VNNI's vpdpbusd, ARM's sdot) multiplies `in_block` consecutive
+activation bytes by an `out_block x in_block` weight tile held contiguously in memory.  This
+pass packs the weights once, at compile time, into that layout and emits a kernel whose
+reduction reads it, so a schedule can tensorize the tile and be right by construction:
+
+  dense   W[N, K]        -> Wp[N/ob, K/ib, ob, ib]      acc[m, n]  = sum_k x[m, k] Wp[..]
+  conv2d  W[O, C, KH, KW] -> Wp[O/ob, C/ib, KH, KW, ob, ib]
+          x[N, C, H, W]  -> xp[N, C/ib, H+pad, W+pad, ib] (the zero-point padding is absorbed)
+          acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
+
+Channel counts that are not multiples of the blocks are padded with zero weights (the padded
+activations then contribute nothing).  The arithmetic is unchanged: these are the same exact
+integer sums, in another memory order.  Block names ("pack_data", "conv2d_packed",
+"dense_packed") are how the schedules find these kernels.  Which blocks a target uses comes
+from schedules/ (the `out_block`/`in_block` arguments); this pass knows no target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+
+from .rewrite import run_rewrite
+
+PACKED_BLOCKS = ("conv2d_packed", "dense_packed")
+
+
+def _ceil_to(v: int, block: int) -> int:
+    return -(-v // block) * block
+
+
+def pack_dense_weight(w: np.ndarray, ob: int, ib: int) -> np.ndarray:
+    """W[N, K] int8 -> [ceil(N/ob), ceil(K/ib), ob, ib], zero-padded."""
+    n, k = w.shape
+    padded = np.zeros((_ceil_to(n, ob), _ceil_to(k, ib)), np.int8)
+    padded[:n, :k] = w
+    n2, k2 = padded.shape
+    return np.ascontiguousarray(padded.reshape(n2 // ob, ob, k2 // ib, ib).transpose(0, 2, 1, 3))
+
+
+def pack_conv_weight(w: np.ndarray, ob: int, ib: int) -> np.ndarray:
+    """W[O, C, KH, KW] int8 -> [ceil(O/ob), ceil(C/ib), KH, KW, ob, ib], zero-padded."""
+    o, c, kh, kw = w.shape
+    padded = np.zeros((_ceil_to(o, ob), _ceil_to(c, ib), kh, kw), np.int8)
+    padded[:o, :c] = w
+    o2, c2 = padded.shape[:2]
+    return np.ascontiguousarray(
+        padded.reshape(o2 // ob, ob, c2 // ib, ib, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+
+
+def _dense_te(x, wp, n_out: int):
+    """x[..., K] u8 with packed Wp -> int32 [..., n_out]."""
+    *lead, k = (int(d) for d in x.shape)
+    nb, kb, ob, ib = (int(d) for d in wp.shape)
+    if k != kb * ib:
+        def pad_k(*idx):
+            return tirx.if_then_else(idx[-1] < k, x[(*idx[:-1], tirx.min(idx[-1], k - 1))],
+                                     tirx.const(0, "uint8"))
+        x = te.compute((*lead, kb * ib), pad_k, name="pack_data")
+    r = te.reduce_axis((0, kb * ib), "k")
+    acc = te.compute(
+        (*lead, nb * ob),
+        lambda *idx: te.sum(
+            x[(*idx[:-1], r)].astype("int32")
+            * wp[idx[-1] // ob, r // ib, idx[-1] % ob, r % ib].astype("int32"), axis=r),
+        name="dense_packed")
+    if nb * ob == n_out:
+        return acc
+    return te.compute((*lead, n_out), lambda *idx: acc[idx], name="unpack")
+
+
+def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation):
+    """x[N, C, H, W] u8 (unpadded) with packed Wp -> int32 [N, o_count, OH, OW]."""
+    n, c, h, w = (int(d) for d in x.shape)
+    obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
+    top, left, bottom, right = pad4
+    hp, wpd = h + top + bottom, w + left + right
+    sh, sw = strides
+    dh, dw = dilation
+    oh = (hp - dh * (kh - 1) - 1) // sh + 1
+    ow = (wpd - dw * (kw - 1) - 1) // sw + 1
+
+    def pack(b, cb, y, z, ci):
+        ch, yy, zz = cb * ib + ci, y - top, z - left
+        inside = tirx.all(ch < c, yy >= 0, yy < h, zz >= 0, zz < w)
+        value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(yy, h - 1), 0),
+                  tirx.max(tirx.min(zz, w - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+
+    xp = te.compute((n, cbn, hp, wpd, ib), pack, name="pack_data")
+    rc = te.reduce_axis((0, cbn), "cb")
+    ry = te.reduce_axis((0, kh), "ky")
+    rx = te.reduce_axis((0, kw), "kx")
+    ri = te.reduce_axis((0, ib), "ci")
+    acc = te.compute(
+        (n, obn, oh, ow, ob),
+        lambda b, o, y, z, oi: te.sum(
+            xp[b, rc, y * sh + ry * dh, z * sw + rx * dw, ri].astype("int32")
+            * wp[o, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
+        name="conv2d_packed")
+    return te.compute((n, o_count, oh, ow),
+                      lambda b, o, y, z: acc[b, o // ob, y, z, o % ob], name="unpack")
+
+
+def _weight(expr):
+    if isinstance(expr, tvm.ir.expr.Constant) and expr.value.dtype == "int8":
+        return expr.value.numpy()
+    return None
+
+
+def _rewrite(ctx, call, ob: int, ib: int):
+    if not isinstance(call.op, tvm.ir.Op):
+        return None
+    name = call.op.name
+    if name not in ("relax.nn.conv2d", "relax.matmul"):
+        return None
+    if str(call.attrs.out_dtype) != "int32":
+        return None
+    x_orig, w_expr = call.args
+    w = _weight(ctx.value_of(w_expr))
+    if w is None or x_orig.ty.dtype != "uint8":
+        return None
+    if name == "relax.matmul":
+        if w.ndim != 2 or x_orig.ty.ndim < 2:
+            return None
+        wp = pack_dense_weight(np.ascontiguousarray(w.T), ob, ib)
+        return ctx.call_te(_dense_te, ctx.new(x_orig), relax.const(wp), int(w.shape[1]),
+                           primfunc_name_hint="dense_packed")
+    attrs = call.attrs
+    if (int(attrs.groups) != 1 or str(attrs.data_layout) != "NCHW"
+            or str(attrs.kernel_layout) != "OIHW" or str(attrs.out_layout) != "NCHW"):
+        return None
+    pad4, pad_value = [int(p) for p in attrs.padding], 0
+    source = ctx.value_of(x_orig)
+    if (isinstance(source, relax.Call) and source.op.name == "relax.nn.pad"
+            and str(source.attrs.pad_mode) == "constant" and not any(pad4)):
+        widths = [int(p) for p in source.attrs.pad_width]
+        if not any(widths[:4]):
+            top, bottom, left, right = widths[4:]
+            pad4, pad_value = [top, left, bottom, right], int(source.attrs.pad_value)
+            x_orig = source.args[0]
+    elif any(pad4):
+        return None  # conv2d's own padding pads with 0: leave such a conv to the generic path
+    wp = pack_conv_weight(w, ob, ib)
+    return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
+                       pad_value, [int(s) for s in attrs.strides],
+                       [int(d) for d in attrs.dilation], primfunc_name_hint="conv2d_packed")
+
+
+def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int) -> tvm.IRModule:
+    """Rewrite u8 x i8 conv2d (groups 1) / matmul with constant weights into packed kernels.
+
+    `out_block` x `in_block` is the weight tile of the target's dot-product instruction
+    (16 x 4 for AVX-512 VNNI)."""
+    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block))

@@ -1,0 +1,174 @@
+"""Default schedules for the packed int8 kernels (qcompile.passes.pack_layout), tensorized.
+
+The packed reduction's innermost (out_block x in_block) tile is tensorized with the target
+family's dot-product intrinsic, accumulating into a register tile held in "local" scope:
+
+  conv2d_packed[n, ob, y, x, o]:  parallel(n, ob/OB, y) . x/XB . cb . ky . kx . [OB . XB] . tile
+  dense_packed[..., m, n]:        parallel(n/NB, m/MB) . k/KC . k . [MB . NB] . tile
+
+OB x XB (MB x NB) accumulators stay in vector registers for the whole reduction; the epilogue
+(unpack, requantize, clip, residual add: everything fused after the reduction) is inlined into
+one block computed per register tile, so the int32 accumulator never goes to memory.
+The tile sizes are a default, picked from the shape; MetaSchedule tuning searches beyond it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+
+ACC_REGISTERS = 28  # of 32 zmm: the rest hold the weight tile and the broadcast activations
+
+
+@dataclass(frozen=True)
+class PackedTiles:
+    rows: int       # conv: output x positions per tile; dense: rows (m) per tile
+    blocks: int     # out_block-wide column blocks per tile
+    k_chunk: int    # dense: reduction elements per cache block (conv: whole reduction)
+
+
+def _divisors(n: int):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def conv_tiles(out_w: int, out_blocks: int, registers: int = ACC_REGISTERS) -> PackedTiles:
+    """Largest register tile (x positions x channel blocks) dividing the output shape."""
+    best = (0, 1, 1)
+    for blocks in _divisors(out_blocks):
+        if blocks > 4:
+            break
+        for rows in _divisors(out_w):
+            if rows * blocks <= registers:
+                # prefer more accumulators, then fewer channel blocks (more weight reuse per load)
+                score = (rows * blocks, -blocks)
+                if score > best[:2]:
+                    best = (rows * blocks, -blocks, rows)
+    rows = best[2]
+    return PackedTiles(rows=rows, blocks=-best[1], k_chunk=0)
+
+
+def dense_tiles(m: int, n_blocks: int, k: int, in_block: int) -> PackedTiles:
+    """A 4-8 row x up-to-4 block tile, and a reduction chunk that keeps the weight panel in L1."""
+    rows = next(r for r in (8, 4, 2, 1) if m % r == 0)
+    blocks = next(b for b in (4, 3, 2, 1) if n_blocks % b == 0 and b * rows <= ACC_REGISTERS)
+    if rows < 4:  # few rows: widen the tile along the columns instead
+        blocks = next(b for b in (8, 6, 4, 3, 2, 1) if n_blocks % b == 0)
+    chunk = next((c for c in (256, 128, 64, 32, 16, 8) if k % c == 0 and c % in_block == 0), k)
+    return PackedTiles(rows=rows, blocks=blocks, k_chunk=chunk)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _inline_epilogue(sch, block):
+    """Inline every elementwise block but the output writer; return the writer (or None).
+
+    What remains after the packed reduction is one block that reads the accumulator tile
+    (through the inlined unpack/requantize/clip/add chain) and writes the function's output."""
+    root = sch.get_sblock("root")
+    keep = {sch.get(block).name_hint, "pack_data"}
+    for b in sch.get_child_blocks(root):
+        if sch.get(b).name_hint in keep:
+            continue
+        try:
+            sch.compute_inline(b)
+        except Exception:  # noqa: BLE001 - the output writer (or a reduction) stays a block
+            continue
+    rest = [b for b in sch.get_child_blocks(root) if sch.get(b).name_hint not in keep]
+    return rest[-1] if len(rest) == 1 else None
+
+
+def _schedule_epilogue(sch, last, tile_loop):
+    sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
+    loops = sch.get_loops(last)
+    inner = loops[-1]
+    try:
+        sch.vectorize(inner)
+    except Exception:  # noqa: BLE001 - not vectorizable: stays scalar, still correct
+        pass
+
+
+def _pack_stage(sch, block_name: str):
+    try:
+        pack = sch.get_sblock(block_name)
+    except Exception:  # noqa: BLE001 - no input packing in this kernel
+        return
+    loops = sch.get_loops(pack)
+    sch.parallel(sch.fuse(*loops[:3]))
+    sch.vectorize(loops[-1])
+
+
+def _split(sch, loop, inner: int, search: bool, max_inner: int):
+    """Split off an inner loop: `inner` iterations, or (search) a tile size MetaSchedule samples."""
+    if search:
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_inner)
+        return sch.split(loop, factors)
+    return sch.split(loop, [None, inner])
+
+
+def schedule_conv(sch: s_tir.Schedule, intrin: str, search: bool = False) -> None:
+    """Tile, tensorize and fuse the epilogue of a packed conv2d PrimFunc.
+
+    `search=True` leaves the tile sizes to MetaSchedule (sampled, recorded in the trace)."""
+    block = sch.get_sblock("conv2d_packed")
+    n, ob, y, x, o, cb, ky, kx, ci = sch.get_loops(block)
+    tiles = conv_tiles(_extent(sch, x), _extent(sch, ob))
+    obo, obi = _split(sch, ob, tiles.blocks, search, 4)
+    xo, xi = _split(sch, x, tiles.rows, search, ACC_REGISTERS)
+    sch.reorder(n, obo, y, xo, cb, ky, kx, obi, xi, o, ci)
+    last = _inline_epilogue(sch, block)
+    sch.set_scope(block, 0, "local")
+    outer = sch.fuse(n, obo, y)
+    if last is not None:
+        _schedule_epilogue(sch, last, xo)
+    sch.parallel(outer)
+    sch.decompose_reduction(block, cb)
+    init = sch.get_sblock("conv2d_packed_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(o, intrin)
+    sch.unroll(obi)
+    sch.unroll(xi)
+    _pack_stage(sch, "pack_data")
+
+
+def schedule_dense(sch: s_tir.Schedule, intrin: str, out_block: int, in_block: int,
+                   search: bool = False) -> None:
+    """Tile, tensorize and fuse the epilogue of a packed dense PrimFunc.
+
+    `search=True` leaves the tile sizes to MetaSchedule (sampled, recorded in the trace)."""
+    block = sch.get_sblock("dense_packed")
+    *lead, m, n, k = sch.get_loops(block)
+    tiles = dense_tiles(_extent(sch, m), _extent(sch, n) // out_block, _extent(sch, k), in_block)
+    nblk, nt = sch.split(n, [None, out_block])
+    kblk, kt = sch.split(k, [None, in_block])
+    mo, mi = _split(sch, m, tiles.rows, search, 8)
+    no, nb = _split(sch, nblk, tiles.blocks, search, 8)
+    ko, kc = _split(sch, kblk, tiles.k_chunk // in_block, search, 256)
+    sch.reorder(*lead, no, mo, ko, kc, mi, nb, nt, kt)
+    last = _inline_epilogue(sch, block)
+    sch.set_scope(block, 0, "local")
+    outer = sch.fuse(*lead, no, mo)
+    if last is not None:
+        _schedule_epilogue(sch, last, outer)
+    sch.parallel(outer)
+    sch.decompose_reduction(block, ko)
+    init = sch.get_sblock("dense_packed_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(nt, intrin)
+    sch.unroll(mi)
+    sch.unroll(nb)
+    _pack_stage(sch, "pack_data")
+
+
+def packed_kind(sch: s_tir.Schedule) -> str | None:
+    """"conv2d_packed" or "dense_packed" when the scheduled function holds that reduction."""
+    for name in ("conv2d_packed", "dense_packed"):
+        try:
+            sch.get_sblock(name)
+            return name
+        except Exception:  # noqa: BLE001 - no block of that name
+            continue
+    return None
