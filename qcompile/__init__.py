@@ -19,7 +19,7 @@ from .numerics import CONTRACTS  # noqa: E402
 
 
 def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None,  # noqa: A001
-            verbose=False, probe=False):
+            verbose=False, probe=False, tune_logs=True):
     """Compile a quantized torch model (convert / convert_fx output) for `target`.
 
     `numerics` is the contract: "fbgemm" (bit-exact with PyTorch's fbgemm engine), "qnnpack"
@@ -27,10 +27,25 @@ def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None
     fixed-point requantize).  `threads` is PyTorch's thread count the fbgemm contract mirrors
     (some of PyTorch's elementwise results depend on it); default: torch.get_num_threads().
     `probe=True` also returns every quantized module's 8-bit output (for verify's per_layer).
+    `tune_logs`: True applies the shipped tuning databases of the target family (tune_logs/),
+    False none, a path (or list) the databases under it (e.g. a `tune` work dir).
     """
     from .build import compile_model
 
-    return compile_model(model, example_inputs, target, numerics, threads, verbose, probe)
+    return compile_model(model, example_inputs, target, numerics, threads, verbose, probe,
+                         tune_logs)
+
+
+def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
+         numerics="fbgemm", **options):
+    """Tune the model's int8 kernels with MetaSchedule (XGBoost cost model) into `work_dir`.
+
+    Resumable (a rerun continues from the database in `work_dir`); every candidate passes a
+    correctness gate before it enters the database.  Options: threads, rpc_tracker
+    ("host:port"), rpc_key, trials_per_iter, out (a print function).  Returns a report dict."""
+    from .tuning import tune_model
+
+    return tune_model(model, example_inputs, target, trials, work_dir, numerics, **options)
 
 
 def load(path):

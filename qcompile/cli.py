@@ -45,9 +45,31 @@ def cmd_compile(args):
 
     entry = load_model(args.model, args.numerics, args.image_size)
     compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), target=args.target,
-                                numerics=args.numerics, verbose=True)
+                                numerics=args.numerics, verbose=True,
+                                tune_logs=tune_logs_arg(args))
     compiled.export(args.output)
     print(f"wrote {args.output}")
+
+
+def tune_logs_arg(args):
+    """--no-tune-logs / --tune-logs DIR as compile()'s tune_logs argument."""
+    if getattr(args, "no_tune_logs", False):
+        return False
+    return getattr(args, "tune_logs", None) or True
+
+
+def cmd_tune(args):
+    import qcompile
+
+    entry = load_model(args.model, args.numerics, args.image_size)
+    report = qcompile.tune(entry.quantized, entry.example_inputs(1), target=args.target,
+                           trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
+                           rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+                           trials_per_iter=args.trials_per_iter)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"database: {args.work_dir} (compile with --tune-logs {args.work_dir})")
 
 
 def verify_model(args, runs_for_latency: int = 0) -> dict:
@@ -57,7 +79,8 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
     entry = load_model(args.model, args.numerics, args.image_size)
     inputs = entry.example_inputs(args.inputs, seed=1234)
     compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
-                                numerics=args.numerics, verbose=True, probe=args.per_layer)
+                                numerics=args.numerics, verbose=True, probe=args.per_layer,
+                                tune_logs=tune_logs_arg(args))
     report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer)
     report["model"] = args.model
     if runs_for_latency:
@@ -139,7 +162,7 @@ def cmd_bench(args):
     else:
         raise QCompileError("bench needs MODEL or --dense M K N")
     compiled = qcompile.compile(quantized, [x], target=args.target, numerics="fbgemm",
-                                threads=args.threads, verbose=True)
+                                threads=args.threads, verbose=True, tune_logs=tune_logs_arg(args))
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime)
     report["model"] = args.model or f"dense {m}x{k}x{n}"
@@ -157,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcompile", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    def tune_log_args(s):
+        g = s.add_mutually_exclusive_group()
+        g.add_argument("--no-tune-logs", action="store_true",
+                       help="do not apply the shipped tuning databases (tune_logs/)")
+        g.add_argument("--tune-logs", metavar="DIR",
+                       help="apply the tuning databases under DIR instead of the shipped ones")
+
     def model_args(s, numerics=True):
         s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
                                      "| zoo:bert_ffn")
@@ -169,7 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(s)
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--target", default="x86")
+    tune_log_args(s)
     s.set_defaults(fn=cmd_compile)
+
+    s = sub.add_parser("tune", help="tune the int8 kernels with MetaSchedule (resumable)")
+    model_args(s)
+    s.add_argument("--target", default="x86")
+    s.add_argument("--trials", type=int, default=200, help="total trials (a rerun counts the "
+                   "ones already in the work dir)")
+    s.add_argument("--work-dir", required=True)
+    s.add_argument("--trials-per-iter", type=int, default=16)
+    s.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on devices registered with a TVM RPC tracker")
+    s.add_argument("--rpc-key", help="the device key registered with the tracker")
+    s.add_argument("--json", help="write the tuning report here")
+    s.set_defaults(fn=cmd_tune)
 
     s = sub.add_parser("verify", help="compile and compare with PyTorch, in LSBs")
     model_args(s)
@@ -177,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json")
     s.add_argument("--per-layer", action="store_true")
     s.add_argument("--target", default="x86")
+    tune_log_args(s)
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("explain", help="per-layer scales, int32 bias and requantize multipliers")
@@ -203,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default="x86")
     s.add_argument("--no-onnxruntime", action="store_true")
     s.add_argument("--json")
+    tune_log_args(s)
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("demo", help="compile + verify the built-in ResNet-18, print latency")

@@ -117,10 +117,9 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
         if kind is not None:
             try:
                 if kind == "conv2d_packed":
-                    packed.schedule_conv(sch, family.dot_intrinsic)
+                    packed.schedule_conv(sch, family)
                 else:
-                    packed.schedule_dense(sch, family.dot_intrinsic, family.out_block,
-                                          family.in_block)
+                    packed.schedule_dense(sch, family)
                 return sch.mod["main"], "tensorized"
             except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
                 if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
@@ -131,17 +130,21 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
 def default_schedule(family=None, report: dict | None = None) -> tvm.transform.Pass:
     """Schedule every unscheduled PrimFunc: tensorized where the family has an intrinsic for
     a packed kernel, else the generic parallel + vector schedule.  `report` (a dict) receives
-    {function name: "tensorized" | "generic"}."""
+    {function name: "tensorized" | "generic" | "tuned"} ("tuned": scheduled already, by a
+    tuning database)."""
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updates = {}
         for gvar, func in mod.functions_items():
-            if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled",
-                                                                          False):
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+                how = "tuned"
+            else:
                 updates[gvar], how = schedule_func(func, family)
-                if report is not None:
-                    report[gvar.name_hint] = how
+            if report is not None:
+                report[gvar.name_hint] = how
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir
 
-ACC_REGISTERS = 28  # of 32 zmm: the rest hold the weight tile and the broadcast activations
+ACC_REGISTERS = 28  # default budget (AVX-512: of 32 zmm, the rest hold weights and broadcasts)
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,13 @@ def conv_tiles(out_w: int, out_blocks: int, registers: int = ACC_REGISTERS) -> P
     return PackedTiles(rows=rows, blocks=-best[1], k_chunk=0)
 
 
-def dense_tiles(m: int, n_blocks: int, k: int, in_block: int) -> PackedTiles:
+def dense_tiles(m: int, n_blocks: int, k: int, in_block: int,
+                registers: int = ACC_REGISTERS) -> PackedTiles:
     """A 4-8 row x up-to-4 block tile, and a reduction chunk that keeps the weight panel in L1."""
-    rows = next(r for r in (8, 4, 2, 1) if m % r == 0)
-    blocks = next(b for b in (4, 3, 2, 1) if n_blocks % b == 0 and b * rows <= ACC_REGISTERS)
+    rows = next(r for r in (8, 4, 2, 1) if m % r == 0 and r * 2 <= registers)
+    blocks = next(b for b in (4, 3, 2, 1) if n_blocks % b == 0 and b * rows <= registers)
     if rows < 4:  # few rows: widen the tile along the columns instead
-        blocks = next(b for b in (8, 6, 4, 3, 2, 1) if n_blocks % b == 0)
+        blocks = next(b for b in (8, 6, 4, 3, 2, 1) if n_blocks % b == 0 and b * rows <= registers)
     chunk = next((c for c in (256, 128, 64, 32, 16, 8) if k % c == 0 and c % in_block == 0), k)
     return PackedTiles(rows=rows, blocks=blocks, k_chunk=chunk)
 
@@ -109,15 +110,16 @@ def _split(sch, loop, inner: int, search: bool, max_inner: int):
     return sch.split(loop, [None, inner])
 
 
-def schedule_conv(sch: s_tir.Schedule, intrin: str, search: bool = False) -> None:
-    """Tile, tensorize and fuse the epilogue of a packed conv2d PrimFunc.
+def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
+    """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed conv2d.
 
     `search=True` leaves the tile sizes to MetaSchedule (sampled, recorded in the trace)."""
+    intrin, registers = family.dot_intrinsic, family.acc_registers
     block = sch.get_sblock("conv2d_packed")
     n, ob, y, x, o, cb, ky, kx, ci = sch.get_loops(block)
-    tiles = conv_tiles(_extent(sch, x), _extent(sch, ob))
+    tiles = conv_tiles(_extent(sch, x), _extent(sch, ob), registers)
     obo, obi = _split(sch, ob, tiles.blocks, search, 4)
-    xo, xi = _split(sch, x, tiles.rows, search, ACC_REGISTERS)
+    xo, xi = _split(sch, x, tiles.rows, search, registers)
     sch.reorder(n, obo, y, xo, cb, ky, kx, obi, xi, o, ci)
     last = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
@@ -134,14 +136,15 @@ def schedule_conv(sch: s_tir.Schedule, intrin: str, search: bool = False) -> Non
     _pack_stage(sch, "pack_data")
 
 
-def schedule_dense(sch: s_tir.Schedule, intrin: str, out_block: int, in_block: int,
-                   search: bool = False) -> None:
-    """Tile, tensorize and fuse the epilogue of a packed dense PrimFunc.
+def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
+    """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed dense.
 
     `search=True` leaves the tile sizes to MetaSchedule (sampled, recorded in the trace)."""
+    intrin, out_block, in_block = family.dot_intrinsic, family.out_block, family.in_block
     block = sch.get_sblock("dense_packed")
     *lead, m, n, k = sch.get_loops(block)
-    tiles = dense_tiles(_extent(sch, m), _extent(sch, n) // out_block, _extent(sch, k), in_block)
+    tiles = dense_tiles(_extent(sch, m), _extent(sch, n) // out_block, _extent(sch, k), in_block,
+                        family.acc_registers)
     nblk, nt = sch.split(n, [None, out_block])
     kblk, kt = sch.split(k, [None, in_block])
     mo, mi = _split(sch, m, tiles.rows, search, 8)

@@ -11,6 +11,15 @@ tensorizing an unpacked layout is accepted by TVM and silently wrong.
 Tensorize compares buffer scopes, so each intrinsic is registered twice: accumulating into a
 global buffer (`VNNI_16x4`) and into a register-resident local one (`VNNI_16x4_LOCAL`, what
 the default schedules use: the accumulator tile is cached in "local" scope).
+
+`AVX2_8x2` is the exact AVX2 (no VNNI) counterpart: C[i] += sum_k u8 A[k] * i8 B[i, k] for
+i < 8, k < 2, in int32, with weights packed [N/8, K/2, 8, 2].  It does not use `vpmaddubsw`
+(u8 x i8 byte pairs summed into int16): that sum saturates, 255*127 + 255*127 = 64770 and
+255*(-128) * 2 = -65280 are outside int16, so it is not bit-exact for u8 activations up to 255
+and i8 weights.  Instead both operands are widened to int16 (activations zero-extended,
+weights sign-extended) and `vpmaddwd` sums adjacent int16 products into int32, which is exact:
+  vpmovzxbw (the activation pair) . vpbroadcastd (to 8 lanes) . vpmovsxbw (16 weight bytes)
+  . vpmaddwd . vpaddd
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from tvm.script import tirx as T
 
 VNNI_16x4 = "qcompile_dot_16x4_u8i8i32_vnni"
 VNNI_16x4_LOCAL = "qcompile_dot_16x4_u8i8i32_vnni_local"
+AVX2_8x2 = "qcompile_dot_8x2_u8i8i32_avx2"
+AVX2_8x2_LOCAL = "qcompile_dot_8x2_u8i8i32_avx2_local"
 
 
 def _vnni_16x4(scope: str):
@@ -61,5 +72,46 @@ def _vnni_16x4(scope: str):
     return desc, impl
 
 
+def _avx2_8x2(scope: str):
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((2,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            # u8 -> i16 is a zero extension (the source is unsigned), i8 -> i16 a sign extension
+            a_pair = T.reinterpret(T.cast(A.vload([0], "uint8x2"), "int16x2"), dtype="int32")
+            a_words = T.reinterpret(T.broadcast(a_pair, 8), dtype="int16x16")
+            b_words = T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                a_words,
+                b_words,
+                dtype="int32x8",
+            )
+
+    return desc, impl
+
+
 TensorIntrin.register(VNNI_16x4, *_vnni_16x4("global"), override=True)
 TensorIntrin.register(VNNI_16x4_LOCAL, *_vnni_16x4("local"), override=True)
+TensorIntrin.register(AVX2_8x2, *_avx2_8x2("global"), override=True)
+TensorIntrin.register(AVX2_8x2_LOCAL, *_avx2_8x2("local"), override=True)

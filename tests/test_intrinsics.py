@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import s_tir, te
 
-from schedules.x86_intrinsics import VNNI_16x4
+import qcompile
+from schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4
 
 
 def _has_vnni() -> bool:
@@ -18,23 +22,36 @@ def _has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx512vnni" in flags
 
 
-def _packed_dense(m: int, k: int, n: int):
-    """u8 A[m, k] x i8 W packed [n/16, k/4, 16, 4] -> i32 C[m, n], tensorized with VNNI."""
+def _has_avx2() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx2" in flags
+
+
+def _packed_dense(m: int, k: int, n: int, intrin=VNNI_16x4, ob=16, ib=4):
+    """u8 A[m, k] x i8 W packed [n/ob, k/ib, ob, ib] -> i32 C[m, n], the ob x ib tile
+    tensorized with `intrin` (default: VNNI 16x4)."""
     a = te.placeholder((m, k), "uint8", name="A")
-    w = te.placeholder((n // 16, k // 4, 16, 4), "int8", name="W")
+    w = te.placeholder((n // ob, k // ib, ob, ib), "int8", name="W")
     r = te.reduce_axis((0, k), "r")
     c = te.compute((m, n), lambda i, j: te.sum(
-        a[i, r].astype("int32") * w[j // 16, r // 4, j % 16, r % 4].astype("int32"), axis=r),
+        a[i, r].astype("int32") * w[j // ob, r // ib, j % ob, r % ib].astype("int32"), axis=r),
         name="C")
     sch = s_tir.Schedule(te.create_prim_func([a, w, c]))
     block = sch.get_sblock("C")
     i, j, rr = sch.get_loops(block)
-    jo, ji = sch.split(j, [None, 16])
-    ro, ri = sch.split(rr, [None, 4])
+    jo, ji = sch.split(j, [None, ob])
+    ro, ri = sch.split(rr, [None, ib])
     sch.reorder(i, jo, ro, ji, ri)
     sch.decompose_reduction(block, ro)
-    sch.tensorize(ji, VNNI_16x4)
+    sch.tensorize(ji, intrin)
     return sch.mod
+
+
+def _count(asm: str, instruction: str) -> int:
+    return len(re.findall(rf"\b{instruction}\b", asm))
 
 
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
@@ -50,3 +67,50 @@ def test_vnni_16x4_runs_and_matches_numpy():
     c = tvm.runtime.tensor(np.zeros((m, n), np.int32))
     lib(tvm.runtime.tensor(a), tvm.runtime.tensor(packed), c)
     np.testing.assert_array_equal(c.numpy(), a.astype(np.int32) @ w.astype(np.int32).T)
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="this CPU has no AVX2")
+def test_avx2_8x2_is_exact_on_the_full_u8_i8_range():
+    """vpmaddwd on widened operands: exact where vpmaddubsw would saturate its int16 pair sum."""
+    m, k, n = 8, 64, 48
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    lib = tvm.compile(_packed_dense(m, k, n, AVX2_8x2, 8, 2), target=target)
+    asm = lib.mod.inspect_source("asm")
+    assert _count(asm, "vpmaddwd") > 0
+    assert _count(asm, "vpmaddubsw") == 0
+    assert "zmm" not in asm  # haswell: AVX2 only
+    rng = np.random.default_rng(0)
+    # every u8 value and every i8 value occurs, in random positions
+    a = rng.permutation(np.arange(m * k) % 256).astype(np.uint8).reshape(m, k)
+    w = rng.permutation(np.arange(n * k) % 256 - 128).astype(np.int8).reshape(n, k)
+    a[0], w[0] = 255, -128   # most negative: each pair is -65280, far below int16's -32768
+    a[1], w[1] = 255, 127    # most positive: each pair is 64770, far above int16's 32767
+    packed_w = w.reshape(n // 8, 8, k // 2, 2).transpose(0, 2, 1, 3).copy()
+    c = tvm.runtime.tensor(np.zeros((m, n), np.int32))
+    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(packed_w), c)
+    expected = a.astype(np.int32) @ w.astype(np.int32).T
+    assert expected[0, 0] == 255 * -128 * k and expected[1, 1] == 255 * 127 * k
+    np.testing.assert_array_equal(c.numpy(), expected)
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="this CPU has no AVX2")
+def test_avx2_family_tensorizes_a_small_model_bit_exact():
+    """--target x86-avx2: every packed conv / dense is tensorized with the 8x2 intrinsic and the
+    model matches PyTorch's fbgemm to the bit."""
+    from helpers import inputs_like, quantize_eager, seeded
+
+    body = torch.nn.Sequential(
+        seeded(torch.nn.Conv2d(3, 16, 3, padding=1), 1), torch.nn.ReLU(),
+        seeded(torch.nn.Conv2d(16, 24, 3, stride=2, padding=1), 2), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), seeded(torch.nn.Linear(24, 10), 3))
+    xs = inputs_like((1, 3, 32, 32), n=3, scale=2.0)
+    model = quantize_eager(body, xs, fuse=[["body.0", "body.1"], ["body.2", "body.3"]])
+    compiled = qcompile.compile(model, xs[:1], target="x86-avx2", numerics="fbgemm",
+                                tune_logs=False)
+    # both convs and the linear tensorized (a failed tensorization falls back to generic code)
+    assert compiled.meta["kernels"]["tensorized"] == 3, compiled.meta["kernels"]
+    asm = compiled.executable.mod.imports[0].inspect_source("asm")
+    assert _count(asm, "vpmaddubsw") == 0 and "zmm" not in asm
+    report = qcompile.verify(model, compiled, xs, engine="fbgemm")
+    assert report["bit_exact_fraction"] == 1.0, report
+    assert report["max_abs_lsb"] == 0, report

@@ -21,32 +21,52 @@ from ..numerics import check_contract
 _META_SUFFIX = ".json"
 
 
-def build_pipeline(target: tvm.target.Target, family=None,
-                   report: dict | None = None) -> tvm.transform.Pass:
-    """Relax's CPU pipeline with our default schedule between fusion and lowering.
+def _fusion_passes(target):
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    `family` (schedules.TargetFamily) picks the tensorized schedules; `report` collects how
-    each PrimFunc was scheduled."""
+    return cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+
+
+def build_pipeline(target: tvm.target.Target, family=None, report: dict | None = None,
+                   tuned: bool = False) -> tvm.transform.Pass:
+    """Relax's CPU pipeline with our schedules between fusion and lowering.
+
+    `tuned`: first apply the tuning database in scope (`with database:`) to the fused
+    PrimFuncs; the rest get our default schedule.  `family` (schedules.TargetFamily) picks
+    the tensorized schedules; `report` collects how each PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.BuildPipeline")
     def _pipeline(mod, _ctx):
         with target:
+            apply_db = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
             seq = tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                + [default_schedule(family, report)] + cpu.dataflow_lower_passes(target)
-                + cpu.finalize_passes(target))
+                _fusion_passes(target) + apply_db + [default_schedule(family, report)]
+                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return seq(mod)
 
     return _pipeline
 
 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Legalize and fuse as the build does (for inspecting the fused PrimFuncs)."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
+    """Legalize and fuse as the build does: the PrimFuncs tuning works on."""
     with target:
-        return tvm.transform.Sequential(cpu.legalize_passes(target))(mod)
+        return tvm.transform.Sequential(_fusion_passes(target))(mod)
+
+
+def integer_module(model, shapes, numerics: str, threads: int, family, probe: bool = False):
+    """Import, apply the numerics contract and pack for the family.
+
+    Returns (integer module, probes, output qparams recorded by the frontend or None)."""
+    probes = []
+    if probe:
+        mod, probes = frontend.import_model(model, shapes, probe=True)
+    else:
+        mod = frontend.import_model(model, shapes)
+    out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
+    integer = passes.lower(mod, numerics, threads)
+    integer = passes.pack_layout(integer, family.out_block, family.in_block)
+    return integer, probes, out_qp
 
 
 @dataclass
@@ -101,8 +121,10 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def compile_model(model, example_inputs, target="x86", numerics="fbgemm", threads=None,
-                  verbose=False, probe=False) -> CompiledModel:
+                  verbose=False, probe=False, tune_logs=True) -> CompiledModel:
     """Quantized torch model -> CompiledModel (see qcompile.compile)."""
+    from ..tuning import logs
+
     check_contract(numerics)
     if threads is None:
         import torch
@@ -113,32 +135,42 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
     tvm_target = family.tvm_target()
     timings = {}
     t0 = time.perf_counter()
-    probes = []
-    if probe:
-        mod, probes = frontend.import_model(model, shapes, probe=True)
-    else:
-        mod = frontend.import_model(model, shapes)
-    timings["import_s"] = time.perf_counter() - t0
-    out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
+    integer, probes, out_qp = integer_module(model, shapes, numerics, threads, family, probe)
+    timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    integer = passes.lower(mod, numerics, threads)
-    integer = passes.pack_layout(integer, family.out_block, family.in_block)
-    timings["passes_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    log_dirs = logs.resolve_tune_logs(tune_logs, family.name)
+    database = logs.load_databases(log_dirs)
     schedules_used = {}
-    executable = tvm.compile(integer, tvm_target,
-                             relax_pipeline=build_pipeline(tvm_target, family, schedules_used))
+    pipeline = build_pipeline(tvm_target, family, schedules_used, tuned=database is not None)
+    if database is not None:
+        with database:
+            executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
+    else:
+        executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
     timings["build_s"] = time.perf_counter() - t0
+    kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
+               for how in ("tuned", "tensorized", "generic")}
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
-            "target_family": family.name,
+            "target_family": family.name, "tune_logs": log_dirs,
+            "kernels": {how: len(names) for how, names in kernels.items()},
             "input_shapes": [list(s) for s in shapes], "model": type(model).__name__, "probes": probes,
             "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}
     if verbose:
-        tensorized = sum(how == "tensorized" for how in schedules_used.values())
         print(f"compiled {meta['model']} for {target} ({family.name}, {numerics} numerics): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
-              + f"; {tensorized} of {len(schedules_used)} kernels tensorized")
+              + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        print(schedule_summary(kernels, log_dirs))
     return CompiledModel(executable, meta, integer, timings)
+
+
+def schedule_summary(kernels: dict, log_dirs: list) -> str:
+    """How the kernels were scheduled: from tune logs, tensorized default, generic default."""
+    total = sum(len(v) for v in kernels.values())
+    lines = [f"kernels: {len(kernels['tuned'])} of {total} from tune logs "
+             f"({len(log_dirs)} database(s)), {len(kernels['tensorized'])} tensorized by default, "
+             f"{len(kernels['generic'])} generic"]
+    if log_dirs and kernels["tensorized"]:
+        lines.append("  not in the tune logs: " + ", ".join(kernels["tensorized"]))
+    return "\n".join(lines)
 
 
 def load(path: str) -> CompiledModel:

@@ -1,0 +1,176 @@
+"""Tuning: MetaSchedule over the packed int8 kernels of one model, into a resumable database.
+
+    import -> integer module -> fuse -> tasks (packed kernels the family tensorizes)
+      -> MetaSchedule (evolutionary search, XGBoost cost model, the family's design space)
+      -> GatedDatabase (bit-exact check against the untuned kernel) -> JSON database in work_dir
+
+A rerun with the same work_dir continues: the trials already in the database count toward
+`trials`, and the search starts from the best records.  Every measured record is written as it
+is committed, so an interrupted run loses nothing it measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+
+from tvm.s_tir import meta_schedule as ms
+
+from schedules import resolve_family
+from schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics, is_tunable
+
+from ..errors import QCompileError
+from ..numerics import check_contract
+from .gate import CorrectnessGate, GatedDatabase
+from .logs import PROVENANCE, RECORDS, WORKLOADS
+from .progress import Progress, draw_curve
+
+BUILD_TIMEOUT_S = 120   # MetaSchedule's 30 s default is too short for int8 convs on 2 cores
+RUN_TIMEOUT_S = 60
+
+
+def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
+    """The tunable kernels of the model: MetaSchedule ExtractedTasks (weight = calls per run)."""
+    from ..build.compiler import _as_numpy, fuse, integer_module
+
+    shapes = [tuple(int(d) for d in _as_numpy(x).shape) for x in example_inputs]
+    integer, _, _ = integer_module(model, shapes, numerics, threads, family)
+    target = family.tvm_target()
+    fused = fuse(integer, target)
+    tasks = ms.relax_integration.extract_tasks(fused, target)
+    return [t for t in tasks if is_tunable(t.dispatched[0]["main"], family)]
+
+
+def _runner(rpc_tracker: str | None, rpc_key: str | None):
+    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
+                                       enable_cpu_cache_flush=False)
+    if rpc_tracker is None:
+        return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config)
+    if not rpc_key:
+        raise QCompileError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
+    host, _, port = rpc_tracker.rpartition(":")
+    if not host or not port.isdigit():
+        raise QCompileError(f"--rpc-tracker must be HOST:PORT, got {rpc_tracker!r}")
+    rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=rpc_key,
+                              session_timeout_sec=RUN_TIMEOUT_S * 4)
+    return ms.runner.RPCRunner(rpc, evaluator_config=config, max_workers=1)
+
+
+@contextlib.contextmanager
+def _quiet_console():
+    """MetaSchedule logs every batch and a statistics table to the console; the per-task logs
+    in work_dir/logs keep all of it, our progress line is what the console shows."""
+    handlers = [h for h in logging.getLogger("tvm.s_tir.meta_schedule").handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
+
+
+def _trials_in(database, mod) -> tuple[int, float | None]:
+    """(records, best seconds) the database holds for a workload."""
+    if not database.has_workload(mod):
+        return 0, None
+    records = database.get_top_k(database.commit_workload(mod), 1 << 30)
+    secs = [sum(map(float, r.run_secs)) / len(r.run_secs) for r in records if r.run_secs]
+    valid = [s for s in secs if s < 1e9]
+    return len(records), (min(valid) if valid else None)
+
+
+def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
+               numerics="fbgemm", threads=None, rpc_tracker=None, rpc_key=None,
+               trials_per_iter=16, out=print, space=None, seed=0) -> dict:
+    """See qcompile.tune.  `space` overrides the family's design space (tests use it)."""
+    check_contract(numerics)
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    family = resolve_family(target)
+    if family.dot_intrinsic is None:
+        raise QCompileError(f"target family {family.name} has no tensorized kernels to tune")
+    target_obj = family.tvm_target()
+    os.makedirs(work_dir, exist_ok=True)
+    tasks = extract_tasks(model, example_inputs, family, numerics, threads)
+    if not tasks:
+        raise QCompileError("the model has no packed int8 conv2d/dense kernel to tune")
+    names = [t.task_name for t in tasks]
+    inner = ms.database.JSONDatabase(os.path.join(work_dir, WORKLOADS),
+                                     os.path.join(work_dir, RECORDS))
+    done_before, best_before = zip(*(_trials_in(inner, t.dispatched[0]) for t in tasks))
+    remaining = max(0, trials - sum(done_before))
+    out(f"[tune] {len(tasks)} tasks ({', '.join(names)}); {sum(done_before)} trials already in "
+        f"{work_dir}, {remaining} to run")
+    gate = CorrectnessGate(target_obj)
+    progress = Progress(names, [t.weight for t in tasks], remaining, work_dir,
+                        trials_before=sum(done_before), out=out)
+    for i, best in enumerate(best_before):
+        if best is not None:
+            progress.seed_best(i, best)
+    if remaining:
+        import_tvm_intrinsics()
+        loggers = ms.logging.get_loggers_from_work_dir(work_dir, names)
+        contexts = [
+            ms.TuneContext(mod=t.dispatched[0], target=target_obj,
+                           space_generator=space or design_space(family),
+                           search_strategy=ms.search_strategy.EvolutionarySearch(),
+                           task_name=t.task_name, logger=logger, rand_state=seed + i,
+                           num_threads=threads).clone()
+            for i, (t, logger) in enumerate(zip(tasks, loggers))]
+        try:
+            with _quiet_console():
+                ms.tune_tasks(
+                    tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=work_dir,
+                    max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
+                    builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S,
+                                                    initializer=builder_worker_init),
+                    runner=_runner(rpc_tracker, rpc_key),
+                    database=GatedDatabase(inner, gate),
+                    cost_model=ms.cost_model.XGBModel(
+                        extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
+                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                       progress],
+                    task_scheduler="gradient")
+        finally:
+            curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
+    else:
+        curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
+    report = {
+        "model": type(model).__name__, "target": target, "target_family": family.name,
+        "target_dict": family.target(), "numerics": numerics, "work_dir": work_dir,
+        "trials_requested": trials, "trials_before": sum(done_before),
+        "trials_run": progress.done, "candidates_checked": gate.checked,
+        "candidates_rejected": len(gate.rejected), "rejections": gate.rejected[:20],
+        "estimated_model_ms": progress.estimate_ms(), "tuning_curve": curve,
+        "tasks": [{"name": n, "calls": int(t.weight),
+                   "best_ms": None if b is None else b * 1e3}
+                  for n, t, b in zip(names, tasks, progress.best)],
+        "cpu": _cpu_name(), "date": datetime.date.today().isoformat(),
+    }
+    with open(os.path.join(work_dir, PROVENANCE), "w") as f:
+        json.dump(report, f, indent=1)
+    out(f"[tune] done: {progress.done} trials run, {gate.checked} candidates checked, "
+        f"{len(gate.rejected)} rejected by the correctness gate; estimated kernel time "
+        + (f"{report['estimated_model_ms']:.2f} ms" if report["estimated_model_ms"] else "-")
+        + (f"; curve: {curve}" if curve else ""))
+    return report
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,103 @@
+"""Progress of a tuning run: one line per measured batch, and the tuning curve.
+
+The estimated model latency is the sum over tasks of (calls per model run) x (best measured
+latency of that kernel); it exists once every task has a measurement.  The curve (estimated
+latency against trials, across resumed runs) is saved as tuning_curve.json and drawn as
+tuning_curve.png in the work dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from tvm.s_tir import meta_schedule as ms
+from tvm.ir.utils import derived_object
+
+CURVE_JSON = "tuning_curve.json"
+CURVE_PNG = "tuning_curve.png"
+
+
+@derived_object
+class Progress(ms.measure_callback.PyMeasureCallback):
+    """Prints trials done / total, each task's best latency, the model estimate and an ETA."""
+
+    def __init__(self, task_names, weights, trials_total, work_dir, trials_before=0, out=print):
+        super().__init__()
+        self.names, self.weights = list(task_names), list(weights)
+        self.best = [None] * len(self.names)
+        self.trials_total, self.trials_before = trials_total, trials_before
+        self.done = 0
+        self.work_dir, self.out = work_dir, out
+        self.start = time.time()
+        self.curve = _load_curve(work_dir)
+
+    def seed_best(self, task_id: int, seconds: float) -> None:
+        """Best latency already in the database (a resumed run)."""
+        self.best[task_id] = seconds
+
+    def estimate_ms(self):
+        if any(b is None for b in self.best):
+            return None
+        return sum(w * b for w, b in zip(self.weights, self.best)) * 1e3
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.done += len(measure_candidates)
+        for result in runner_results:
+            secs = [float(s) for s in (result.run_secs or [])]
+            if result.error_msg is None and secs:
+                mean = sum(secs) / len(secs)
+                if self.best[task_id] is None or mean < self.best[task_id]:
+                    self.best[task_id] = mean
+        est = self.estimate_ms()
+        trials = self.trials_before + self.done
+        if est is not None:
+            self.curve.append([trials, est])
+            _save_curve(self.work_dir, self.curve)
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * max(0, self.trials_total - self.done)
+        best = self.best[task_id]
+        self.out(f"[tune] {self.done}/{self.trials_total} trials | task {task_id + 1}/"
+                 f"{len(self.names)} {self.names[task_id]}: best "
+                 + (f"{best * 1e3:.3f} ms" if best is not None else "-")
+                 + " | model est " + (f"{est:.2f} ms" if est is not None else "-")
+                 + f" | {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
+
+
+def _load_curve(work_dir):
+    path = os.path.join(work_dir, CURVE_JSON)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return []
+
+
+def _save_curve(work_dir, curve):
+    with open(os.path.join(work_dir, CURVE_JSON), "w") as f:
+        json.dump(curve, f)
+
+
+def draw_curve(work_dir: str, title: str) -> str | None:
+    """tuning_curve.png from tuning_curve.json; returns its path (None without points)."""
+    curve = _load_curve(work_dir)
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials, est = zip(*curve)
+    best = [min(est[: i + 1]) for i in range(len(est))]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    ax.plot(trials, best, marker="o", markersize=3)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("estimated model latency (ms)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(work_dir, CURVE_PNG)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

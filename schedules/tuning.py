@@ -1,0 +1,75 @@
+"""MetaSchedule design spaces: which kernels are tuned, and over what.
+
+A packed int8 kernel (conv2d_packed / dense_packed) is tuned over the tile sizes of its
+tensorized default schedule (schedules.packed with search=True): the tiles are sampled with
+`sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator, ranked by the XGBoost cost
+model.  Every candidate keeps the packed layout and the family's intrinsic, so tensorization
+stays correct by construction (and the tuner's correctness gate checks it anyway).
+Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+
+from . import packed
+
+
+def is_tunable(func: tvm.tirx.PrimFunc, family) -> bool:
+    """True when `func` holds a packed kernel the family tensorizes."""
+    return family.dot_intrinsic is not None and packed.packed_kind(s_tir.Schedule(func)) is not None
+
+
+def _template(family):
+    def apply(sch: s_tir.Schedule):
+        if packed.packed_kind(sch) == "conv2d_packed":
+            packed.schedule_conv(sch, family, search=True)
+        else:
+            packed.schedule_dense(sch, family, search=True)
+        return sch
+
+    return apply
+
+
+def design_space(family) -> ms.space_generator.SpaceGenerator:
+    """The family's MetaSchedule space for packed kernels: our template, tiles searched."""
+    return ms.space_generator.ScheduleFn(
+        _template(family), sch_rules=[], postprocs=[],
+        mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+
+
+def import_tvm_intrinsics() -> None:
+    """Import TVM's shipped tensor intrinsics (MetaSchedule does on first use) in 5 s, not 28.
+
+    `tvm.s_tir.tensor_intrin` parses a few hundred TVMScript functions; for each statement the
+    parser's diagnostics call inspect.getmodule(frame, filename), which walks all of
+    sys.modules every time (25,000 walks).  The answer depends on the filename only, so it is
+    memoized for the duration of the import; inspect is restored afterwards."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    original = inspect.getmodule
+    by_file = {}
+
+    def getmodule(obj, _filename=None):
+        if _filename is None or hasattr(obj, "__module__"):
+            return original(obj, _filename)
+        if _filename not in by_file:
+            by_file[_filename] = original(obj, _filename)
+        return by_file[_filename]
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
+
+
+def builder_worker_init() -> None:
+    """Initializer of MetaSchedule's builder processes (each imports the intrinsics too)."""
+    import_tvm_intrinsics()
+    from . import x86_intrinsics  # noqa: F401 - our intrinsics, registered on import

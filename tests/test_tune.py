@@ -1,0 +1,147 @@
+"""Tuning: a short MetaSchedule run on one small task (XGBoost cost model), interrupted and
+resumed, with a space that deliberately produces wrong candidates the gate must reject."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from tvm import s_tir
+from tvm.s_tir import TensorIntrin
+from tvm.s_tir import meta_schedule as ms
+from tvm.script import tirx as T
+
+import qcompile
+from qcompile.tuning import logs
+from qcompile.tuning.gate import CorrectnessGate
+from schedules import packed, resolve_family
+
+from helpers import inputs_like, quantize_eager, seeded
+
+BROKEN = "qcompile_test_vnni_off_by_one_local"
+
+
+@T.prim_func(s_tir=True)
+def _broken_desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+                 B: T.Buffer((16, 4), "int8", offset_factor=1),
+                 C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _broken_impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+                 B: T.Buffer((16, 4), "int8", offset_factor=1),
+                 C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64"),
+            B.vload([0, 0], dtype="int8x64"), dtype="int32x16") + T.broadcast(T.int32(1), 16)
+
+
+TensorIntrin.register(BROKEN, _broken_desc, _broken_impl, override=True)
+
+
+def _has_vnni() -> bool:
+    return resolve_family("x86-avx512-vnni").runs_here()
+
+
+def _half_broken_space(family):
+    """Two design spaces: the family's template, and the same template tensorized with an
+    off-by-one intrinsic: fast, plausible and wrong, what MetaSchedule alone would keep."""
+    broken = dataclasses.replace(family, dot_intrinsic=BROKEN)
+
+    def apply(sch: s_tir.Schedule):
+        wrong = sch.copy()
+        packed.schedule_conv(sch, family, search=True)
+        packed.schedule_conv(wrong, broken, search=True)
+        return [sch, wrong]
+
+    return ms.space_generator.ScheduleFn(apply, sch_rules=[], postprocs=[],
+                                         mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+
+
+@pytest.fixture(scope="module")
+def small_conv():
+    body = torch.nn.Sequential(seeded(torch.nn.Conv2d(16, 32, 3, padding=1), 4), torch.nn.ReLU())
+    xs = inputs_like((1, 16, 14, 14), n=3, scale=2.0)
+    return quantize_eager(body, xs, fuse=[["body.0", "body.1"]]), xs
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="tunes the AVX-512 VNNI kernels")
+def test_tune_interrupted_resumed_gated_and_applied(small_conv, tmp_path):
+    model, xs = small_conv
+    family = resolve_family("x86-avx512-vnni")
+    work = str(tmp_path / "work")
+    lines = []
+
+    def interrupt_after_first_batch(line):
+        lines.append(line)
+        if line.startswith("[tune] ") and "trials |" in line:
+            raise _Stop()
+
+    # 1. interrupted after its first measured batch (the exception crosses TVM's FFI)
+    with pytest.raises(Exception):
+        qcompile.tune(model, xs[:1], target=family.name, trials=8, work_dir=work,
+                      trials_per_iter=4, out=interrupt_after_first_batch)
+    with open(os.path.join(work, logs.RECORDS)) as f:
+        kept = [json.loads(line) for line in f if line.strip()]
+    assert kept, "the records measured before the interruption must be on disk"
+
+    # 2. resumed: counts what is on disk, runs the rest, the gate rejects the broken kernels
+    lines.clear()
+    report = qcompile.tune(model, xs[:1], target=family.name, trials=16, work_dir=work,
+                           trials_per_iter=4, out=lines.append, space=_half_broken_space(family))
+    assert report["trials_before"] >= len(kept) > 0
+    assert report["trials_run"] >= 16 - report["trials_before"]
+    assert report["candidates_rejected"] >= 1, report
+    assert all("differ from the reference" in why for why in report["rejections"]), report
+    assert any("best" in line and "ETA" in line for line in lines)
+    assert os.path.exists(os.path.join(work, "tuning_curve.png"))
+
+    # 3. only correct kernels are in the database
+    database = logs.open_database(work)
+    records = database.get_all_tuning_records()
+    assert records
+    gate = CorrectnessGate(family.tvm_target())
+    assert all(gate.check_record(r) is None for r in records)
+
+    # 4. compile applies it and stays bit-exact
+    compiled = qcompile.compile(model, xs[:1], target=family.name, tune_logs=work)
+    assert compiled.meta["kernels"]["tuned"] == 1, compiled.meta["kernels"]
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+def test_corrupt_tune_log_line_is_skipped_with_a_warning(small_conv, tmp_path):
+    """A damaged record line costs that record only."""
+    model, xs = small_conv
+    family = resolve_family("x86")
+    work = tmp_path / "db"
+    work.mkdir()
+    (work / logs.WORKLOADS).write_text("")
+    (work / logs.RECORDS).write_text('{"not": "closed"\n')
+    with pytest.warns(UserWarning, match="corrupt line"):
+        compiled = qcompile.compile(model, xs[:1], target=family.name, tune_logs=str(work))
+    assert compiled.meta["kernels"]["tuned"] == 0
+    out = compiled(xs[0])
+    assert np.isfinite(out).all()
