@@ -16,7 +16,7 @@ import os
 import tvm
 from tvm import s_tir
 
-from . import packed
+from . import depthwise, packed
 
 _VECTOR = (16, 8, 4)
 _PARALLEL_LOOPS = 3
@@ -110,7 +110,16 @@ def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 
 
 def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, str]:
-    """Default schedule for one PrimFunc: (scheduled func, how: "tensorized" or "generic")."""
+    """Default schedule for one PrimFunc: (scheduled func, how: "tensorized", "depthwise" or
+    "generic")."""
+    sch = s_tir.Schedule(func)
+    if depthwise.is_depthwise(sch):
+        try:
+            depthwise.schedule_depthwise(sch)
+            return sch.mod["main"], "depthwise"
+        except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
+            if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
+                print("depthwise schedule failed:", str(err)[:300])
     if family is not None and family.dot_intrinsic is not None:
         sch = s_tir.Schedule(func)
         kind = packed.packed_kind(sch)

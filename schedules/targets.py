@@ -24,7 +24,7 @@ class TargetFamily:
     out_block: int                   # packed weight tile: outputs x reduction elements
     in_block: int
     cpu_flags: tuple = ()            # /proc/cpuinfo flags the host needs to run this code
-    acc_registers: int = 28          # vector registers a tile may keep accumulators in
+    acc_registers: int = 16          # vector registers a tile may keep accumulators in
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
@@ -62,7 +62,7 @@ def _families() -> dict:
     return {
         "x86-avx512-vnni": TargetFamily(
             "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
-            _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw")),
+            _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw"), acc_registers=16),
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),

@@ -409,6 +409,9 @@ def fbgemm_depthwise_fast_path(in_channels: int, out_channels: int, groups: int,
             and all(p == (kh - 1) // 2 for p in pads))
 
 
+DEPTHWISE_LANES = 16  # output columns per vector (int32 lanes of a 512-bit register)
+
+
 def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, padding):
     """int32 accumulator of fbgemm's depthwise fast path, saturation quirk included.
 
@@ -429,15 +432,24 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     oh, ow = (h + pt + pb - k) // sh + 1, (wd + pl + pr - k) // sw + 1
     mult = oc_count // c
     taps = k * k
+    # The output width is computed padded to a whole number of vectors (DEPTHWISE_LANES) from an
+    # input padded with zx to match; the extra columns are cropped before the epilogue.  Taps
+    # past T (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
+    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
+    hp, wp = h + pt + pb, (ow_ext - 1) * sw + k
+
+    def pad(b, ch, y, z):
+        yy, zz = y - pt, z - pl
+        inside = tirx.all(yy >= 0, yy < h, zz >= 0, zz < wd)
+        value = x[b, ch, tirx.max(tirx.min(yy, h - 1), 0), tirx.max(tirx.min(zz, wd - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(zx, x.dtype))
+
+    xpad = te.compute((n, c, hp, wp), pad, name="pack_data")
 
     def raw_x(b, oc, i, j, t):
-        """Raw activation of tap t (a padded position reads zx; taps beyond T read zx too)."""
+        t = tirx.min(t, taps - 1)
         ky, kx = tirx.floordiv(t, k), tirx.floormod(t, k)
-        y, z = i * sh + ky - pt, j * sw + kx - pl
-        inside = tirx.all(t < taps, y >= 0, y < h, z >= 0, z < wd)
-        value = x[b, tirx.floordiv(oc, mult), tirx.max(tirx.min(y, h - 1), 0),
-                  tirx.max(tirx.min(z, wd - 1), 0)]
-        return tirx.Select(inside, value.astype("int32"), i32(zx))
+        return xpad[b, tirx.floordiv(oc, mult), i * sh + ky, j * sw + kx].astype("int32")
 
     p = te.reduce_axis((0, taps_even // 2), "pair")
 
@@ -447,15 +459,16 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
              + raw_x(b, oc, i, j, t1) * w[oc, t1].astype("int32"))
         return te.sum(clamp(s, -32768, 32767), axis=p)
 
-    raw = te.compute((n, oc_count, oh, ow), pair_sum, name="dw_conv2d_pairs")
+    raw = te.compute((n, oc_count, oh, ow_ext), pair_sum, name="dw_conv2d_pairs")
     if zw is None:
-        return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
+        return te.compute((n, oc_count, oh, ow),
+                          lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
                           name="dw_conv2d_acc")
     t = te.reduce_axis((0, taps), "tap")
     xsum = te.compute((n, oc_count, oh, ow),
                       lambda b, oc, i, j: te.sum(raw_x(b, oc, i, j, t), axis=t),
                       name="dw_conv2d_xsum")
-    return te.compute(raw.shape, lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc]
+    return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc]
                       - zw[oc] * xsum[b, oc, i, j], name="dw_conv2d_acc")
 
 

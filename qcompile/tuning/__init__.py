@@ -60,6 +60,23 @@ def _runner(rpc_tracker: str | None, rpc_key: str | None):
     return ms.runner.RPCRunner(rpc, evaluator_config=config, max_workers=1)
 
 
+def _task_loggers(work_dir: str, names: list[str]):
+    """ms.logging.get_loggers_from_work_dir, tolerating handlers MetaSchedule did not create on
+    its global logger: it re-lists them by name in a logging.dictConfig, and an unnamed one (such
+    as the capture handler pytest >= 9 attaches to every non-propagating logger, which that logger
+    is after a first tune) makes it fail with "'NoneType' object has no attribute 'format'".
+    They are set aside while it runs, then put back."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith(logger.name)]
+    for h in foreign:
+        logger.removeHandler(h)
+    try:
+        return ms.logging.get_loggers_from_work_dir(work_dir, names)
+    finally:
+        for h in foreign:
+            logger.addHandler(h)
+
+
 @contextlib.contextmanager
 def _quiet_console():
     """MetaSchedule logs every batch and a statistics table to the console; the per-task logs
@@ -91,6 +108,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                trials_per_iter=16, out=print, space=None, seed=0) -> dict:
     """See qcompile.tune.  `space` overrides the family's design space (tests use it)."""
     check_contract(numerics)
+    runner = _runner(rpc_tracker, rpc_key)   # a bad --rpc-* option fails before the extraction
     if threads is None:
         import torch
 
@@ -118,7 +136,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
             progress.seed_best(i, best)
     if remaining:
         import_tvm_intrinsics()
-        loggers = ms.logging.get_loggers_from_work_dir(work_dir, names)
+        loggers = _task_loggers(work_dir, names)
         contexts = [
             ms.TuneContext(mod=t.dispatched[0], target=target_obj,
                            space_generator=space or design_space(family),
@@ -133,7 +151,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                     max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
                     builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S,
                                                     initializer=builder_worker_init),
-                    runner=_runner(rpc_tracker, rpc_key),
+                    runner=runner,
                     database=GatedDatabase(inner, gate),
                     cost_model=ms.cost_model.XGBModel(
                         extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),

@@ -1,0 +1,49 @@
+"""Default schedule of fbgemm's depthwise kernel (qcompile.numerics.kernels.depthwise_conv_fbgemm).
+
+The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
+padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
+
+  parallel(n, channel, output row) . column vectors . pairs (unrolled) . 16 columns (vector)
+
+The accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip) is
+inlined into one block computed per output row and vectorized across it.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from .packed import _inline_epilogue
+
+LANES = 16
+
+
+def is_depthwise(sch: s_tir.Schedule) -> bool:
+    try:
+        sch.get_sblock("dw_conv2d_pairs")
+        return True
+    except Exception:  # noqa: BLE001 - no such block
+        return False
+
+
+def schedule_depthwise(sch: s_tir.Schedule) -> None:
+    """Vectorize the depthwise pairs along the output width, fuse the epilogue per row."""
+    block = sch.get_sblock("dw_conv2d_pairs")
+    b, c, i, j, p = sch.get_loops(block)
+    jo, ji = sch.split(j, [None, LANES])
+    sch.reorder(b, c, i, jo, p, ji)
+    last = _inline_epilogue(sch, block)
+    sch.set_scope(block, 0, "local")
+    outer = sch.fuse(b, c, i)
+    if last is not None:
+        sch.reverse_compute_at(last, outer, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(last)[-1])
+    sch.parallel(outer)
+    sch.vectorize(ji)  # before decompose_reduction: afterwards the update block has no init
+    sch.decompose_reduction(block, p)
+    init = sch.get_sblock("dw_conv2d_pairs_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(p)
+    pack = sch.get_sblock("pack_data")
+    loops = sch.get_loops(pack)
+    sch.parallel(sch.fuse(*loops[:3]))
