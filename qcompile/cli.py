@@ -65,7 +65,8 @@ def cmd_tune(args):
     report = qcompile.tune(entry.quantized, entry.example_inputs(1), target=args.target,
                            trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
-                           trials_per_iter=args.trials_per_iter)
+                           trials_per_iter=args.trials_per_iter,
+                           trials_per_task=args.trials_per_task)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, default=200, help="total trials (a rerun counts the "
                    "ones already in the work dir)")
     s.add_argument("--work-dir", required=True)
+    s.add_argument("--trials-per-task", type=int, default=None,
+                   help="trials per extracted kernel (overrides --trials)")
     s.add_argument("--trials-per-iter", type=int, default=16)
     s.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on devices registered with a TVM RPC tracker")

@@ -3,10 +3,12 @@
 The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
 padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
 
-  parallel(n, channel, output row) . column vectors . pairs (unrolled) . 16 columns (vector)
+  parallel(n, channel) . [pad the channel's plane] . output row . column vectors
+      . pairs (unrolled) . 16 columns (vector)
 
-The accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip) is
-inlined into one block computed per output row and vectorized across it.
+The padded plane of one channel is built right before its rows are computed (it stays in
+L1); the accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip)
+is inlined into one block computed per output row and vectorized across it.
 """
 
 from __future__ import annotations
@@ -34,16 +36,15 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
     sch.reorder(b, c, i, jo, p, ji)
     last = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
-    outer = sch.fuse(b, c, i)
+    outer = sch.fuse(b, c)
     if last is not None:
-        sch.reverse_compute_at(last, outer, preserve_unit_loops=True)
+        sch.reverse_compute_at(last, i, preserve_unit_loops=True)
         sch.vectorize(sch.get_loops(last)[-1])
+    pack = sch.get_sblock("pack_data")
+    sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's padded plane, in L1
     sch.parallel(outer)
     sch.vectorize(ji)  # before decompose_reduction: afterwards the update block has no init
     sch.decompose_reduction(block, p)
     init = sch.get_sblock("dw_conv2d_pairs_init")
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(p)
-    pack = sch.get_sblock("pack_data")
-    loops = sch.get_loops(pack)
-    sch.parallel(sch.fuse(*loops[:3]))

@@ -11,7 +11,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .constants import Requantize, f32 as np_f32
-from .tir_ops import INT32_MIN, clamp, f32, fence, fma, i32, mul, rne_i32
+from .tir_ops import INT32_MIN, clamp, f32, fence, fma, i32, mul, rne_i32, sat16_pair
 
 # PyTorch's vectorized quantized elementwise kernels work in blocks of this many elements and
 # finish each parallel chunk with a scalar tail (AVX-512 build), and split tensors of at least
@@ -437,27 +437,33 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     # past T (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
     ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
     hp, wp = h + pt + pb, (ow_ext - 1) * sw + k
+    # Columns are stored de-interleaved by the stride (phase, column / stride), so each tap
+    # reads consecutive columns for consecutive outputs, also at stride 2.
+    wq = -(-wp // sw)
 
-    def pad(b, ch, y, z):
-        yy, zz = y - pt, z - pl
+    def pad(b, ch, y, phase, zq):
+        yy, zz = y - pt, zq * sw + phase - pl
         inside = tirx.all(yy >= 0, yy < h, zz >= 0, zz < wd)
         value = x[b, ch, tirx.max(tirx.min(yy, h - 1), 0), tirx.max(tirx.min(zz, wd - 1), 0)]
         return tirx.if_then_else(inside, value, tirx.const(zx, x.dtype))
 
-    xpad = te.compute((n, c, hp, wp), pad, name="pack_data")
+    xpad = te.compute((n, c, hp, sw, wq), pad, name="pack_data")
 
-    def raw_x(b, oc, i, j, t):
+    def tap_x(b, oc, i, j, t):
         t = tirx.min(t, taps - 1)
         ky, kx = tirx.floordiv(t, k), tirx.floormod(t, k)
-        return xpad[b, tirx.floordiv(oc, mult), i * sh + ky, j * sw + kx].astype("int32")
+        return xpad[b, tirx.floordiv(oc, mult), i * sh + ky, tirx.floormod(kx, sw),
+                    j + tirx.floordiv(kx, sw)]
+
+    def raw_x(b, oc, i, j, t):
+        return tap_x(b, oc, i, j, t).astype("int32")
 
     p = te.reduce_axis((0, taps_even // 2), "pair")
 
     def pair_sum(b, oc, i, j):
         t0, t1 = p * 2, p * 2 + 1
-        s = (raw_x(b, oc, i, j, t0) * w[oc, t0].astype("int32")
-             + raw_x(b, oc, i, j, t1) * w[oc, t1].astype("int32"))
-        return te.sum(clamp(s, -32768, 32767), axis=p)
+        pair = sat16_pair(tap_x(b, oc, i, j, t0), w[oc, t0], tap_x(b, oc, i, j, t1), w[oc, t1])
+        return te.sum(pair.astype("int32"), axis=p)
 
     raw = te.compute((n, oc_count, oh, ow_ext), pair_sum, name="dw_conv2d_pairs")
     if zw is None:

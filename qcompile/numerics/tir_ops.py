@@ -24,6 +24,15 @@ def fma(a, b, c):
     return tirx.call_llvm_pure_intrin("float32", "llvm.fma", a, b, c)
 
 
+def sat16_pair(x0, w0, x1, w1):
+    """sat16(x0 w0 + x1 w1) for u8 x and i8 w, as an int16 saturating add of two int16
+    products (each fits: 255 * -128 = -32640).  Equal to clamping the int32 sum to int16;
+    written this way it is one vpmullw pair and a vpaddsw per 32 lanes, not int32 math."""
+    a = x0.astype("int16") * w0.astype("int16")
+    b = x1.astype("int16") * w1.astype("int16")
+    return tirx.call_llvm_pure_intrin("int16", "llvm.sadd.sat", a, b)
+
+
 def mul(a, b):
     """A float32 product rounded on its own (never contracted into a following add)."""
     return fence(a * b)

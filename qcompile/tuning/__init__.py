@@ -105,8 +105,9 @@ def _trials_in(database, mod) -> tuple[int, float | None]:
 
 def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
                numerics="fbgemm", threads=None, rpc_tracker=None, rpc_key=None,
-               trials_per_iter=16, out=print, space=None, seed=0) -> dict:
-    """See qcompile.tune.  `space` overrides the family's design space (tests use it)."""
+               trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None) -> dict:
+    """See qcompile.tune.  `space` overrides the family's design space (tests use it);
+    `trials_per_task` (if given) sets `trials` to that many per extracted task."""
     check_contract(numerics)
     runner = _runner(rpc_tracker, rpc_key)   # a bad --rpc-* option fails before the extraction
     if threads is None:
@@ -122,6 +123,8 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     if not tasks:
         raise QCompileError("the model has no packed int8 conv2d/dense kernel to tune")
     names = [t.task_name for t in tasks]
+    if trials_per_task:
+        trials = trials_per_task * len(tasks)
     inner = ms.database.JSONDatabase(os.path.join(work_dir, WORKLOADS),
                                      os.path.join(work_dir, RECORDS))
     done_before, best_before = zip(*(_trials_in(inner, t.dispatched[0]) for t in tasks))

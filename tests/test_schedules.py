@@ -1,0 +1,62 @@
+"""The default schedules: packed weights, tensorized conv/dense, the depthwise kernel.
+
+Tensorization that fails falls back to correct generic code, so these tests check both that
+the fast path was taken (the compile report, the assembly) and that it is bit-exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch.nn as nn
+
+import qcompile
+from qcompile.passes.pack_layout import pack_conv_weight, pack_dense_weight
+from schedules import resolve_family
+
+from helpers import inputs_like, quantize_eager, seeded
+
+VNNI = resolve_family("x86-avx512-vnni")
+
+
+def test_packed_weights_hold_each_tile_contiguously():
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (20, 7), dtype=np.int8)           # N=20, K=7: both padded
+    p = pack_dense_weight(w, 16, 4)
+    assert p.shape == (2, 2, 16, 4)
+    for n in range(20):
+        for k in range(7):
+            assert p[n // 16, k // 4, n % 16, k % 4] == w[n, k]
+    assert not p[1, :, 4:].any() and not p[:, 1, :, 3].any()     # padding is zero weight
+    wc = rng.integers(-128, 128, (10, 3, 3, 3), dtype=np.int8)
+    pc = pack_conv_weight(wc, 16, 4)
+    assert pc.shape == (1, 1, 3, 3, 16, 4)
+    np.testing.assert_array_equal(pc[0, 0, :, :, :10, :3].transpose(2, 3, 0, 1), wc)
+    assert not pc[0, 0, :, :, 10:].any() and not pc[..., 3].any()
+
+
+@pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
+def test_convs_and_linear_are_tensorized_and_exact():
+    body = nn.Sequential(
+        seeded(nn.Conv2d(3, 10, 3, stride=2, padding=1), 1), nn.ReLU(),   # odd channels
+        seeded(nn.Conv2d(10, 24, 1), 2), nn.ReLU(),                       # 1x1
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), seeded(nn.Linear(24, 7), 3))
+    xs = inputs_like((1, 3, 20, 20), n=3, scale=2.0)
+    model = quantize_eager(body, xs, fuse=[["body.0", "body.1"], ["body.2", "body.3"]])
+    compiled = qcompile.compile(model, xs[:1], target=VNNI.name, tune_logs=False)
+    assert compiled.meta["kernels"]["tensorized"] == 3, compiled.meta["kernels"]
+    assert "vpdpbusd" in compiled.executable.mod.imports[0].inspect_source("asm")
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+def test_fbgemm_depthwise_kernels_get_their_schedule_and_stay_exact():
+    body = nn.Sequential(
+        seeded(nn.Conv2d(16, 16, 3, padding=1, groups=16), 1), nn.ReLU(),
+        seeded(nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), 2), nn.ReLU(),
+        seeded(nn.Conv2d(16, 32, 5, padding=2, groups=16), 3))           # channel multiplier 2
+    xs = inputs_like((1, 16, 19, 21), n=3, scale=3.0)
+    model = quantize_eager(body, xs, fuse=[["body.0", "body.1"], ["body.2", "body.3"]])
+    compiled = qcompile.compile(model, xs[:1], tune_logs=False)
+    assert compiled.meta["kernels"]["depthwise"] == 3, compiled.meta["kernels"]
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
