@@ -110,16 +110,16 @@ def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 
 
 def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, str]:
-    """Default schedule for one PrimFunc: (scheduled func, how: "tensorized", "depthwise" or
+    """Default schedule for one PrimFunc: (scheduled func, how: "tensorized", "window" or
     "generic")."""
     sch = s_tir.Schedule(func)
-    if depthwise.is_depthwise(sch):
+    if depthwise.window_kind(sch) is not None:
         try:
             depthwise.schedule_depthwise(sch)
-            return sch.mod["main"], "depthwise"
+            return sch.mod["main"], "window"
         except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
             if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
-                print("depthwise schedule failed:", str(err)[:300])
+                print("window schedule failed:", str(err)[:300])
     if family is not None and family.dot_intrinsic is not None:
         sch = s_tir.Schedule(func)
         kind = packed.packed_kind(sch)

@@ -1,4 +1,5 @@
-"""Default schedule of fbgemm's depthwise kernel (qcompile.numerics.kernels.depthwise_conv_fbgemm).
+"""Default schedule of the window kernels: fbgemm's depthwise conv and the 8-bit max pool
+(qcompile.numerics.kernels.depthwise_conv_fbgemm, .max_pool2d).
 
 The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
 padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
@@ -20,20 +21,28 @@ from .packed import _inline_epilogue
 LANES = 16
 
 
-def is_depthwise(sch: s_tir.Schedule) -> bool:
-    try:
-        sch.get_sblock("dw_conv2d_pairs")
-        return True
-    except Exception:  # noqa: BLE001 - no such block
-        return False
+WINDOW_BLOCKS = ("dw_conv2d_pairs", "pool_max_taps")
+
+
+def window_kind(sch: s_tir.Schedule) -> str | None:
+    """The name of the window reduction this function holds (depthwise or max pool), or None."""
+    for name in WINDOW_BLOCKS:
+        try:
+            sch.get_sblock(name)
+            return name
+        except Exception:  # noqa: BLE001 - no such block
+            continue
+    return None
 
 
 def schedule_depthwise(sch: s_tir.Schedule) -> None:
-    """Vectorize the depthwise pairs along the output width, fuse the epilogue per row."""
-    block = sch.get_sblock("dw_conv2d_pairs")
-    b, c, i, j, p = sch.get_loops(block)
+    """Vectorize a window reduction (depthwise pairs, max-pool taps) along the output width,
+    fuse the epilogue per row."""
+    name = window_kind(sch)
+    block = sch.get_sblock(name)
+    b, c, i, j, *reduction = sch.get_loops(block)
     jo, ji = sch.split(j, [None, LANES])
-    sch.reorder(b, c, i, jo, p, ji)
+    sch.reorder(b, c, i, jo, *reduction, ji)
     last = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(b, c)
@@ -44,7 +53,8 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
     sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's padded plane, in L1
     sch.parallel(outer)
     sch.vectorize(ji)  # before decompose_reduction: afterwards the update block has no init
-    sch.decompose_reduction(block, p)
-    init = sch.get_sblock("dw_conv2d_pairs_init")
+    sch.decompose_reduction(block, reduction[0])
+    init = sch.get_sblock(f"{name}_init")
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.unroll(p)
+    for loop in reduction:
+        sch.unroll(loop)

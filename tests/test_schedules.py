@@ -57,6 +57,6 @@ def test_fbgemm_depthwise_kernels_get_their_schedule_and_stay_exact():
     xs = inputs_like((1, 16, 19, 21), n=3, scale=3.0)
     model = quantize_eager(body, xs, fuse=[["body.0", "body.1"], ["body.2", "body.3"]])
     compiled = qcompile.compile(model, xs[:1], tune_logs=False)
-    assert compiled.meta["kernels"]["depthwise"] == 3, compiled.meta["kernels"]
+    assert compiled.meta["kernels"]["window"] == 3, compiled.meta["kernels"]
     report = qcompile.verify(model, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report

@@ -149,7 +149,7 @@ def compile_model(model, example_inputs, target="x86", numerics="fbgemm", thread
         executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
     timings["build_s"] = time.perf_counter() - t0
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
-               for how in ("tuned", "tensorized", "depthwise", "generic")}
+               for how in ("tuned", "tensorized", "window", "generic")}
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
@@ -167,7 +167,8 @@ def schedule_summary(kernels: dict, log_dirs: list) -> str:
     total = sum(len(v) for v in kernels.values())
     lines = [f"kernels: {len(kernels['tuned'])} of {total} from tune logs "
              f"({len(log_dirs)} database(s)), {len(kernels['tensorized'])} tensorized by default, "
-             f"{len(kernels['depthwise'])} depthwise, {len(kernels['generic'])} generic"]
+             f"{len(kernels['window'])} window (depthwise, max pool), "
+             f"{len(kernels['generic'])} generic"]
     if log_dirs and kernels["tensorized"]:
         lines.append("  not in the tune logs: " + ", ".join(kernels["tensorized"]))
     return "\n".join(lines)

@@ -412,6 +412,48 @@ def fbgemm_depthwise_fast_path(in_channels: int, out_channels: int, groups: int,
 DEPTHWISE_LANES = 16  # output columns per vector (int32 lanes of a 512-bit register)
 
 
+def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int):
+    """x[N, C, H, W] padded with `fill`, columns de-interleaved by the stride: "pack_data"
+    [N, C, H + pad, stride, ceil(cols / stride)] with cols = (out_w - 1) stride + kernel_w,
+    so element [.., y, z % stride, z // stride] is padded column z.  A window tap then reads
+    consecutive memory for consecutive outputs, at stride 1 and 2 alike."""
+    n, c, h, wd = (int(d) for d in x.shape)
+    pt, pl, pb, _pr = pad4
+    cols = (out_w - 1) * stride_w + kernel_w
+    groups = -(-cols // stride_w)
+
+    def pad(b, ch, y, phase, zq):
+        yy, zz = y - pt, zq * stride_w + phase - pl
+        inside = tirx.all(yy >= 0, yy < h, zz >= 0, zz < wd)
+        value = x[b, ch, tirx.max(tirx.min(yy, h - 1), 0), tirx.max(tirx.min(zz, wd - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(fill, x.dtype))
+
+    return te.compute((n, c, h + pt + pb, stride_w, groups), pad, name="pack_data")
+
+
+def max_pool2d(x, kernel, strides, padding):
+    """Max pooling of 8-bit data (exact: max needs no arithmetic), vectorizable along rows.
+
+    Padding reads the dtype's minimum, which never wins.  The output width is computed padded
+    to whole vectors from de-interleaved planes (`padded_planes`) and cropped ("pool_max_taps"
+    is the reduction the schedule vectorizes, as for the depthwise kernel)."""
+    n, c, h, wd = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in strides)
+    pt, pl, pb, pr = _padding4(padding)
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
+    lowest = int(np.iinfo(str(x.dtype)).min)
+    xpad = padded_planes(x, (pt, pl, pb, pr), lowest, sw, ow_ext, kw)
+    ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+    taps = te.compute(
+        (n, c, oh, ow_ext),
+        lambda b, ch, i, j: te.max(
+            xpad[b, ch, i * sh + ry, tirx.floormod(rx, sw), j + tirx.floordiv(rx, sw)],
+            axis=[ry, rx]), name="pool_max_taps")
+    return te.compute((n, c, oh, ow), lambda b, ch, i, j: taps[b, ch, i, j], name="pool_max")
+
+
 def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, padding):
     """int32 accumulator of fbgemm's depthwise fast path, saturation quirk included.
 
@@ -436,18 +478,7 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     # input padded with zx to match; the extra columns are cropped before the epilogue.  Taps
     # past T (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
     ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
-    hp, wp = h + pt + pb, (ow_ext - 1) * sw + k
-    # Columns are stored de-interleaved by the stride (phase, column / stride), so each tap
-    # reads consecutive columns for consecutive outputs, also at stride 2.
-    wq = -(-wp // sw)
-
-    def pad(b, ch, y, phase, zq):
-        yy, zz = y - pt, zq * sw + phase - pl
-        inside = tirx.all(yy >= 0, yy < h, zz >= 0, zz < wd)
-        value = x[b, ch, tirx.max(tirx.min(yy, h - 1), 0), tirx.max(tirx.min(zz, wd - 1), 0)]
-        return tirx.if_then_else(inside, value, tirx.const(zx, x.dtype))
-
-    xpad = te.compute((n, c, hp, sw, wq), pad, name="pack_data")
+    xpad = padded_planes(x, (pt, pl, pb, pr), zx, sw, ow_ext, k)
 
     def tap_x(b, oc, i, j, t):
         t = tirx.min(t, taps - 1)

@@ -2,7 +2,7 @@
 
 Order matters and is fixed by `lower`:
   qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops -> lower_boundaries
-  -> check_lowered -> FoldConstant
+  -> lower_max_pool -> check_lowered -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization).
 """
 
@@ -14,6 +14,7 @@ from tvm import relax
 from .canonicalize_bias import canonicalize_bias
 from .check_lowered import check_lowered
 from .fuse_requantize import fuse_requantize
+from .lower_max_pool import lower_max_pool
 from .lower_qdq_ops import lower_boundaries, lower_qdq_ops
 from .pack_layout import pack_layout
 from .qdq_to_integer import qdq_to_integer
@@ -26,9 +27,10 @@ def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
     mod = fuse_requantize(mod, contract)
     mod = lower_qdq_ops(mod, contract, threads)
     mod = lower_boundaries(mod)
+    mod = lower_max_pool(mod)
     check_lowered(mod)
     return relax.transform.FoldConstant()(mod)
 
 
 __all__ = ["lower", "qdq_to_integer", "canonicalize_bias", "fuse_requantize", "lower_qdq_ops",
-           "lower_boundaries", "check_lowered", "pack_layout"]
+           "lower_boundaries", "lower_max_pool", "check_lowered", "pack_layout"]

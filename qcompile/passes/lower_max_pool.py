@@ -1,0 +1,34 @@
+"""Pass: 8-bit max_pool2d becomes our vectorizable kernel (numerics.kernels.max_pool2d).
+
+Relax legalizes max_pool2d to a padded copy plus a window max whose stride-2 reads are
+gathers; ours reads de-interleaved planes (see kernels.padded_planes).  Max is exact, so
+this changes speed only.  NCHW, no dilation, no ceil_mode; anything else is left to Relax.
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from ..numerics import kernels
+from .rewrite import run_rewrite
+
+
+def _rewrite(ctx, call):
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.max_pool2d":
+        return None
+    attrs = call.attrs
+    x = call.args[0]
+    if (x.ty.dtype not in ("uint8", "int8") or str(attrs.layout) != "NCHW"
+            or str(attrs.out_layout) != "NCHW" or bool(attrs.ceil_mode)
+            or any(int(d) != 1 for d in attrs.dilation)):
+        return None
+    kernel = [int(k) for k in attrs.pool_size]
+    strides = [int(s) for s in attrs.strides]
+    padding = [int(p) for p in attrs.padding]
+    return ctx.call_te(kernels.max_pool2d, ctx.new(x), kernel, strides, padding,
+                       primfunc_name_hint="max_pool2d")
+
+
+def lower_max_pool(mod: tvm.IRModule) -> tvm.IRModule:
+    """Rewrite every 8-bit NCHW max_pool2d into kernels.max_pool2d."""
+    return run_rewrite(mod, _rewrite)
