@@ -5,7 +5,8 @@ gets one untimed call, then PER_ROUND timed calls in a row.  The untimed call ab
 hand-over: the thread pools of PyTorch (OpenMP) and TVM spin for a while after a call, and the
 first call after another runtime is slowed by its idle spinning threads (measured: qcompile's
 ResNet-18 10.4 ms alone, 17.4 ms timed right after each PyTorch call; sleeping between calls
-instead made every runtime erratic).  The report gives medians and ratios.  Timings on shared machines are noisy:
+instead made every runtime erratic).  The report gives medians and ratios.
+Timings on shared machines are noisy:
 compare ratios from one run, never absolute numbers across runs.
 """
 

@@ -108,7 +108,7 @@ def cmd_demo(args):
     report = verify_model(args, runs_for_latency=10)
     print(format_report(report))
     lat = report["latency_ms"]
-    print("  latency (batch 1, median of 10 interleaved runs, untuned kernels): "
+    print("  latency (batch 1, median of 10 interleaved runs, shipped tune logs): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items()))
 
 

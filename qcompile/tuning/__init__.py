@@ -150,8 +150,8 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
         try:
             with _quiet_console():
                 ms.tune_tasks(
-                    tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=work_dir,
-                    max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
+                    tasks=contexts, task_weights=[float(t.weight) for t in tasks],
+                    work_dir=work_dir, max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
                     builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S,
                                                     initializer=builder_worker_init),
                     runner=runner,
