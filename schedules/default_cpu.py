@@ -160,5 +160,3 @@ def default_schedule(family=None, report: dict | None = None) -> tvm.transform.P
 
     return _pass
 
-
-default_cpu_schedule = default_schedule()

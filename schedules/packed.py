@@ -111,6 +111,28 @@ def _split(sch, loop, inner: int, search: bool, max_inner: int):
     return sch.split(loop, [None, inner])
 
 
+def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register_loops, intrin):
+    """What conv and dense share once their loops are tiled and ordered: the accumulator tile
+    goes to "local" scope, the `parallel` loops are fused and run in parallel, the epilogue is
+    computed at `epilogue_at` (None: the fused parallel loop), the reduction is split into
+    init + update at `reduction`, the `tile` loop is tensorized with `intrin` and the
+    `register_loops` (one accumulator each) are unrolled; then the input packing stage."""
+    name = sch.get(block).name_hint
+    last = _inline_epilogue(sch, block)
+    sch.set_scope(block, 0, "local")
+    outer = sch.fuse(*parallel)
+    if last is not None:
+        _schedule_epilogue(sch, last, outer if epilogue_at is None else epilogue_at)
+    sch.parallel(outer)
+    sch.decompose_reduction(block, reduction)
+    init = sch.get_sblock(f"{name}_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(tile, intrin)
+    for loop in register_loops:
+        sch.unroll(loop)
+    _pack_stage(sch, "pack_data")
+
+
 def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
     """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed conv2d.
 
@@ -122,19 +144,8 @@ def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
     obo, obi = _split(sch, ob, tiles.blocks, search, 4)
     xo, xi = _split(sch, x, tiles.rows, search, registers)
     sch.reorder(n, obo, y, xo, cb, ky, kx, obi, xi, o, ci)
-    last = _inline_epilogue(sch, block)
-    sch.set_scope(block, 0, "local")
-    outer = sch.fuse(n, obo, y)
-    if last is not None:
-        _schedule_epilogue(sch, last, xo)
-    sch.parallel(outer)
-    sch.decompose_reduction(block, cb)
-    init = sch.get_sblock("conv2d_packed_init")
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(o, intrin)
-    sch.unroll(obi)
-    sch.unroll(xi)
-    _pack_stage(sch, "pack_data")
+    _tensorize_tile(sch, block, parallel=[n, obo, y], epilogue_at=xo, reduction=cb,
+                    tile=o, register_loops=[obi, xi], intrin=intrin)
 
 
 def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
@@ -152,19 +163,8 @@ def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
     no, nb = _split(sch, nblk, tiles.blocks, search, 8)
     ko, kc = _split(sch, kblk, tiles.k_chunk // in_block, search, 256)
     sch.reorder(*lead, no, mo, ko, kc, mi, nb, nt, kt)
-    last = _inline_epilogue(sch, block)
-    sch.set_scope(block, 0, "local")
-    outer = sch.fuse(*lead, no, mo)
-    if last is not None:
-        _schedule_epilogue(sch, last, outer)
-    sch.parallel(outer)
-    sch.decompose_reduction(block, ko)
-    init = sch.get_sblock("dense_packed_init")
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(nt, intrin)
-    sch.unroll(mi)
-    sch.unroll(nb)
-    _pack_stage(sch, "pack_data")
+    _tensorize_tile(sch, block, parallel=[*lead, no, mo], epilogue_at=None, reduction=ko,
+                    tile=nt, register_loops=[mi, nb], intrin=intrin)
 
 
 def packed_kind(sch: s_tir.Schedule) -> str | None:

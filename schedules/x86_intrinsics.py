@@ -33,22 +33,30 @@ AVX2_8x2 = "qcompile_dot_8x2_u8i8i32_avx2"
 AVX2_8x2_LOCAL = "qcompile_dot_8x2_u8i8i32_avx2_local"
 
 
-def _vnni_16x4(scope: str):
+def dot_product_desc(lanes: int, reduce: int, scope: str):
+    """The description every dot-product intrinsic here shares:
+    C[i] += sum_k u8 A[k] * i8 B[i, k] (i < lanes, k < reduce) in int32, C in `scope`.
+    An implementation must declare the same three buffers."""
+
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+        A: T.Buffer((reduce,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, reduce), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
+            T.reads(C[0:lanes], A[0:reduce], B[0:lanes, 0:reduce])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, reduce):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
+    return desc
+
+
+def _vnni_16x4(scope: str):
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
@@ -69,25 +77,10 @@ def _vnni_16x4(scope: str):
                 dtype="int32x16",
             )
 
-    return desc, impl
+    return dot_product_desc(16, 4, scope), impl
 
 
 def _avx2_8x2(scope: str):
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((2,), "uint8", offset_factor=1),
-        B: T.Buffer((8, 2), "int8", offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((2,), "uint8", offset_factor=1),
@@ -108,7 +101,7 @@ def _avx2_8x2(scope: str):
                 dtype="int32x8",
             )
 
-    return desc, impl
+    return dot_product_desc(8, 2, scope), impl
 
 
 TensorIntrin.register(VNNI_16x4, *_vnni_16x4("global"), override=True)

@@ -11,23 +11,16 @@ import tvm
 from tvm import s_tir, te
 
 import qcompile
+from schedules import FAMILIES
 from schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4
 
 
 def _has_vnni() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx512vnni" in flags
+    return FAMILIES["x86-avx512-vnni"].runs_here()
 
 
 def _has_avx2() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx2" in flags
+    return FAMILIES["x86-avx2"].runs_here()
 
 
 def _packed_dense(m: int, k: int, n: int, intrin=VNNI_16x4, ob=16, ib=4):

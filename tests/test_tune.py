@@ -19,24 +19,11 @@ import qcompile
 from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
 from schedules import packed, resolve_family
+from schedules.x86_intrinsics import dot_product_desc
 
 from helpers import inputs_like, quantize_eager, seeded
 
 BROKEN = "qcompile_test_vnni_off_by_one_local"
-
-
-@T.prim_func(s_tir=True)
-def _broken_desc(A: T.Buffer((4,), "uint8", offset_factor=1),
-                 B: T.Buffer((16, 4), "int8", offset_factor=1),
-                 C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -54,7 +41,7 @@ def _broken_impl(A: T.Buffer((4,), "uint8", offset_factor=1),
             B.vload([0, 0], dtype="int8x64"), dtype="int32x16") + T.broadcast(T.int32(1), 16)
 
 
-TensorIntrin.register(BROKEN, _broken_desc, _broken_impl, override=True)
+TensorIntrin.register(BROKEN, dot_product_desc(16, 4, "local"), _broken_impl, override=True)
 
 
 def _has_vnni() -> bool:

@@ -38,7 +38,7 @@ def database_dirs(root: str) -> list[str]:
     return sorted(found)
 
 
-def _clean_copy(path: str, tmp: str) -> str:
+def _clean_copy(path: str) -> str:
     """`path`, or a copy without the lines that are not valid JSON (each one warned about)."""
     good, bad = [], []
     with open(path) as f:
@@ -55,7 +55,7 @@ def _clean_copy(path: str, tmp: str) -> str:
     warnings.warn(f"{path}: skipped {len(bad)} corrupt line(s) (line {', '.join(map(str, bad[:5]))}"
                   f"{', ...' if len(bad) > 5 else ''}); the other {len(good)} are used",
                   stacklevel=3)
-    copy = os.path.join(tmp, f"{len(os.listdir(tmp))}_{os.path.basename(path)}")
+    copy = os.path.join(tempfile.mkdtemp(prefix="qcompile-db-"), os.path.basename(path))
     with open(copy, "w") as f:
         f.writelines(good)
     return copy
@@ -63,9 +63,8 @@ def _clean_copy(path: str, tmp: str) -> str:
 
 def open_database(directory: str) -> ms.database.Database:
     """One database directory as a JSONDatabase (corrupt lines skipped with a warning)."""
-    tmp = tempfile.mkdtemp(prefix="qcompile-db-")
-    workloads = _clean_copy(os.path.join(directory, WORKLOADS), tmp)
-    records = _clean_copy(os.path.join(directory, RECORDS), tmp)
+    workloads = _clean_copy(os.path.join(directory, WORKLOADS))
+    records = _clean_copy(os.path.join(directory, RECORDS))
     if workloads != os.path.join(directory, WORKLOADS):
         # record lines index workloads by line number: renumbering would misattach them
         raise ValueError(f"{directory}: the workload file is corrupt; retune or restore it")
