@@ -9,6 +9,7 @@ dot-product intrinsic the packed kernels are tensorized with, and the weight til
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,19 +26,29 @@ class TargetFamily:
     in_block: int
     cpu_flags: tuple = ()            # /proc/cpuinfo flags the host needs to run this code
     acc_registers: int = 16          # vector registers a tile may keep accumulators in
+    arch: str = "x86_64"             # the machine the code runs on (`uname -m`)
+    signed_activations: bool = False  # the intrinsic takes i8 activations (u8 shifted by -128)
+    cross_compiler: str | None = None  # C++ compiler linking the .so when the host is not `arch`
+    qemu_cpu: str | None = None      # the CPU qemu-user emulates for `--emulate`
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
 
     def runs_here(self) -> bool:
-        return all(flag in _cpu_flags() for flag in self.cpu_flags)
+        """True when this machine can run code compiled for the family."""
+        return platform.machine() == self.arch and all(
+            flag in _cpu_flags() for flag in self.cpu_flags)
+
+    def is_cross(self) -> bool:
+        """True when the code is for another architecture than this machine's."""
+        return platform.machine() != self.arch
 
 
 def _cpu_flags() -> set:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):  # x86, aarch64
                     return set(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -56,8 +67,26 @@ def _x86_avx2() -> dict:
     return {"kind": "llvm", "mcpu": "haswell", "num-cores": _cores()}
 
 
+# A board's core count is not known here: 4 (the usual edge board) only sizes MetaSchedule's
+# search; the thread count at run time is the loader's.
+_ARM_CORES = 4
+
+
+def _aarch64_dotprod() -> dict:
+    return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76",
+            "mattr": ["+neon", "+dotprod"], "num-cores": _ARM_CORES}
+
+
+def _aarch64_neon() -> dict:
+    return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72",
+            "mattr": ["+neon"], "num-cores": _ARM_CORES}
+
+
 def _families() -> dict:
+    from .arm_intrinsics import NEON_4x4_LOCAL, SDOT_4x4_LOCAL
     from .x86_intrinsics import AVX2_8x2_LOCAL, VNNI_16x4_LOCAL
+
+    arm = {"arch": "aarch64", "signed_activations": True, "cross_compiler": "aarch64-linux-gnu-g++"}
 
     return {
         "x86-avx512-vnni": TargetFamily(
@@ -66,6 +95,16 @@ def _families() -> dict:
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),
+        "aarch64-dotprod": TargetFamily(
+            "aarch64-dotprod", "aarch64 with the dotprod extension (Cortex-A55/A76, Neoverse-N1): "
+            "sdot on i8-shifted activations, 4x4 tile",
+            _aarch64_dotprod, SDOT_4x4_LOCAL, 4, 4, ("asimd", "asimddp"), acc_registers=24,
+            qemu_cpu="cortex-a76", **arm),
+        "aarch64-neon": TargetFamily(
+            "aarch64-neon", "aarch64 NEON without dotprod (Cortex-A53/A72): smull/saddlp widening "
+            "multiplies, 4x4 tile",
+            _aarch64_neon, NEON_4x4_LOCAL, 4, 4, ("asimd",), acc_registers=16,
+            qemu_cpu="cortex-a72", **arm),  # no dotprod: an sdot would fault under emulation
     }
 
 

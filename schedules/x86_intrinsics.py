@@ -27,33 +27,12 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from .dot_product import dot_product_desc
+
 VNNI_16x4 = "qcompile_dot_16x4_u8i8i32_vnni"
 VNNI_16x4_LOCAL = "qcompile_dot_16x4_u8i8i32_vnni_local"
 AVX2_8x2 = "qcompile_dot_8x2_u8i8i32_avx2"
 AVX2_8x2_LOCAL = "qcompile_dot_8x2_u8i8i32_avx2_local"
-
-
-def dot_product_desc(lanes: int, reduce: int, scope: str):
-    """The description every dot-product intrinsic here shares:
-    C[i] += sum_k u8 A[k] * i8 B[i, k] (i < lanes, k < reduce) in int32, C in `scope`.
-    An implementation must declare the same three buffers."""
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((reduce,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, reduce), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:reduce], B[0:lanes, 0:reduce])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, reduce):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    return desc
 
 
 def _vnni_16x4(scope: str):

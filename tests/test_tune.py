@@ -19,7 +19,7 @@ import qcompile
 from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
 from schedules import packed, resolve_family
-from schedules.x86_intrinsics import dot_product_desc
+from schedules.dot_product import dot_product_desc
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -11,7 +11,11 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
           acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
 
 Channel counts that are not multiples of the blocks are padded with zero weights (the padded
-activations then contribute nothing).  The arithmetic is unchanged: these are the same exact
+activations then contribute nothing).
+
+`signed_activations` (ARM, whose sdot/smull take i8 x i8): the packed activations are a - 128
+(exact in int8) and 128 * sum(W[o, ...]), a compile-time constant per output, is added back
+when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.  The arithmetic is unchanged: these are the same exact
 integer sums, in another memory order.  Block names ("pack_data", "conv2d_packed",
 "dense_packed") are how the schedules find these kernels.  Which blocks a target uses comes
 from schedules/ (the `out_block`/`in_block` arguments); this pass knows no target.
@@ -51,14 +55,21 @@ def pack_conv_weight(w: np.ndarray, ob: int, ib: int) -> np.ndarray:
         padded.reshape(o2 // ob, ob, c2 // ib, ib, kh, kw).transpose(0, 2, 4, 5, 1, 3))
 
 
-def _dense_te(x, wp, n_out: int):
-    """x[..., K] u8 with packed Wp -> int32 [..., n_out]."""
+def _shifted(value):
+    """u8 a -> i8 a - 128 (what the signed-activation intrinsics read)."""
+    return (value.astype("int32") - 128).astype("int8")
+
+
+def _dense_te(x, wp, n_out: int, correction=None):
+    """x[..., K] u8 with packed Wp -> int32 [..., n_out]; `correction` [n_out] int32:
+    the activations are packed shifted to i8 and the correction added back."""
     *lead, k = (int(d) for d in x.shape)
     nb, kb, ob, ib = (int(d) for d in wp.shape)
-    if k != kb * ib:
+    if k != kb * ib or correction is not None:
         def pad_k(*idx):
-            return tirx.if_then_else(idx[-1] < k, x[(*idx[:-1], tirx.min(idx[-1], k - 1))],
-                                     tirx.const(0, "uint8"))
+            value = tirx.if_then_else(idx[-1] < k, x[(*idx[:-1], tirx.min(idx[-1], k - 1))],
+                                      tirx.const(0, "uint8"))
+            return value if correction is None else _shifted(value)
         x = te.compute((*lead, kb * ib), pad_k, name="pack_data")
     r = te.reduce_axis((0, kb * ib), "k")
     acc = te.compute(
@@ -67,13 +78,17 @@ def _dense_te(x, wp, n_out: int):
             x[(*idx[:-1], r)].astype("int32")
             * wp[idx[-1] // ob, r // ib, idx[-1] % ob, r % ib].astype("int32"), axis=r),
         name="dense_packed")
+    if correction is not None:
+        return te.compute((*lead, n_out), lambda *idx: acc[idx] + correction[idx[-1]],
+                          name="unpack")
     if nb * ob == n_out:
         return acc
     return te.compute((*lead, n_out), lambda *idx: acc[idx], name="unpack")
 
 
-def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation):
-    """x[N, C, H, W] u8 (unpadded) with packed Wp -> int32 [N, o_count, OH, OW]."""
+def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, correction=None):
+    """x[N, C, H, W] u8 (unpadded) with packed Wp -> int32 [N, o_count, OH, OW];
+    `correction` [o_count] int32: activations packed shifted to i8, the correction added back."""
     n, c, h, w = (int(d) for d in x.shape)
     obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
     top, left, bottom, right = pad4
@@ -88,7 +103,8 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation):
         inside = tirx.all(ch < c, yy >= 0, yy < h, zz >= 0, zz < w)
         value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(yy, h - 1), 0),
                   tirx.max(tirx.min(zz, w - 1), 0)]
-        return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+        value = tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+        return value if correction is None else _shifted(value)
 
     xp = te.compute((n, cbn, hp, wpd, ib), pack, name="pack_data")
     rc = te.reduce_axis((0, cbn), "cb")
@@ -101,8 +117,18 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation):
             xp[b, rc, y * sh + ry * dh, z * sw + rx * dw, ri].astype("int32")
             * wp[o, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
         name="conv2d_packed")
+    if correction is None:
+        return te.compute((n, o_count, oh, ow),
+                          lambda b, o, y, z: acc[b, o // ob, y, z, o % ob], name="unpack")
     return te.compute((n, o_count, oh, ow),
-                      lambda b, o, y, z: acc[b, o // ob, y, z, o % ob], name="unpack")
+                      lambda b, o, y, z: acc[b, o // ob, y, z, o % ob] + correction[o],
+                      name="unpack")
+
+
+def _shift_correction(w: np.ndarray, out_axis: int):
+    """128 * sum of each output's weights: what shifting the activations by -128 takes away."""
+    axes = tuple(a for a in range(w.ndim) if a != out_axis)
+    return relax.const((128 * w.astype(np.int64).sum(axis=axes)).astype(np.int32))
 
 
 def _weight(expr):
@@ -111,7 +137,7 @@ def _weight(expr):
     return None
 
 
-def _rewrite(ctx, call, ob: int, ib: int):
+def _rewrite(ctx, call, ob: int, ib: int, signed: bool):
     if not isinstance(call.op, tvm.ir.Op):
         return None
     name = call.op.name
@@ -127,8 +153,9 @@ def _rewrite(ctx, call, ob: int, ib: int):
         if w.ndim != 2 or x_orig.ty.ndim < 2:
             return None
         wp = pack_dense_weight(np.ascontiguousarray(w.T), ob, ib)
+        correction = [_shift_correction(w, 1)] if signed else []
         return ctx.call_te(_dense_te, ctx.new(x_orig), relax.const(wp), int(w.shape[1]),
-                           primfunc_name_hint="dense_packed")
+                           *correction, primfunc_name_hint="dense_packed")
     attrs = call.attrs
     if (int(attrs.groups) != 1 or str(attrs.data_layout) != "NCHW"
             or str(attrs.kernel_layout) != "OIHW" or str(attrs.out_layout) != "NCHW"):
@@ -145,14 +172,19 @@ def _rewrite(ctx, call, ob: int, ib: int):
     elif any(pad4):
         return None  # conv2d's own padding pads with 0: leave such a conv to the generic path
     wp = pack_conv_weight(w, ob, ib)
+    correction = [_shift_correction(w, 0)] if signed else []
     return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
                        pad_value, [int(s) for s in attrs.strides],
-                       [int(d) for d in attrs.dilation], primfunc_name_hint="conv2d_packed")
+                       [int(d) for d in attrs.dilation], *correction,
+                       primfunc_name_hint="conv2d_packed")
 
 
-def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int) -> tvm.IRModule:
+def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int,
+                signed_activations: bool = False) -> tvm.IRModule:
     """Rewrite u8 x i8 conv2d (groups 1) / matmul with constant weights into packed kernels.
 
     `out_block` x `in_block` is the weight tile of the target's dot-product instruction
-    (16 x 4 for AVX-512 VNNI)."""
-    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block))
+    (16 x 4 for AVX-512 VNNI, 4 x 4 for ARM); `signed_activations`: the instruction takes
+    i8 x i8 (activations packed shifted by -128, see the module docstring)."""
+    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block,
+                                                       signed_activations))

@@ -1,0 +1,34 @@
+"""The description every int8 dot-product intrinsic of ours shares (x86 and ARM).
+
+  C[i] += sum_k A[k] * B[i, k]      i < lanes, k < reduce, in int32
+
+A is `reduce` activation bytes (u8 on x86; i8 on ARM, where the packed kernels shift the
+activations by -128: qcompile.passes.pack_layout), B the `lanes x reduce` int8 weight tile,
+contiguous in memory, C the accumulator vector in `scope` ("global" or "local": tensorize
+compares buffer scopes).  An implementation must declare the same three buffers.
+"""
+
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+
+def dot_product_desc(lanes: int, reduce: int, scope: str, a_dtype: str = "uint8"):
+    """TVMScript description of the lanes x reduce dot product (see the module docstring)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((reduce,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, reduce), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:reduce], B[0:lanes, 0:reduce])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, reduce):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
