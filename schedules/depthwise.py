@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .packed import _inline_epilogue
+from .packed import _inline_epilogue, _schedule_epilogue
 
 LANES = 16
 
@@ -43,12 +43,11 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
     b, c, i, j, *reduction = sch.get_loops(block)
     jo, ji = sch.split(j, [None, LANES])
     sch.reorder(b, c, i, jo, *reduction, ji)
-    last = _inline_epilogue(sch, block)
+    epilogue = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(b, c)
-    if last is not None:
-        sch.reverse_compute_at(last, i, preserve_unit_loops=True)
-        sch.vectorize(sch.get_loops(last)[-1])
+    if epilogue is not None:
+        _schedule_epilogue(sch, epilogue, i)
     pack = sch.get_sblock("pack_data")
     sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's padded plane, in L1
     sch.parallel(outer)

@@ -65,32 +65,44 @@ def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _inline_epilogue(sch, block):
-    """Inline every elementwise block but the output writer; return the writer (or None).
+# Epilogue blocks computed into a tile buffer of their own instead of inlined: qnnpack's
+# fixed-point add reads its sum three times (rounding), so inlining a chain of them (MobileNetV2's
+# residuals) grew the expression 3x per add: one kernel took 460 s to build.
+_MATERIALIZED = ("qadd_qnnpack",)
 
-    What remains after the packed reduction is one block that reads the accumulator tile
-    (through the inlined unpack/requantize/clip/add chain) and writes the function's output."""
+
+def _inline_epilogue(sch, block):
+    """Inline the elementwise blocks after the packed reduction; return the blocks that stay
+    (the output writer last, and any _MATERIALIZED ones before it), or None when the function
+    has another shape (several outputs).
+
+    What remains reads the accumulator tile (through the inlined unpack/requantize/clip/add
+    chain) and writes the function's output."""
     root = sch.get_sblock("root")
     keep = {sch.get(block).name_hint, "pack_data"}
     for b in sch.get_child_blocks(root):
-        if sch.get(b).name_hint in keep:
+        name = sch.get(b).name_hint
+        if name in keep or name.startswith(_MATERIALIZED):
             continue
         try:
             sch.compute_inline(b)
         except Exception:  # noqa: BLE001 - the output writer (or a reduction) stays a block
             continue
     rest = [b for b in sch.get_child_blocks(root) if sch.get(b).name_hint not in keep]
-    return rest[-1] if len(rest) == 1 else None
+    writers = [b for b in rest if not sch.get(b).name_hint.startswith(_MATERIALIZED)]
+    if len(writers) > 1 or not rest or rest[-1] not in writers:
+        return None
+    return rest
 
 
-def _schedule_epilogue(sch, last, tile_loop):
-    sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
-    loops = sch.get_loops(last)
-    inner = loops[-1]
-    try:
-        sch.vectorize(inner)
-    except Exception:  # noqa: BLE001 - not vectorizable: stays scalar, still correct
-        pass
+def _schedule_epilogue(sch, blocks, tile_loop):
+    """Compute the epilogue blocks per tile, in order, each vectorized along its inner loop."""
+    for block in blocks:
+        sch.reverse_compute_at(block, tile_loop, preserve_unit_loops=True)
+        try:
+            sch.vectorize(sch.get_loops(block)[-1])
+        except Exception:  # noqa: BLE001 - not vectorizable: stays scalar, still correct
+            pass
 
 
 def _pack_stage(sch, block_name: str):
@@ -99,8 +111,9 @@ def _pack_stage(sch, block_name: str):
     except Exception:  # noqa: BLE001 - no input packing in this kernel
         return
     loops = sch.get_loops(pack)
-    sch.parallel(sch.fuse(*loops[:3]))
-    sch.vectorize(loops[-1])
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:min(3, len(loops) - 1)]))
+    sch.vectorize(sch.get_loops(pack)[-1])
 
 
 def _split(sch, loop, inner: int, search: bool, max_inner: int):
@@ -118,11 +131,11 @@ def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register
     init + update at `reduction`, the `tile` loop is tensorized with `intrin` and the
     `register_loops` (one accumulator each) are unrolled; then the input packing stage."""
     name = sch.get(block).name_hint
-    last = _inline_epilogue(sch, block)
+    epilogue = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(*parallel)
-    if last is not None:
-        _schedule_epilogue(sch, last, outer if epilogue_at is None else epilogue_at)
+    if epilogue is not None:
+        _schedule_epilogue(sch, epilogue, outer if epilogue_at is None else epilogue_at)
     sch.parallel(outer)
     sch.decompose_reduction(block, reduction)
     init = sch.get_sblock(f"{name}_init")
