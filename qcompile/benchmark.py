@@ -85,7 +85,7 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     data = tvm.runtime.tensor(example.numpy())
-    vm_main = compiled._vm["main"]
+    vm_main = compiled._machine()["main"]
     runners = {"qcompile": lambda: vm_main(data)}
 
     def torch_int8():

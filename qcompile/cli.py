@@ -29,7 +29,9 @@ def format_report(report: dict) -> str:
     hist = ", ".join(f"{k} LSB: {v}" for k, v in sorted(report["lsb_histogram"].items()))
     lines = [
         f"numerics {report['numerics']} vs PyTorch {report['engine']} "
-        f"({report['inputs']} inputs, {report['threads']} threads)",
+        f"({report['inputs']} inputs, {report['threads']} threads"
+        + (f", {report['target']}" if report.get("target") else "")
+        + (f", emulated: {report['emulated']}" if report.get("emulated") else "") + ")",
         f"  bit_exact_fraction {report['bit_exact_fraction']:.6f}   max_abs_lsb "
         f"{report['max_abs_lsb']}   top1_agreement {report['top1_agreement']}   cosine "
         f"{report['cosine']:.6f}",
@@ -82,8 +84,17 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
     compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
                                 numerics=args.numerics, verbose=True, probe=args.per_layer,
                                 tune_logs=tune_logs_arg(args))
+    if getattr(args, "emulate", False):
+        if args.per_layer:
+            raise QCompileError("--per-layer is not available with --emulate")
+        from .deploy.emulate import emulate
+
+        compiled = emulate(compiled)
     report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer)
     report["model"] = args.model
+    report["target"] = compiled.meta.get("target_family")
+    if getattr(args, "emulate", False):
+        report["emulated"] = compiled.description()
     if runs_for_latency:
         from .benchmark import bench
 
@@ -121,6 +132,13 @@ def cmd_explain(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+
+
+def cmd_package(args):
+    from .deploy.bundle import package
+
+    path = package(args.library, args.output)
+    print(f"wrote {path}")
 
 
 def cmd_run(args):
@@ -178,8 +196,11 @@ def cmd_bench(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from schedules import TARGETS
+
     p = argparse.ArgumentParser(prog="qcompile", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    target_help = f"{' | '.join(TARGETS)} (default x86: the best x86 family this host runs)"
 
     def tune_log_args(s):
         g = s.add_mutually_exclusive_group()
@@ -199,13 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compile", help="compile a model to a .so")
     model_args(s)
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--target", default="x86")
+    s.add_argument("--target", default="x86", help=target_help)
     tune_log_args(s)
     s.set_defaults(fn=cmd_compile)
 
     s = sub.add_parser("tune", help="tune the int8 kernels with MetaSchedule (resumable)")
     model_args(s)
-    s.add_argument("--target", default="x86")
+    s.add_argument("--target", default="x86", help=target_help)
     s.add_argument("--trials", type=int, default=200, help="total trials (a rerun counts the "
                    "ones already in the work dir)")
     s.add_argument("--work-dir", required=True)
@@ -223,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", type=int, default=16)
     s.add_argument("--json")
     s.add_argument("--per-layer", action="store_true")
-    s.add_argument("--target", default="x86")
+    s.add_argument("--target", default="x86", help=target_help)
+    s.add_argument("--emulate", action="store_true",
+                   help="for another architecture (aarch64-*): run the .so under qemu-user "
+                        "with the C++ loader")
     tune_log_args(s)
     s.set_defaults(fn=cmd_verify)
 
@@ -232,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer")
     s.add_argument("--json")
     s.set_defaults(fn=cmd_explain)
+
+    s = sub.add_parser("package", help="bundle a .so with the runtime and loaders for a board")
+    s.add_argument("library")
+    s.add_argument("-o", "--output", required=True, help="bundle.tar.gz")
+    s.set_defaults(fn=cmd_package)
 
     s = sub.add_parser("run", help="run a compiled .so on an .npy input")
     s.add_argument("library")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -65,7 +66,8 @@ def integer_module(model, shapes, numerics: str, threads: int, family, probe: bo
         mod = frontend.import_model(model, shapes)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     integer = passes.lower(mod, numerics, threads)
-    integer = passes.pack_layout(integer, family.out_block, family.in_block)
+    integer = passes.pack_layout(integer, family.out_block, family.in_block,
+                                 family.signed_activations)
     return integer, probes, out_qp
 
 
@@ -79,11 +81,28 @@ class CompiledModel:
     timings: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
-        threads = self.meta.get("threads")
-        if threads:
-            # big-core affinity mode (1) with `threads` workers, what TVM itself starts with
-            tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        self._vm = None
+
+    @property
+    def family(self):
+        """The schedules.TargetFamily compiled for (x86 when the sidecar does not say)."""
+        return resolve_family(self.meta.get("target_family", "x86"))
+
+    def _machine(self):
+        if self._vm is None:
+            family = self.family
+            if not family.runs_here():
+                raise QCompileError(
+                    f"this model is compiled for {family.name} ({family.arch}), which this "
+                    f"machine cannot run: export it (`qcompile compile ... -o model.so`) and run it "
+                    f"on the device, or check it here with `qcompile verify MODEL --target "
+                    f"{family.name} --emulate`")
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+            threads = self.meta.get("threads")
+            if threads:
+                # big-core affinity mode (1) with `threads` workers, what TVM itself starts with
+                tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        return self._vm
 
     @property
     def input_shapes(self):
@@ -92,7 +111,7 @@ class CompiledModel:
     def __call__(self, *inputs):
         arrays = [_as_numpy(x) for x in inputs]
         self._check_inputs(arrays)
-        out = self._vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+        out = self._machine()["main"](*[tvm.runtime.tensor(a) for a in arrays])
         if isinstance(out, tvm.runtime.Tensor):
             return out.numpy()
         return tuple(o.numpy() for o in out)
@@ -107,8 +126,21 @@ class CompiledModel:
                                     f"{a.dtype} of shape {tuple(a.shape)}")
 
     def export(self, path: str) -> str:
-        """Write the library (loadable by tvm.runtime.load_module) and a JSON sidecar."""
-        self.executable.export_library(path)
+        """Write the library (loadable by tvm.runtime.load_module) and a JSON sidecar;
+        for another architecture, linked with the family's cross compiler."""
+        family = self.family
+        if family.is_cross():
+            from tvm.support import cc
+
+            if shutil.which(family.cross_compiler) is None:
+                raise QCompileError(
+                    f"exporting for {family.name} needs the cross compiler "
+                    f"{family.cross_compiler}: `make setup-arm` (or apt-get install "
+                    f"g++-aarch64-linux-gnu) installs it")
+            self.executable.export_library(
+                path, fcompile=cc.cross_compiler(family.cross_compiler))
+        else:
+            self.executable.export_library(path)
         with open(path + _META_SUFFIX, "w") as f:
             json.dump(self.meta, f, indent=1)
         return path
@@ -178,10 +210,15 @@ def load(path: str) -> CompiledModel:
     """Load a library written by CompiledModel.export (its JSON sidecar gives the shapes)."""
     if not os.path.exists(path):
         raise QCompileError(f"no such library: {path}")
-    lib = tvm.runtime.load_module(path)
     meta_path = path + _META_SUFFIX
     meta = {}
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-    return CompiledModel(lib, meta)
+    family = resolve_family(meta.get("target_family", "x86"))
+    if family.is_cross():
+        raise QCompileError(
+            f"{path} is compiled for {family.name} ({family.arch}); this machine cannot load it. "
+            f"Run it on the device (`qcompile package {path} -o bundle.tar.gz`) or under "
+            f"emulation (`qcompile verify MODEL --target {family.name} --emulate`)")
+    return CompiledModel(tvm.runtime.load_module(path), meta)

@@ -58,12 +58,15 @@ def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
     probes = compiled.meta.get("probes", []) if per_layer else []
     probe_hooks, records = _probe_outputs(model, probes)
     refs, outs, first = [], [], None
+    # an emulated model runs all inputs in one process (per-layer probes need one at a time)
+    batch = compiled.run_many(inputs) if hasattr(compiled, "run_many") and not per_layer \
+        else None
     try:
         with quantized_engine(engine), torch.no_grad():
-            for x in inputs:
+            for i, x in enumerate(inputs):
                 xs = x if isinstance(x, (list, tuple)) else [x]
                 refs.append(model(*xs).numpy())
-                got = compiled(*xs)
+                got = batch[i] if batch is not None else compiled(*xs)
                 if not isinstance(got, tuple):
                     got = (got,)
                 outs.append(got[0])
