@@ -76,4 +76,4 @@ def import_tvm_intrinsics() -> None:
 def builder_worker_init() -> None:
     """Initializer of MetaSchedule's builder processes (each imports the intrinsics too)."""
     import_tvm_intrinsics()
-    from . import x86_intrinsics  # noqa: F401 - our intrinsics, registered on import
+    from . import arm_intrinsics, x86_intrinsics  # noqa: F401 - our intrinsics, registered on import

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
 import platform
+import tempfile
 
 from tvm.s_tir import meta_schedule as ms
 
@@ -25,7 +27,7 @@ from schedules.tuning import builder_worker_init, design_space, import_tvm_intri
 
 from ..errors import QCompileError
 from ..numerics import check_contract
-from .gate import CorrectnessGate, GatedDatabase
+from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor, export_for
 from .logs import PROVENANCE, RECORDS, WORKLOADS
 from .progress import Progress, draw_curve
 
@@ -45,11 +47,16 @@ def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
     return [t for t in tasks if is_tunable(t.dispatched[0]["main"], family)]
 
 
-def _runner(rpc_tracker: str | None, rpc_key: str | None):
+def _runner(rpc_tracker: str | None, rpc_key: str | None, family):
+    """MetaSchedule's runner and the gate's executor: here, or on the tracker's devices."""
     config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
                                        enable_cpu_cache_flush=False)
     if rpc_tracker is None:
-        return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config)
+        if family.is_cross():
+            raise QCompileError(
+                f"tuning for {family.name} measures on the board: pass --rpc-tracker HOST:PORT "
+                f"--rpc-key KEY (README: 'Tuning for a board'); emulated timings mean nothing")
+        return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config), None
     if not rpc_key:
         raise QCompileError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
     host, _, port = rpc_tracker.rpartition(":")
@@ -57,7 +64,21 @@ def _runner(rpc_tracker: str | None, rpc_key: str | None):
         raise QCompileError(f"--rpc-tracker must be HOST:PORT, got {rpc_tracker!r}")
     rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=rpc_key,
                               session_timeout_sec=RUN_TIMEOUT_S * 4)
-    return ms.runner.RPCRunner(rpc, evaluator_config=config, max_workers=1)
+    return (ms.runner.RPCRunner(rpc, evaluator_config=config, max_workers=1),
+            RemoteExecutor(host, int(port), rpc_key, family))
+
+
+def _builder(family):
+    """LocalBuilder: a shared library for the family's machine (cross-linked for aarch64)."""
+    export = functools.partial(export_candidate, family.name) if family.is_cross() else None
+    return ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, initializer=builder_worker_init,
+                                   f_export=export)
+
+
+def export_candidate(family_name: str, lib) -> str:
+    """MetaSchedule export function (runs in the builder workers): a cross-linked .so."""
+    family = resolve_family(family_name)
+    return export_for(family, lib, os.path.join(tempfile.mkdtemp(), "candidate.so"))
 
 
 def _task_loggers(work_dir: str, names: list[str]):
@@ -109,12 +130,13 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     """See qcompile.tune.  `space` overrides the family's design space (tests use it);
     `trials_per_task` (if given) sets `trials` to that many per extracted task."""
     check_contract(numerics)
-    runner = _runner(rpc_tracker, rpc_key)   # a bad --rpc-* option fails before the extraction
+    family = resolve_family(target)
+    # a bad --rpc-* option fails before the extraction
+    runner, remote = _runner(rpc_tracker, rpc_key, family)
     if threads is None:
         import torch
 
         threads = torch.get_num_threads()
-    family = resolve_family(target)
     if family.dot_intrinsic is None:
         raise QCompileError(f"target family {family.name} has no tensorized kernels to tune")
     target_obj = family.tvm_target()
@@ -131,7 +153,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     remaining = max(0, trials - sum(done_before))
     out(f"[tune] {len(tasks)} tasks ({', '.join(names)}); {sum(done_before)} trials already in "
         f"{work_dir}, {remaining} to run")
-    gate = CorrectnessGate(target_obj)
+    gate = CorrectnessGate(target_obj, execute=remote)
     progress = Progress(names, [t.weight for t in tasks], remaining, work_dir,
                         trials_before=sum(done_before), out=out)
     for i, best in enumerate(best_before):
@@ -152,8 +174,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(t.weight) for t in tasks],
                     work_dir=work_dir, max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
-                    builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S,
-                                                    initializer=builder_worker_init),
+                    builder=_builder(family),
                     runner=runner,
                     database=GatedDatabase(inner, gate),
                     cost_model=ms.cost_model.XGBModel(

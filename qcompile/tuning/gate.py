@@ -50,11 +50,52 @@ def run_primfunc(func: tvm.tirx.PrimFunc, target, args: list[np.ndarray]) -> lis
     return [t.numpy() for t in tensors]
 
 
-class CorrectnessGate:
-    """Checks scheduled PrimFuncs against their unscheduled workload, bit for bit."""
+def export_for(family, lib, path: str) -> str:
+    """Write a built module as a shared library the family's machine loads."""
+    if family.is_cross():
+        from tvm.support import cc
 
-    def __init__(self, target):
+        lib.export_library(path, fcompile=cc.cross_compiler(family.cross_compiler))
+    else:
+        lib.export_library(path)
+    return path
+
+
+class RemoteExecutor:
+    """Runs candidates where they are measured: on a device registered with an RPC tracker
+    (the board a cross-compiled family is tuned for).  A session per check, released at once:
+    MetaSchedule's runner needs the same device between checks."""
+
+    def __init__(self, host: str, port: int, key: str, family):
+        self.host, self.port, self.key, self.family = host, port, key, family
+
+    def __call__(self, func: tvm.tirx.PrimFunc, args: list[np.ndarray]) -> list[np.ndarray]:
+        import tempfile
+
+        from tvm import rpc
+
+        lib = tvm.compile(_as_module(func), target=self.family.tvm_target())
+        session = rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=300)
+        with tempfile.TemporaryDirectory() as tmp:
+            session.upload(export_for(self.family, lib, f"{tmp}/gate_candidate.so"))
+        remote = session.load_module("gate_candidate.so")
+        dev = session.cpu()
+        tensors = [tvm.runtime.tensor(a.copy(), dev) for a in args]
+        remote["main"](*tensors)
+        return [t.numpy() for t in tensors]
+
+
+class CorrectnessGate:
+    """Checks scheduled PrimFuncs against their unscheduled workload, bit for bit.
+
+    The reference runs here (built for `target`, or for this machine when `execute` runs the
+    candidates elsewhere: integer kernels give the same bits on any CPU); the candidates run
+    through `execute(func, args)` (default: built for `target` and run here)."""
+
+    def __init__(self, target, execute=None):
         self.target = target
+        self.execute = execute
+        self._reference_target = target if execute is None else tvm.target.Target("llvm")
         self._reference = {}   # structural hash of the workload -> (args, outputs)
         self.checked = 0
         self.rejected = []     # (task name or hash, reason)
@@ -64,7 +105,7 @@ class CorrectnessGate:
         if key not in self._reference:
             func = workload["main"]
             args = random_arguments(func)
-            self._reference[key] = (args, run_primfunc(func, self.target, args))
+            self._reference[key] = (args, run_primfunc(func, self._reference_target, args))
         return self._reference[key]
 
     def check(self, workload: tvm.IRModule, scheduled: tvm.IRModule) -> str | None:
@@ -72,7 +113,10 @@ class CorrectnessGate:
         args, expected = self._reference_for(workload)
         self.checked += 1
         try:
-            got = run_primfunc(scheduled["main"], self.target, args)
+            if self.execute is not None:
+                got = self.execute(scheduled["main"], args)
+            else:
+                got = run_primfunc(scheduled["main"], self.target, args)
         except Exception as err:  # noqa: BLE001 - a candidate that does not build is rejected
             return f"does not build/run: {str(err).splitlines()[-1][:200]}"
         for i, (e, g) in enumerate(zip(expected, got)):
