@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow tune-logs clean
+.PHONY: setup setup-arm demo test test-slow test-arm tune-logs clean
 
 $(BIN)/qcompile: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(BIN)/qcompile: pyproject.toml
 	touch $@
 
 setup: $(BIN)/qcompile
+
+## The aarch64 cross toolchain and emulator (Debian packages) and the aarch64 TVM runtime
+## (fetched from PyPI into ~/.cache/qcompile): what --target aarch64-*, --emulate and
+## `qcompile package` need.
+ARM_PACKAGES := g++-aarch64-linux-gnu qemu-user
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+setup-arm: setup
+	command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(ARM_PACKAGES); }
+	$(BIN)/python -c "from qcompile.deploy.runtime import runtime_libs; print(runtime_libs())"
 
 ## Compile the built-in ResNet-18, verify it against PyTorch fbgemm, print the report.
 demo: setup
@@ -25,6 +35,10 @@ test: setup
 ## Long runs: full-size zoo models under every contract.
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+## Full-size aarch64 models under emulation (both ARM families, qnnpack numerics).
+test-arm: setup-arm
+	QCOMPILE_REQUIRE_ARM=1 $(BIN)/python -m pytest -q -m arm
 
 ## Regenerate the shipped tuning databases (tune_logs/<family>/<model>/), one model at a time.
 ## Slow (minutes per model); a rerun continues each database up to its trial count.
