@@ -12,11 +12,62 @@ from .errors import QCompileError
 from .numerics import CONTRACTS
 
 
-def load_model(spec: str, numerics: str, image_size: int | None, engine: str | None = None):
-    """`zoo:NAME` -> (quantized torch model, ZooModel).  Files come in a later issue."""
+class FileModel:
+    """A TorchScript file (torch.jit.save of a quantized model) and its input shape: what the
+    commands need of a model, like a ZooModel."""
+
+    def __init__(self, path: str, input_shape, engine: str):
+        if input_shape is None:
+            raise QCompileError(f"{path}: a model file needs --input-shape (e.g. 1,3,224,224)")
+        self.input_shape = tuple(input_shape)
+        self.quantized = load_torchscript(path, engine)
+        self.float_model = None
+
+    def example_inputs(self, n: int, seed: int = 1):
+        """n seeded standard-normal inputs of the given shape."""
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.randn(self.input_shape, generator=gen) for _ in range(n)]
+
+
+def load_torchscript(path: str, engine: str = "fbgemm"):
+    """torch.jit.load under the quantized `engine`, with errors that say what is wrong.
+
+    Loading re-packs every quantized weight for the engine active at that moment; PyTorch's
+    default ("x86") picks oneDNN for some convolutions, whose results differ from fbgemm's
+    (seen: 1-3 LSB on a ResNet-18's output), so the engine is set while loading."""
+    import os
+
+    import torch
+
+    from .engines import quantized_engine
+
+    if not os.path.exists(path):
+        raise QCompileError(f"no such model file: {path}")
+    try:
+        with quantized_engine(engine):
+            return torch.jit.load(path, map_location="cpu").eval()
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not TorchScript
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise QCompileError(f"cannot read {path} as a TorchScript model ({first}); qcompile "
+                            "takes files written by torch.jit.save of a traced or scripted "
+                            "quantized model") from err
+
+
+def _shape(text: str):
+    try:
+        return tuple(int(d) for d in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def load_model(spec: str, numerics: str, image_size: int | None, engine: str | None = None,
+               input_shape=None):
+    """`zoo:NAME` -> ZooModel; a TorchScript file (with its input shape) -> FileModel."""
     if not spec.startswith("zoo:"):
-        raise QCompileError(f"MODEL must be zoo:NAME for now (got {spec!r}); "
-                            "zoo names: resnet18, mobilenet_v2, mobilenet_v3_small, bert_ffn")
+        return FileModel(spec, input_shape,
+                         engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm"))
     from . import zoo
 
     engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
@@ -45,7 +96,8 @@ def format_report(report: dict) -> str:
 def cmd_compile(args):
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size)
+    entry = load_model(args.model, args.numerics, args.image_size,
+                       input_shape=getattr(args, "input_shape", None))
     compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), target=args.target,
                                 numerics=args.numerics, verbose=True,
                                 tune_logs=tune_logs_arg(args))
@@ -63,7 +115,8 @@ def tune_logs_arg(args):
 def cmd_tune(args):
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size)
+    entry = load_model(args.model, args.numerics, args.image_size,
+                       input_shape=getattr(args, "input_shape", None))
     report = qcompile.tune(entry.quantized, entry.example_inputs(1), target=args.target,
                            trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
@@ -79,7 +132,8 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
     """Compile MODEL and verify it; optionally time qcompile against PyTorch."""
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size)
+    entry = load_model(args.model, args.numerics, args.image_size,
+                       input_shape=getattr(args, "input_shape", None))
     inputs = entry.example_inputs(args.inputs, seed=1234)
     compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
                                 numerics=args.numerics, verbose=True, probe=args.per_layer,
@@ -126,7 +180,8 @@ def cmd_demo(args):
 def cmd_explain(args):
     from .explain_layers import explain, format_explain
 
-    entry = load_model(args.model, args.numerics, args.image_size)
+    entry = load_model(args.model, args.numerics, args.image_size,
+                       input_shape=getattr(args, "input_shape", None))
     report = explain(entry.quantized, entry.example_inputs(1), layer=args.layer)
     print(format_explain(report))
     if args.json:
@@ -172,7 +227,7 @@ def cmd_bench(args):
         float_model, calibration = None, None
         gops = 2.0 * m * k * n / 1e9
     elif args.model:
-        entry = load_model(args.model, "fbgemm", args.image_size)
+        entry = load_model(args.model, "fbgemm", args.image_size, input_shape=args.input_shape)
         inputs = entry.example_inputs(args.batch * 4, seed=77)
         x = torch.cat(inputs[:args.batch])
         quantized, float_model = entry.quantized, entry.float_model
@@ -211,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s, numerics=True):
         s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
-                                     "| zoo:bert_ffn")
+                                     "| zoo:bert_ffn | a TorchScript file (torch.jit.save)")
+        s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                       help="the input shape of a model file")
         if numerics:
             s.add_argument("--numerics", choices=CONTRACTS, default="fbgemm")
         s.add_argument("--image-size", type=int, default=None,
@@ -273,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", type=int, nargs=3, metavar=("M", "K", "N"),
                    help="single-op mode: an int8 dense of MxK times KxN, in GOP/s")
     s.add_argument("--image-size", type=int, default=None)
+    s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                   help="the input shape of a model file")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--runs", type=int, default=50)

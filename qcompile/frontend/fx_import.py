@@ -23,14 +23,17 @@ def is_quantized_model(model: torch.nn.Module) -> bool:
     return False
 
 
+_QUANTIZE_FIRST = ("Quantize it first, e.g. torch.ao.quantization.prepare -> calibrate -> "
+                   "convert (eager) or prepare_fx -> calibrate -> convert_fx, with the 'fbgemm' "
+                   "or 'qnnpack' qconfig.")
+
+
 def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
     """Symbolically trace the model (fx GraphModules from convert_fx are taken as they are)."""
     if not is_quantized_model(model):
         raise QCompileError(
             f"{type(model).__name__} is a float model: qcompile compiles quantized models. "
-            "Quantize it first, e.g. torch.ao.quantization.prepare -> calibrate -> convert "
-            "(eager) or prepare_fx -> calibrate -> convert_fx, with the 'fbgemm' or 'qnnpack' "
-            "qconfig.")
+            + _QUANTIZE_FIRST)
     if isinstance(model, torch.fx.GraphModule):
         return model
     try:
@@ -50,7 +53,7 @@ class Importer:
         self.probes: list[tuple[str, QValue]] = []  # (module name, value) when probing
         self.dequantized_from: dict[relax.Var, object] = {}  # float var -> its QParams
         self.output_qparams = None  # QParams of the first output, when it is a dequantize
-        self.modules = dict(gm.named_modules())
+        self.modules = dict(gm.named_modules()) if gm is not None else {}
         self.bb = relax.BlockBuilder()
         self.env: dict[torch.fx.Node, object] = {}
         self.node: torch.fx.Node | None = None
@@ -151,15 +154,39 @@ def _name(target) -> str:
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
 
 
+def _importer(model, input_shapes, probe: bool) -> Importer:
+    """The importer for the model: fx for nn.Modules fx can trace, TorchScript for ScriptModules
+    (torch.jit.load) and, through torch.jit.trace on zero inputs of `input_shapes`, for
+    quantized modules fx cannot trace."""
+    from .script_import import ScriptImporter, is_quantized_script
+
+    if isinstance(model, torch.jit.ScriptModule):
+        if not is_quantized_script(model):
+            raise QCompileError(f"{getattr(model, 'original_name', 'the TorchScript model')} is "
+                                "a float model: qcompile compiles quantized models. " + _QUANTIZE_FIRST)
+        return ScriptImporter(model)
+    try:
+        return Importer(capture(model), probe)
+    except QCompileError as err:
+        if not is_quantized_model(model) or "could not trace" not in str(err):
+            raise
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, tuple(torch.zeros(s) for s in input_shapes))
+    except Exception as err:  # noqa: BLE001 - neither capture works: say both
+        raise QCompileError(f"neither torch.fx nor torch.jit.trace could capture "
+                            f"{type(model).__name__}: {err}") from err
+    return ScriptImporter(traced)
+
+
 def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
                  probe: bool = False):
     """Quantized torch model -> Relax IRModule in Q/DQ form (float32 inputs and outputs).
 
     With `probe`, `main` also returns the 8-bit output of every quantized module, after the
-    model's own outputs; returns (module, probe names) then.
+    model's own outputs; returns (module, probe names) then (TorchScript models: no probes).
     """
-    gm = capture(model)
-    importer = Importer(gm, probe)
+    importer = _importer(model, input_shapes, probe)
     mod = importer.run(input_shapes)
     qp = importer.output_qparams
     if qp is not None:  # the output's quantized step, for reports in LSBs

@@ -1,0 +1,192 @@
+"""Import a TorchScript quantized model (traced or scripted, e.g. from `torch.jit.load`) into
+the same Relax Q/DQ form as the fx path.
+
+The inlined graph is interpreted node by node.  Tensors computed from the inputs become Relax
+values (through the same converters as fx: frontend/ops.py); everything else is evaluated here
+as a Python value: constants, attributes (`prim::GetAttr`, down to the packed weights, which
+are unpacked with `quantized::conv2d_unpack` / `linear_unpack`), lists, and the shape checks a
+scripted module makes (`aten::size`, `len`, comparisons, `prim::If` on a known condition).
+"""
+
+from __future__ import annotations
+
+import operator
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from tvm import relax
+
+from ..errors import QCompileError
+from . import ops
+from .fx_import import Importer
+from .values import QValue
+
+_SCALAR_TYPES = {13: torch.quint8, 12: torch.qint8, 6: torch.float32}
+_CONV_OPS = {"quantized::conv2d": False, "quantized::conv2d_relu": True}
+_LINEAR_OPS = {"quantized::linear": False, "quantized::linear_relu": True}
+_BINARY = {"quantized::add": torch.ops.quantized.add,
+           "quantized::add_relu": torch.ops.quantized.add_relu,
+           "quantized::mul": torch.ops.quantized.mul,
+           "quantized::mul_relu": torch.ops.quantized.mul_relu}
+# tensor ops: the fx converter of the same function (arguments in the schema's order)
+_TENSOR_OPS = {
+    "aten::quantize_per_tensor": ops.FUNCTIONS[torch.quantize_per_tensor],
+    "aten::dequantize": ops.FUNCTIONS[torch.dequantize],
+    "aten::max_pool2d": ops.FUNCTIONS[F.max_pool2d],
+    "aten::avg_pool2d": ops.FUNCTIONS[F.avg_pool2d],
+    "aten::adaptive_avg_pool2d": ops.FUNCTIONS[F.adaptive_avg_pool2d],
+    "aten::flatten": ops.FUNCTIONS[torch.flatten],
+    "aten::reshape": lambda imp, x, shape: ops.reshape(imp, x, *shape),
+    "aten::view": lambda imp, x, shape: ops.reshape(imp, x, *shape),
+    "aten::relu": ops.relu,
+    "aten::relu_": ops.relu,
+    "aten::relu6": ops.FUNCTIONS[F.relu6],
+    "aten::hardtanh": ops.FUNCTIONS[F.hardtanh],
+    "aten::hardtanh_": ops.FUNCTIONS[F.hardtanh],
+    "aten::hardsigmoid": ops.FUNCTIONS[F.hardsigmoid],
+    "aten::sigmoid": ops.FUNCTIONS[torch.sigmoid],
+    "aten::contiguous": lambda imp, x, *a: x,
+    "aten::dropout": lambda imp, x, *a: x,
+    "quantized::cat": ops.FUNCTIONS[torch.ops.quantized.cat],
+}
+# Python-value ops (shape checks of scripted modules, scalar arithmetic)
+_PY_OPS = {
+    "aten::len": len, "aten::ne": operator.ne, "aten::eq": operator.eq, "aten::gt": operator.gt,
+    "aten::lt": operator.lt, "aten::ge": operator.ge, "aten::le": operator.le,
+    "aten::__not__": operator.not_, "aten::__is__": operator.is_,
+    "aten::__isnot__": operator.is_not, "aten::Int": int, "aten::Float": float,
+    "aten::Bool": bool, "aten::add": operator.add, "aten::sub": operator.sub,
+    "aten::mul": operator.mul, "aten::floordiv": operator.floordiv,
+    "aten::__getitem__": operator.getitem, "aten::format": lambda fmt, *a: fmt.format(*a),
+    "prim::unchecked_cast": lambda x: x, "aten::warn": lambda *a: None,
+}
+
+
+def is_quantized_script(module) -> bool:
+    """True if the TorchScript graph quantizes (holds quantize_per_tensor or quantized:: ops)."""
+    return any(n.kind().startswith("quantized::") or n.kind() == "aten::quantize_per_tensor"
+               for n in module.inlined_graph.nodes())
+
+
+class ScriptImporter(Importer):
+    """Interprets a TorchScript module's inlined graph into Relax (see the module docstring)."""
+
+    def __init__(self, module: torch.jit.ScriptModule):
+        super().__init__(None)
+        self.module = module
+        self.graph = module.inlined_graph
+        self.values: dict = {}
+        self.ts_node = None
+
+    def error(self, message: str, hint: str = "") -> QCompileError:
+        """An error naming the TorchScript node being imported (and its source line)."""
+        node = self.ts_node
+        if node is None:
+            return QCompileError(message + hint)
+        where = node.sourceRange().split("\n")[0].strip() if node.sourceRange() else ""
+        outs = ", ".join(f"%{o.debugName()}" for o in node.outputs())
+        return QCompileError(f"{message} at node {outs} = {node.kind()}"
+                             + (f" ({where})" if where else "") + hint)
+
+    def run(self, input_shapes):
+        inputs = list(self.graph.inputs())[1:]  # inputs()[0] is the module itself
+        if len(inputs) != len(input_shapes):
+            raise QCompileError(f"the model takes {len(inputs)} inputs but {len(input_shapes)} "
+                                "example inputs were given")
+        params = [relax.Var(v.debugName().split(".")[0] or f"x{i}",
+                            relax.TensorType(list(s), "float32"))
+                  for i, (v, s) in enumerate(zip(inputs, input_shapes))]
+        self.values[next(self.graph.inputs())] = self.module
+        self.values.update(zip(inputs, params))
+        with self.bb.function("main", params):
+            with self.bb.dataflow():
+                self._block(self.graph.nodes())
+                self.ts_node = None
+                result = self.values[next(self.graph.outputs())]
+                out = self.bb.emit_output(self._output(result))
+            self.bb.emit_func_output(out)
+        return self.bb.get()
+
+    def _block(self, nodes):
+        for node in nodes:
+            self.ts_node = node
+            outputs = list(node.outputs())
+            result = self._node(node, [self.values[v] for v in node.inputs()])
+            if len(outputs) == 1:
+                self.values[outputs[0]] = result
+            elif outputs:
+                self.values.update(zip(outputs, result))
+
+    def _node(self, node, args):
+        kind = node.kind()
+        if kind == "prim::Constant":
+            return node.output().toIValue()
+        if kind == "prim::GetAttr":
+            return getattr(args[0], node.s("name"))
+        if kind in ("prim::ListConstruct", "prim::TupleConstruct"):
+            return list(args) if kind == "prim::ListConstruct" else tuple(args)
+        if kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+            return list(args[0])
+        if kind == "prim::TupleIndex":
+            return args[0][args[1]]
+        if kind == "prim::If":
+            return self._if(node, args[0])
+        if kind == "prim::RaiseException":
+            raise self.error(f"the model raises here for these input shapes: {args[0]}")
+        if kind == "prim::Uninitialized":
+            return None
+        if kind in ("aten::size", "aten::dim"):
+            return self._shape_op(kind, args)
+        if kind in _CONV_OPS:
+            return ops.conv2d(self, self._conv_module(*args[1:]), args[0], relu=_CONV_OPS[kind])
+        if kind in _LINEAR_OPS:
+            return ops.linear(self, self._linear_module(*args[1:]), args[0],
+                              relu=_LINEAR_OPS[kind])
+        if kind in _BINARY:
+            return ops.FUNCTIONS[_BINARY[kind]](self, *args)
+        if kind == "quantized::hardswish":
+            module = SimpleNamespace(scale=args[1], zero_point=args[2])
+            return ops.MODULES[torch.ao.nn.quantized.Hardswish](self, module, args[0])
+        if kind in _TENSOR_OPS:
+            if kind == "aten::quantize_per_tensor":
+                args = [*args[:3], _SCALAR_TYPES.get(args[3], args[3])]
+            return _TENSOR_OPS[kind](self, *args)
+        if kind in _PY_OPS and not any(isinstance(a, (QValue, relax.Expr)) for a in args):
+            return _PY_OPS[kind](*args)
+        raise self.error(f"unsupported TorchScript op {kind}", ". Supported: " + ", ".join(
+            sorted([*_CONV_OPS, *_LINEAR_OPS, *_BINARY, *_TENSOR_OPS, "quantized::hardswish"])))
+
+    def _if(self, node, cond):
+        if not isinstance(cond, bool):
+            raise self.error("a branch on a value computed from the input data cannot be "
+                             "compiled (only shape checks are); trace the model instead")
+        block = list(node.blocks())[0 if cond else 1]
+        node_here = self.ts_node
+        self._block(block.nodes())
+        self.ts_node = node_here
+        results = [self.values[v] for v in block.outputs()]
+        return results[0] if len(results) == 1 else results
+
+    def _shape_op(self, kind, args):
+        shape = ops.size(self, args[0])
+        if kind == "aten::dim":
+            return len(shape)
+        return list(shape) if len(args) == 1 else shape[args[1]]
+
+    def _conv_module(self, packed, scale, zero_point):
+        """What ops.conv2d reads from an nnq.Conv2d, from the packed parameters."""
+        q = torch.ops.quantized
+        if bool(q.conv2d_transpose(packed)):
+            raise self.error("quantized transposed convolutions are not supported")
+        weight, bias = q.conv2d_unpack(packed)
+        return SimpleNamespace(
+            padding_mode="zeros", weight=lambda: weight, bias=lambda: bias,
+            stride=tuple(q.conv2d_stride(packed)), padding=tuple(q.conv2d_padding(packed)),
+            dilation=tuple(q.conv2d_dilation(packed)), groups=int(q.conv2d_groups(packed)),
+            scale=scale, zero_point=zero_point)
+
+    def _linear_module(self, packed, scale, zero_point):
+        weight, bias = torch.ops.quantized.linear_unpack(packed)
+        return SimpleNamespace(weight=lambda: weight, bias=lambda: bias, scale=scale,
+                               zero_point=zero_point)

@@ -1,0 +1,114 @@
+"""TorchScript models (torch.jit.save of traced or scripted quantized models) and modules fx
+cannot trace: imported through the TorchScript graph into the same Q/DQ form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import qcompile
+import qcompile.zoo as zoo
+from qcompile.cli import load_torchscript, main
+
+from helpers import inputs_like, quantize_eager, seeded
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return zoo.get("resnet18", "fbgemm", image_size=32)
+
+
+@pytest.mark.parametrize("how", ["trace", "script"])
+def test_saved_resnet18_compiles_and_is_bit_exact(resnet, tmp_path, how):
+    """Loaded under fbgemm (load_torchscript does that; PyTorch's default engine "x86" re-packs
+    some convs for oneDNN, which computes other bits)."""
+    x = resnet.example_inputs(1)[0]
+    script = torch.jit.trace(resnet.quantized, x) if how == "trace" else torch.jit.script(
+        resnet.quantized)
+    path = tmp_path / f"r18_{how}.pt"
+    torch.jit.save(script, str(path))
+    loaded = load_torchscript(str(path))
+    compiled = qcompile.compile(loaded, [x], tune_logs=False)
+    assert compiled.meta["kernels"]["tensorized"] == 20  # the same kernels as the fx import
+    gen = torch.Generator().manual_seed(1234)  # off-distribution inputs too
+    inputs = resnet.example_inputs(3, seed=3) + [torch.randn(x.shape, generator=gen)
+                                                 for _ in range(3)]
+    report = qcompile.verify(loaded, compiled, inputs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+def test_model_file_through_the_command_line(resnet, tmp_path, capsys):
+    path = tmp_path / "r18.pt"
+    torch.jit.save(torch.jit.trace(resnet.quantized, resnet.example_inputs(1)[0]), str(path))
+    assert main(["compile", str(path), "--input-shape", "1,3,32,32", "-o",
+                 str(tmp_path / "r18.so"), "--no-tune-logs"]) == 0
+    assert (tmp_path / "r18.so").exists()
+    assert main(["compile", str(path), "-o", str(tmp_path / "x.so")]) == 2
+    assert "needs --input-shape" in capsys.readouterr().err
+
+
+def test_corrupt_or_truncated_file_is_a_clear_error(resnet, tmp_path):
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.trace(resnet.quantized, resnet.example_inputs(1)[0]), str(good))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:4096])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model" * 100)
+    for bad in (truncated, garbage):
+        with pytest.raises(qcompile.QCompileError, match="cannot read .* as a TorchScript model"):
+            load_torchscript(str(bad))
+    with pytest.raises(qcompile.QCompileError, match="no such model file"):
+        load_torchscript(str(tmp_path / "missing.pt"))
+
+
+def test_float_torchscript_model_says_quantize_first():
+    model = torch.jit.trace(nn.Sequential(nn.Conv2d(3, 4, 3)).eval(), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(qcompile.QCompileError, match="float model.*Quantize it first"):
+        qcompile.compile(model, [torch.zeros(1, 3, 8, 8)])
+
+
+def test_unsupported_torchscript_op_names_op_and_node():
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = seeded(nn.Conv2d(3, 4, 3), 1)
+
+        def forward(self, x):
+            return torch.tanh(self.conv(x))  # a float op on the quantized conv's output
+
+    xs = inputs_like((1, 3, 8, 8), n=2)
+    model = quantize_eager(Body(), xs)
+    script = torch.jit.trace(model, xs[0])
+    with pytest.raises(qcompile.QCompileError, match=r"unsupported TorchScript op aten::tanh "
+                                                     r"at node %\S+ = aten::tanh"):
+        qcompile.compile(script, xs[:1])
+
+
+def test_module_fx_cannot_trace_is_captured_with_jit_trace():
+    class Branchy(nn.Module):
+        """Python control flow on a tensor's value: torch.fx cannot trace it."""
+
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.conv = seeded(nn.Conv2d(3, 8, 3), 2)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            if x.sum() > -1e9:  # always true; fx fails on the data-dependent branch
+                x = self.quant(x)
+            return self.dequant(self.conv(x))
+
+    xs = inputs_like((1, 3, 10, 10), n=3)
+    model = Branchy().eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    torch.ao.quantization.prepare(model, inplace=True)
+    for x in xs:
+        model(x)
+    torch.ao.quantization.convert(model, inplace=True)
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(model)
+    compiled = qcompile.compile(model, xs[:1], tune_logs=False)
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0, report
