@@ -112,3 +112,18 @@ def test_module_fx_cannot_trace_is_captured_with_jit_trace():
     compiled = qcompile.compile(model, xs[:1], tune_logs=False)
     report = qcompile.verify(model, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0, report
+
+
+@pytest.mark.parametrize("name,engine", [("mobilenet_v2", "qnnpack"), ("bert_ffn", "fbgemm")])
+def test_traced_zoo_models_are_bit_exact(name, engine, tmp_path):
+    """quantized::relu6 (MobileNetV2's ReLU6), linears on 3-d inputs (the FFN stack)."""
+    from qcompile.engines import quantized_engine
+
+    entry = zoo.get(name, engine, image_size=32)
+    xs = entry.example_inputs(3)
+    with quantized_engine(engine):
+        torch.jit.save(torch.jit.trace(entry.quantized, xs[0]), str(tmp_path / "m.pt"))
+    loaded = load_torchscript(str(tmp_path / "m.pt"), engine)
+    compiled = qcompile.compile(loaded, xs[:1], numerics=engine, tune_logs=False)
+    report = qcompile.verify(loaded, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report

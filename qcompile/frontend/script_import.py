@@ -49,6 +49,7 @@ _TENSOR_OPS = {
     "aten::contiguous": lambda imp, x, *a: x,
     "aten::dropout": lambda imp, x, *a: x,
     "quantized::cat": ops.FUNCTIONS[torch.ops.quantized.cat],
+    "quantized::relu6": lambda imp, x, *a: ops.clamp_float(imp, x, 0.0, 6.0, "relu6"),
 }
 # Python-value ops (shape checks of scripted modules, scalar arithmetic)
 _PY_OPS = {
