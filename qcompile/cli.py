@@ -189,6 +189,27 @@ def cmd_explain(args):
             json.dump(report, f, indent=1)
 
 
+def cmd_fuzz(args):
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError as err:
+        raise QCompileError("qcompile fuzz needs hypothesis: pip install 'qcompile[test]' "
+                            "(or pip install hypothesis)") from err
+    from .fuzz import replay, run
+
+    if args.replay:
+        print(json.dumps(replay(args.replay)))
+        return
+    summary = run(args.n, args.seed, args.out_dir)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+        print(f"wrote {args.json}")
+    if summary["failures"]:
+        raise QCompileError(f"{summary['failures']} graphs outside the declared contract; "
+                            f"reproducers in {args.out_dir}/ (qcompile fuzz --replay FILE)")
+
+
 def cmd_package(args):
     from .deploy.bundle import package
 
@@ -318,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("library")
     s.add_argument("-o", "--output", required=True, help="bundle.tar.gz")
     s.set_defaults(fn=cmd_package)
+
+    s = sub.add_parser("fuzz", help="differential fuzzing: random quantized graphs vs PyTorch")
+    s.add_argument("--n", type=int, default=200, help="graphs to run")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out-dir", default="fuzz-failures", help="where failing specs are saved")
+    s.add_argument("--json", help="write the summary here")
+    s.add_argument("--replay", metavar="FILE", help="re-check one saved failing spec")
+    s.set_defaults(fn=cmd_fuzz)
 
     s = sub.add_parser("run", help="run a compiled .so on an .npy input")
     s.add_argument("library")

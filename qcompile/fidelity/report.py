@@ -21,7 +21,8 @@ def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dic
     num = float(np.dot(ref.ravel(), out.ravel()))
     den = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
     return {"bit_exact_fraction": exact, "max_abs_lsb": int(steps.max(initial=0)),
-            "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size)}
+            "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size),
+            "distinct_reference_values": int(np.unique(ref).size)}
 
 
 def _top1(ref_list, out_list) -> float | None:

@@ -1,0 +1,259 @@
+"""Differential fuzzing: random quantized graphs, compiled and compared with PyTorch.
+
+A graph is a JSON-able spec (`graph_spec`, a hypothesis strategy): an input shape and a chain
+of ops, each reading earlier values (a DAG): conv2d (1x1/3x3, stride 1/2, groups 1 or
+depthwise, fused relu or not), add / add_relu and cat of two same-shaped values, relu,
+hardtanh, max / avg pool, and a global-pool + linear head.  The float model is built from the
+spec with seeded weights, quantized eagerly for the contract's engine, and then every output
+scale and zero point is moved off its calibrated value (mostly within 10x, sometimes to the
+extremes 1e-4 or 10; zero points anywhere in 0..255), so saturation and unusual requantize
+multipliers are exercised, not only calibrated ranges; `distinct_outputs` in each result says
+how much signal the output kept.
+
+Contracts checked (qcompile's numerics, declared in the README):
+  fbgemm, qnnpack  bit-exact with PyTorch's engine of that name (every graph);
+  integer          within 1 LSB of fbgemm for graphs with one requantizing op (conv, add, cat,
+                   linear); longer graphs are run and reported, not judged: a one-step
+                   difference can be amplified by any later scale ratio.
+`qcompile fuzz --n N --seed S` runs N graphs and saves each failing spec as a reproducer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.ao.quantization as tq
+import torch.nn as nn
+
+from .engines import quantized_engine
+
+CONTRACTS = ("fbgemm", "qnnpack", "integer")
+REQUANTIZING = ("conv", "add", "cat", "linear")
+
+
+def graph_spec():
+    """Hypothesis strategy of graph specs (dicts; see the module docstring)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def spec(draw):
+        c = draw(st.integers(1, 12))
+        hw = draw(st.integers(4, 11))
+        values = [(c, hw)]  # (channels, size) of each value, the input first
+        ops = []
+        for _ in range(draw(st.integers(1, 5))):
+            src = draw(st.integers(0, len(values) - 1))
+            sc, shw = values[src]
+            kind = draw(st.sampled_from(["conv", "conv", "conv", "add", "cat", "relu",
+                                         "hardtanh", "maxpool", "avgpool"]))
+            if kind in ("add", "cat"):
+                same = [i for i, v in enumerate(values) if v == values[src]]
+                other = draw(st.sampled_from(same))
+                ops.append({"op": kind, "a": src, "b": other,
+                            "relu": draw(st.booleans()) if kind == "add" else False})
+                values.append((sc * 2 if kind == "cat" else sc, shw))
+            elif kind == "conv":
+                k = draw(st.sampled_from([1, 3]))
+                stride = draw(st.sampled_from([1, 2])) if shw >= 4 else 1
+                depthwise = draw(st.booleans()) and k == 3
+                out = sc if depthwise else draw(st.integers(1, 16))
+                pad = k // 2
+                ops.append({"op": "conv", "a": src, "out": out, "k": k, "stride": stride,
+                            "groups": sc if depthwise else 1, "relu": draw(st.booleans())})
+                values.append((out, (shw + 2 * pad - k) // stride + 1))
+            elif kind in ("maxpool", "avgpool"):
+                if shw < 2:
+                    continue
+                ops.append({"op": kind, "a": src})
+                values.append((sc, shw // 2))
+            else:
+                ops.append({"op": kind, "a": src})
+                values.append(values[src])
+        head = draw(st.booleans())
+        return {"input": [1, c, hw, hw], "ops": ops, "head": head,
+                "classes": draw(st.integers(1, 10)),
+                "contract": draw(st.sampled_from(CONTRACTS)),
+                "per_channel": draw(st.booleans()),
+                "qparams_seed": draw(st.integers(0, 2**31 - 1)),
+                "input_scale": draw(st.sampled_from([0.2, 1.0, 5.0])),
+                "seed": draw(st.integers(0, 2**31 - 1))}
+
+    return spec()
+
+
+class SpecModel(nn.Module):
+    """The float model of a spec (QuantStub / DeQuantStub around it, FloatFunctional ops)."""
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self.spec = spec
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        gen = torch.Generator().manual_seed(spec["seed"])
+        channels = [spec["input"][1]]
+        self.layers = nn.ModuleList()
+        for op in spec["ops"]:
+            c = channels[op["a"]]
+            if op["op"] == "conv":
+                conv = nn.Conv2d(c, op["out"], op["k"], op["stride"], op["k"] // 2,
+                                 groups=op["groups"])
+                with torch.no_grad():
+                    conv.weight.uniform_(-1, 1, generator=gen)
+                    conv.bias.uniform_(-1, 1, generator=gen)
+                layer = torch.ao.nn.intrinsic.ConvReLU2d(conv, nn.ReLU()) if op["relu"] else conv
+                channels.append(op["out"])
+            elif op["op"] in ("add", "cat"):
+                layer = torch.ao.nn.quantized.FloatFunctional()
+                channels.append(c * 2 if op["op"] == "cat" else c)
+            else:
+                layer = {"relu": nn.ReLU(), "hardtanh": nn.Hardtanh(-0.5, 1.5),
+                         "maxpool": nn.MaxPool2d(2), "avgpool": nn.AvgPool2d(2)}[op["op"]]
+                channels.append(c)
+            self.layers.append(layer)
+        self.head = None
+        if spec["head"]:
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.head = nn.Linear(channels[-1], spec["classes"])
+            with torch.no_grad():
+                self.head.weight.uniform_(-1, 1, generator=gen)
+
+    def forward(self, x):
+        values = [self.quant(x)]
+        for op, layer in zip(self.spec["ops"], self.layers):
+            a = values[op["a"]]
+            if op["op"] == "add":
+                values.append(layer.add_relu(a, values[op["b"]]) if op["relu"]
+                              else layer.add(a, values[op["b"]]))
+            elif op["op"] == "cat":
+                values.append(layer.cat([a, values[op["b"]]], dim=1))
+            else:
+                values.append(layer(a))
+        y = values[-1]
+        if self.head is not None:
+            y = self.head(torch.flatten(self.pool(y), 1))
+        return self.dequant(y)
+
+
+def build(spec: dict):
+    """(quantized model, inputs) of a spec: eager quantization on the contract's engine, then
+    random output qparams on every quantized module."""
+    engine = "qnnpack" if spec["contract"] == "qnnpack" else "fbgemm"
+    gen = torch.Generator().manual_seed(spec["seed"] + 1)
+    inputs = [torch.randn(spec["input"], generator=gen) * spec["input_scale"] for _ in range(3)]
+    model = SpecModel(spec).eval()
+    weight = tq.default_per_channel_weight_observer if spec["per_channel"] and engine == "fbgemm" \
+        else tq.default_weight_observer
+    model.qconfig = tq.QConfig(activation=tq.default_observer, weight=weight)
+    with quantized_engine(engine), torch.no_grad():
+        tq.prepare(model, inplace=True)
+        for x in inputs:
+            model(x)
+        tq.convert(model, inplace=True)
+    rng = np.random.default_rng(spec["qparams_seed"])
+    for module in model.modules():
+        if isinstance(getattr(module, "scale", None), float):
+            module.scale, module.zero_point = _perturbed_qparams(rng, module.scale,
+                                                                 module.zero_point)
+    return model, inputs
+
+
+def _perturbed_qparams(rng, scale: float, zero_point: int) -> tuple[float, int]:
+    """Output qparams off the calibrated ones: mostly within 10x of the calibrated scale (so
+    the output keeps many distinct values), sometimes at the extremes (1e-4, 10: everything
+    saturates or collapses); the zero point kept, moved, or anywhere in 0..255."""
+    roll = rng.uniform()
+    if roll < 0.1:
+        scale = float(rng.choice([1e-4, 10.0]))
+    else:
+        scale = float(np.clip(scale * 10 ** rng.uniform(-1, 1), 1e-4, 10.0))
+    roll = rng.uniform()
+    if roll < 0.4:
+        pass
+    elif roll < 0.8:
+        zero_point = int(np.clip(zero_point + rng.integers(-40, 41), 0, 255))
+    else:
+        zero_point = int(rng.integers(0, 256))
+    return scale, zero_point
+
+
+def requantizing_ops(spec: dict) -> int:
+    return sum(op["op"] in REQUANTIZING for op in spec["ops"]) + int(spec["head"])
+
+
+def check(spec: dict) -> dict:
+    """Compile the spec's graph under its contract and compare; the result says whether it
+    is inside the declared contract ("ok") and by how much it differs."""
+    import qcompile
+
+    model, inputs = build(spec)
+    numerics = spec["contract"]
+    compiled = qcompile.compile(model, inputs[:1], numerics=numerics, tune_logs=False)
+    report = qcompile.verify(model, compiled, inputs)
+    result = {"contract": numerics, "bit_exact_fraction": report["bit_exact_fraction"],
+              "max_abs_lsb": report["max_abs_lsb"], "requantizing_ops": requantizing_ops(spec),
+              "distinct_outputs": report["distinct_reference_values"]}
+    if numerics == "integer":
+        judged = result["requantizing_ops"] == 1
+        result["ok"] = (report["max_abs_lsb"] <= 1) if judged else True
+        result["judged"] = judged
+    else:
+        result["ok"] = report["bit_exact_fraction"] == 1.0
+        result["judged"] = True
+    return result
+
+
+def run(n: int, seed: int, out_dir: str = "fuzz-failures", log=print) -> dict:
+    """Run n graphs (hypothesis, seeded); save failing specs to out_dir; return a summary."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+
+    counts = {"graphs": 0, "failures": 0, "judged": 0, "errors": 0}
+    by_contract = {c: 0 for c in CONTRACTS}
+    failures = []
+    start = time.time()
+
+    @hseed(seed)
+    @settings(max_examples=n, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), phases=["generate"])
+    @given(graph_spec())
+    def one(spec):
+        counts["graphs"] += 1
+        by_contract[spec["contract"]] += 1
+        try:
+            result = check(spec)
+        except Exception as err:  # noqa: BLE001 - a crash is a failure too: keep it
+            result = {"ok": False, "judged": True, "error": f"{type(err).__name__}: {err}"[:500]}
+            counts["errors"] += 1
+        counts["judged"] += int(result["judged"])
+        if not result["ok"]:
+            counts["failures"] += 1
+            os.makedirs(out_dir, exist_ok=True)
+            path = os.path.join(out_dir, f"graph-{seed}-{counts['graphs']}.json")
+            with open(path, "w") as f:
+                json.dump({"spec": spec, "result": result}, f, indent=1)
+            failures.append(path)
+            log(f"[fuzz] FAIL {path}: {result}")
+        if counts["graphs"] % 10 == 0:
+            rate = counts["graphs"] / max(time.time() - start, 1e-9)
+            log(f"[fuzz] {counts['graphs']}/{n} graphs, {counts['failures']} outside the contract"
+                f" ({rate * 60:.0f} graphs/min)")
+
+    one()
+    summary = {**counts, "by_contract": by_contract, "seed": seed, "failing_specs": failures,
+               "seconds": round(time.time() - start, 1)}
+    log(f"[fuzz] {summary['graphs']} graphs ({', '.join(f'{k} {v}' for k, v in by_contract.items())})"
+        f", {summary['failures']} outside the declared contract, {summary['errors']} crashes, "
+        f"{summary['seconds']:.0f} s")
+    return summary
+
+
+def replay(path: str) -> dict:
+    """Re-check a saved failing spec (a reproducer written by run)."""
+    with open(path) as f:
+        return check(json.load(f)["spec"])
+
+
+__all__ = ["graph_spec", "build", "check", "run", "replay"]
