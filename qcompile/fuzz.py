@@ -12,9 +12,9 @@ how much signal the output kept.
 
 Contracts checked (qcompile's numerics, declared in the README):
   fbgemm, qnnpack  bit-exact with PyTorch's engine of that name (every graph);
-  integer          within 1 LSB of fbgemm for graphs with one requantizing op (conv, add, cat,
-                   linear); longer graphs are run and reported, not judged: a one-step
-                   difference can be amplified by any later scale ratio.
+  integer          within 1 LSB of fbgemm for graphs with one rounding op (conv, add, cat,
+                   linear, avg pool); longer graphs are run and reported, not judged: a
+                   one-step difference can be amplified by any later scale ratio.
 `qcompile fuzz --n N --seed S` runs N graphs and saves each failing spec as a reproducer.
 """
 
@@ -32,7 +32,7 @@ import torch.nn as nn
 from .engines import quantized_engine
 
 CONTRACTS = ("fbgemm", "qnnpack", "integer")
-REQUANTIZING = ("conv", "add", "cat", "linear")
+REQUANTIZING = ("conv", "add", "cat", "linear", "avgpool")  # ops that round
 
 
 def graph_spec():
