@@ -122,6 +122,10 @@ def explain(model, example_inputs, layer: str | None = None) -> dict:
     multipliers.  `example_inputs`: a tensor or a list of them (the first is run once to learn
     each layer's input qparams).  Returns a JSON-serialisable dict {"layers": [...], "contracts"}.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise QCompileError("explain reads the quantized modules of an nn.Module (eager or fx); "
+                            "a TorchScript model hides them: explain the model before "
+                            "torch.jit.save, or compile and verify the file")
     layers = _layers(model)
     if not layers:
         raise QCompileError("no quantized Conv2d/Linear found; pass the output of "

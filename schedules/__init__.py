@@ -6,7 +6,9 @@
 - packed.py: tensorized schedules of the packed conv2d / dense kernels (tiles searchable)
 - depthwise.py: the schedule of fbgemm's depthwise kernel
 - tuning.py: the MetaSchedule design space (which kernels are tuned, over what)
+- dot_product.py: the description all our int8 dot-product intrinsics share
 - x86_intrinsics.py: our VNNI 16x4 (the shipped one fails LLVM 22) and exact AVX2 8x2 intrinsics
+- arm_intrinsics.py: aarch64 4x4 sdot (dotprod) and smull/saddlp (NEON) on i8-shifted activations
 
 Nothing outside this package spells an `mcpu` or an intrinsic name.
 """

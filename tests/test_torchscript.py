@@ -46,6 +46,8 @@ def test_model_file_through_the_command_line(resnet, tmp_path, capsys):
     assert (tmp_path / "r18.so").exists()
     assert main(["compile", str(path), "-o", str(tmp_path / "x.so")]) == 2
     assert "needs --input-shape" in capsys.readouterr().err
+    assert main(["explain", str(path), "--input-shape", "1,3,32,32"]) == 2
+    assert "TorchScript model hides them" in capsys.readouterr().err
 
 
 def test_corrupt_or_truncated_file_is_a_clear_error(resnet, tmp_path):
