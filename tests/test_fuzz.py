@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, seed, settings
 
 import qcompile
@@ -58,3 +59,45 @@ def test_fuzz_command(tmp_path, capsys):
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["graphs"] == 3
     assert "outside the declared contract" in capsys.readouterr().out
+
+
+# found by `qcompile fuzz --n 2000 --seed 0`: QNNPACK's add refuses a 1900x scale ratio
+REFUSED_BY_QNNPACK = {'input': [1, 3, 4, 4],
+     'ops': [{'op': 'add', 'a': 0, 'b': 0, 'relu': True},
+             {'op': 'conv',
+              'a': 1,
+              'out': 6,
+              'k': 1,
+              'stride': 1,
+              'groups': 1,
+              'relu': False},
+             {'op': 'add', 'a': 2, 'b': 2, 'relu': False},
+             {'op': 'cat', 'a': 3, 'b': 3, 'relu': False},
+             {'op': 'maxpool', 'a': 4}],
+     'head': True,
+     'classes': 9,
+     'contract': 'qnnpack',
+     'per_channel': False,
+     'qparams_seed': 859,
+     'input_scale': 5.0,
+     'seed': 1981}
+
+
+def test_a_graph_pytorch_refuses_is_refused_clearly():
+    """qcompile refuses it too, as a QCompileError (raised inside a Relax pass it used to reach
+    the user as a bare RuntimeError), and the fuzzer counts it inside the contract."""
+    model, inputs = fuzz.build(REFUSED_BY_QNNPACK)
+    with pytest.raises(qcompile.QCompileError, match="QNNPACK add refuses these scales"):
+        qcompile.compile(model, inputs[:1], numerics="qnnpack", tune_logs=False)
+    result = fuzz.check(REFUSED_BY_QNNPACK)
+    assert result["ok"] and "refused" in result
+
+
+def test_a_spec_always_builds_the_same_graph():
+    spec = {**REFUSED_BY_QNNPACK, "contract": "fbgemm"}
+    (m1, x1), (m2, x2) = fuzz.build(spec), fuzz.build(spec)
+    for (k1, v1), (k2, v2) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert k1 == k2
+        if isinstance(v1, torch.Tensor):
+            assert torch.equal(v1.int_repr() if v1.is_quantized else v1,
+                               v2.int_repr() if v2.is_quantized else v2), k1

@@ -14,6 +14,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..errors import QCompileError
+
 
 @mutator
 class _CallRewriter(PyExprMutator):
@@ -21,11 +23,17 @@ class _CallRewriter(PyExprMutator):
         super().__init__(mod)
         self.rewrite = rewrite
         self.var2val = {}
+        self.error = None  # a QCompileError from `rewrite`, re-raised by run_rewrite
 
     def visit_call_(self, call):
-        new = self.rewrite(self, call)
-        if new is not None:
-            return new
+        if self.error is None:
+            try:
+                new = self.rewrite(self, call)
+            except QCompileError as err:
+                # raised through TVM's C++ visitor it would reach the user as a RuntimeError
+                self.error, new = err, None
+            if new is not None:
+                return new
         return self.visit_expr_post_order(call)
 
     # -- helpers for rewrite functions --------------------------------------------------
@@ -58,6 +66,8 @@ def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             rewriter.var2val = relax.analysis.get_var2val(func)
             new_func = rewriter.visit_expr(func)
+            if rewriter.error is not None:
+                raise rewriter.error
             rewriter.builder_.update_func(gvar, new_func)
     mod = rewriter.builder_.get()
     return relax.transform.DeadCodeElimination()(mod)
