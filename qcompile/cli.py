@@ -71,7 +71,10 @@ def load_model(spec: str, numerics: str, image_size: int | None, engine: str | N
     from . import zoo
 
     engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
-    entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
+    try:
+        entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
+    except ValueError as err:  # unknown name, engine or image size
+        raise QCompileError(str(err)) from None
     return entry
 
 

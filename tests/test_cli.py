@@ -41,6 +41,10 @@ def test_explain_prints_every_layer(capsys):
     assert text.count("linear") >= 8 and "qnnpack" in text and "integer" in text
 
 
-def test_bad_model_spec_is_a_clean_error(capsys):
+def test_bad_model_spec_is_a_clean_error(capsys, tmp_path):
     assert main(["verify", "resnet.pt"]) == 2
-    assert "zoo:NAME" in capsys.readouterr().err
+    assert "needs --input-shape" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "resnet.pt"), "--input-shape", "1,3,8,8"]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert main(["verify", "zoo:resnet"]) == 2
+    assert "unknown zoo model" in capsys.readouterr().err
