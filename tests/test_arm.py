@@ -243,3 +243,18 @@ def test_tuning_candidates_are_linked_for_the_board():
     path = export_candidate("aarch64-neon", lib)
     header = open(path, "rb").read(20)
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+
+
+@needs_arm_tools
+def test_integer_and_fbgemm_contracts_give_the_same_bits_on_x86_and_arm():
+    """No contract depends on the machine: the aarch64 build (emulated) and this machine's
+    build of the same model agree bit for bit (integer: no float at all; fbgemm: float
+    requantize with the same operation order)."""
+    entry = zoo.get("resnet18", "fbgemm", image_size=IMAGE)
+    xs = entry.example_inputs(3, seed=11)
+    for numerics in ("integer", "fbgemm"):
+        host = qcompile.compile(entry.quantized, xs[:1], numerics=numerics, tune_logs=False)
+        arm = qcompile.compile(entry.quantized, xs[:1], numerics=numerics, target="aarch64-neon",
+                               tune_logs=False)
+        for x, (out,) in zip(xs, emulate(arm, verbose=False).run_many(xs)):
+            np.testing.assert_array_equal(out, host(x), err_msg=numerics)
