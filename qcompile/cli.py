@@ -59,7 +59,8 @@ def _shape(text: str):
     try:
         return tuple(int(d) for d in text.split(","))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from err
 
 
 def load_model(spec: str, numerics: str, image_size: int | None, engine: str | None = None,

@@ -205,10 +205,11 @@ def check(spec: dict) -> dict:
 
     model, inputs = build(spec)
     numerics = spec["contract"]
-    refused = _reference_refuses(model, inputs, "qnnpack" if numerics == "qnnpack" else "fbgemm")
     try:
         compiled = qcompile.compile(model, inputs[:1], numerics=numerics, tune_logs=False)
     except qcompile.QCompileError as err:
+        refused = _reference_refuses(model, inputs,
+                                     "qnnpack" if numerics == "qnnpack" else "fbgemm")
         if refused is None:
             raise
         # the reference cannot run it either, and qcompile says so clearly: inside the contract
@@ -268,7 +269,8 @@ def run(n: int, seed: int, out_dir: str = "fuzz-failures", log=print) -> dict:
     one()
     summary = {**counts, "by_contract": by_contract, "seed": seed, "failing_specs": failures,
                "seconds": round(time.time() - start, 1)}
-    log(f"[fuzz] {summary['graphs']} graphs ({', '.join(f'{k} {v}' for k, v in by_contract.items())})"
+    contracts = ", ".join(f"{k} {v}" for k, v in by_contract.items())
+    log(f"[fuzz] {summary['graphs']} graphs ({contracts})"
         f", {summary['failures']} outside the declared contract, {summary['errors']} crashes, "
         f"{summary['refused_by_both']} refused by PyTorch and qcompile alike, "
         f"{summary['seconds']:.0f} s")

@@ -43,6 +43,20 @@ class TargetFamily:
         """True when the code is for another architecture than this machine's."""
         return platform.machine() != self.arch
 
+    def export_library(self, module, path: str) -> str:
+        """Write a built TVM module as a shared library this family's machine loads (linked
+        with the cross compiler when that is another architecture)."""
+        if not self.is_cross():
+            module.export_library(path)
+            return path
+        from tvm.support import cc
+
+        from qcompile.deploy.runtime import require_tool
+
+        require_tool(self.cross_compiler, f"exporting for {self.name}")
+        module.export_library(path, fcompile=cc.cross_compiler(self.cross_compiler))
+        return path
+
 
 def _cpu_flags() -> set:
     try:

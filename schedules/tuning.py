@@ -4,8 +4,9 @@ A packed int8 kernel (conv2d_packed / dense_packed) is tuned over the tile sizes
 tensorized default schedule (schedules.packed with search=True): the tiles are sampled with
 `sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator, ranked by the XGBoost cost
 model.  The default schedule itself is a second design space, so it is measured in the same
-conditions and a tuned record only wins by being faster.  Every candidate keeps the packed layout and the family's intrinsic, so tensorization
-stays correct by construction (and the tuner's correctness gate checks it anyway).
+conditions and a tuned record only wins by being faster.  Every candidate keeps the packed
+layout and the family's intrinsic, so tensorization stays correct by construction (and the
+tuner's correctness gate checks it anyway).
 Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks.
 """
 
@@ -76,4 +77,5 @@ def import_tvm_intrinsics() -> None:
 def builder_worker_init() -> None:
     """Initializer of MetaSchedule's builder processes (each imports the intrinsics too)."""
     import_tvm_intrinsics()
-    from . import arm_intrinsics, x86_intrinsics  # noqa: F401 - our intrinsics, registered on import
+    # our intrinsics, registered on import
+    from . import arm_intrinsics, x86_intrinsics  # noqa: F401

@@ -82,7 +82,8 @@ def test_signed_activation_packing_is_exact(monkeypatch):
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), seeded(nn.Linear(6, 7), 3))  # K=6: padded
     xs = inputs_like((1, 3, 15, 17), n=3, scale=2.0, shift=0.5)
     for engine in ("fbgemm", "qnnpack"):
-        model = quantize_eager(copy.deepcopy(body), xs, engine=engine, per_channel=engine == "fbgemm",
+        model = quantize_eager(copy.deepcopy(body), xs, engine=engine,
+                               per_channel=engine == "fbgemm",
                                fuse=[["body.0", "body.1"]])
         compiled = qcompile.compile(model, xs[:1], target=fake.name, numerics=engine,
                                     tune_logs=False)
@@ -239,7 +240,8 @@ def test_tuning_candidates_are_linked_for_the_board():
 
     a = te.placeholder((64,), "int8", name="a")
     b = te.compute((64,), lambda i: a[i] + 1, name="b")
-    lib = tvm.compile(te.create_prim_func([a, b]), target=resolve_family("aarch64-neon").tvm_target())
+    target = resolve_family("aarch64-neon").tvm_target()
+    lib = tvm.compile(te.create_prim_func([a, b]), target=target)
     path = export_candidate("aarch64-neon", lib)
     header = open(path, "rb").read(20)
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64

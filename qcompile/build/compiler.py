@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -85,8 +84,8 @@ class CompiledModel:
 
     @property
     def family(self):
-        """The schedules.TargetFamily compiled for (x86 when the sidecar does not say)."""
-        return resolve_family(self.meta.get("target_family", "x86"))
+        """The schedules.TargetFamily compiled for."""
+        return _family_of(self.meta)
 
     def _machine(self):
         if self._vm is None:
@@ -94,8 +93,8 @@ class CompiledModel:
             if not family.runs_here():
                 raise QCompileError(
                     f"this model is compiled for {family.name} ({family.arch}), which this "
-                    f"machine cannot run: export it (`qcompile compile ... -o model.so`) and run it "
-                    f"on the device, or check it here with `qcompile verify MODEL --target "
+                    f"machine cannot run: export it (`qcompile compile ... -o model.so`) and run "
+                    f"it on the device, or check it here with `qcompile verify MODEL --target "
                     f"{family.name} --emulate`")
             self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
             threads = self.meta.get("threads")
@@ -128,22 +127,15 @@ class CompiledModel:
     def export(self, path: str) -> str:
         """Write the library (loadable by tvm.runtime.load_module) and a JSON sidecar;
         for another architecture, linked with the family's cross compiler."""
-        family = self.family
-        if family.is_cross():
-            from tvm.support import cc
-
-            if shutil.which(family.cross_compiler) is None:
-                raise QCompileError(
-                    f"exporting for {family.name} needs the cross compiler "
-                    f"{family.cross_compiler}: `make setup-arm` (or apt-get install "
-                    f"g++-aarch64-linux-gnu) installs it")
-            self.executable.export_library(
-                path, fcompile=cc.cross_compiler(family.cross_compiler))
-        else:
-            self.executable.export_library(path)
+        self.family.export_library(self.executable, path)
         with open(path + _META_SUFFIX, "w") as f:
             json.dump(self.meta, f, indent=1)
         return path
+
+
+def _family_of(meta: dict):
+    """The target family a model's metadata names (x86 when it does not say)."""
+    return resolve_family(meta.get("target_family", "x86"))
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -215,7 +207,7 @@ def load(path: str) -> CompiledModel:
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-    family = resolve_family(meta.get("target_family", "x86"))
+    family = _family_of(meta)
     if family.is_cross():
         raise QCompileError(
             f"{path} is compiled for {family.name} ({family.arch}); this machine cannot load it. "

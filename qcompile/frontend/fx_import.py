@@ -28,6 +28,10 @@ _QUANTIZE_FIRST = ("Quantize it first, e.g. torch.ao.quantization.prepare -> cal
                    "or 'qnnpack' qconfig.")
 
 
+class FxTraceError(QCompileError):
+    """torch.fx could not trace a quantized model (import_model then tries torch.jit.trace)."""
+
+
 def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
     """Symbolically trace the model (fx GraphModules from convert_fx are taken as they are)."""
     if not is_quantized_model(model):
@@ -39,7 +43,7 @@ def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
     try:
         return torch.fx.symbolic_trace(model)
     except Exception as err:  # noqa: BLE001 - any trace failure is reported the same way
-        raise QCompileError(
+        raise FxTraceError(
             f"torch.fx could not trace {type(model).__name__}: {err}. Models with data-dependent "
             "Python control flow cannot be captured by fx yet.") from err
 
@@ -162,14 +166,14 @@ def _importer(model, input_shapes, probe: bool) -> Importer:
 
     if isinstance(model, torch.jit.ScriptModule):
         if not is_quantized_script(model):
-            raise QCompileError(f"{getattr(model, 'original_name', 'the TorchScript model')} is "
-                                "a float model: qcompile compiles quantized models. " + _QUANTIZE_FIRST)
+            name = getattr(model, "original_name", "the TorchScript model")
+            raise QCompileError(f"{name} is a float model: qcompile compiles quantized models. "
+                                + _QUANTIZE_FIRST)
         return ScriptImporter(model)
     try:
         return Importer(capture(model), probe)
-    except QCompileError as err:
-        if not is_quantized_model(model) or "could not trace" not in str(err):
-            raise
+    except FxTraceError:
+        pass
     try:
         with torch.no_grad():
             traced = torch.jit.trace(model, tuple(torch.zeros(s) for s in input_shapes))

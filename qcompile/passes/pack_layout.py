@@ -11,14 +11,16 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
           acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
 
 Channel counts that are not multiples of the blocks are padded with zero weights (the padded
-activations then contribute nothing).
+activations then contribute nothing).  The arithmetic is unchanged: these are the same exact
+integer sums, in another memory order.
 
 `signed_activations` (ARM, whose sdot/smull take i8 x i8): the packed activations are a - 128
 (exact in int8) and 128 * sum(W[o, ...]), a compile-time constant per output, is added back
-when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.  The arithmetic is unchanged: these are the same exact
-integer sums, in another memory order.  Block names ("pack_data", "conv2d_packed",
-"dense_packed") are how the schedules find these kernels.  Which blocks a target uses comes
-from schedules/ (the `out_block`/`in_block` arguments); this pass knows no target.
+when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.
+
+Block names ("pack_data", "conv2d_packed", "dense_packed") are how the schedules find these
+kernels.  Which blocks a target uses comes from schedules/ (the `out_block`/`in_block`
+arguments); this pass knows no target.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def _shifted(value):
     return (value.astype("int32") - 128).astype("int8")
 
 
+def _corrected(value, correction, out):
+    """An unpacked accumulator, plus the shift correction of output `out` when there is one."""
+    return value if correction is None else value + correction[out]
+
+
 def _dense_te(x, wp, n_out: int, correction=None):
     """x[..., K] u8 with packed Wp -> int32 [..., n_out]; `correction` [n_out] int32:
     the activations are packed shifted to i8 and the correction added back."""
@@ -78,12 +85,10 @@ def _dense_te(x, wp, n_out: int, correction=None):
             x[(*idx[:-1], r)].astype("int32")
             * wp[idx[-1] // ob, r // ib, idx[-1] % ob, r % ib].astype("int32"), axis=r),
         name="dense_packed")
-    if correction is not None:
-        return te.compute((*lead, n_out), lambda *idx: acc[idx] + correction[idx[-1]],
-                          name="unpack")
-    if nb * ob == n_out:
+    if nb * ob == n_out and correction is None:
         return acc
-    return te.compute((*lead, n_out), lambda *idx: acc[idx], name="unpack")
+    return te.compute((*lead, n_out), lambda *idx: _corrected(acc[idx], correction, idx[-1]),
+                      name="unpack")
 
 
 def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, correction=None):
@@ -117,12 +122,10 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, corre
             xp[b, rc, y * sh + ry * dh, z * sw + rx * dw, ri].astype("int32")
             * wp[o, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
         name="conv2d_packed")
-    if correction is None:
-        return te.compute((n, o_count, oh, ow),
-                          lambda b, o, y, z: acc[b, o // ob, y, z, o % ob], name="unpack")
-    return te.compute((n, o_count, oh, ow),
-                      lambda b, o, y, z: acc[b, o // ob, y, z, o % ob] + correction[o],
-                      name="unpack")
+    return te.compute(
+        (n, o_count, oh, ow),
+        lambda b, o, y, z: _corrected(acc[b, o // ob, y, z, o % ob], correction, o),
+        name="unpack")
 
 
 def _shift_correction(w: np.ndarray, out_axis: int):

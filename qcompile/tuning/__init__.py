@@ -27,7 +27,7 @@ from schedules.tuning import builder_worker_init, design_space, import_tvm_intri
 
 from ..errors import QCompileError
 from ..numerics import check_contract
-from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor, export_for
+from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
 from .logs import PROVENANCE, RECORDS, WORKLOADS
 from .progress import Progress, draw_curve
 
@@ -77,8 +77,8 @@ def _builder(family):
 
 def export_candidate(family_name: str, lib) -> str:
     """MetaSchedule export function (runs in the builder workers): a cross-linked .so."""
-    family = resolve_family(family_name)
-    return export_for(family, lib, os.path.join(tempfile.mkdtemp(), "candidate.so"))
+    return resolve_family(family_name).export_library(
+        lib, os.path.join(tempfile.mkdtemp(), "candidate.so"))
 
 
 def _task_loggers(work_dir: str, names: list[str]):
@@ -173,7 +173,8 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
             with _quiet_console():
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(t.weight) for t in tasks],
-                    work_dir=work_dir, max_trials_global=remaining, num_trials_per_iter=trials_per_iter,
+                    work_dir=work_dir, max_trials_global=remaining,
+                    num_trials_per_iter=trials_per_iter,
                     builder=_builder(family),
                     runner=runner,
                     database=GatedDatabase(inner, gate),

@@ -50,17 +50,6 @@ def run_primfunc(func: tvm.tirx.PrimFunc, target, args: list[np.ndarray]) -> lis
     return [t.numpy() for t in tensors]
 
 
-def export_for(family, lib, path: str) -> str:
-    """Write a built module as a shared library the family's machine loads."""
-    if family.is_cross():
-        from tvm.support import cc
-
-        lib.export_library(path, fcompile=cc.cross_compiler(family.cross_compiler))
-    else:
-        lib.export_library(path)
-    return path
-
-
 class RemoteExecutor:
     """Runs candidates where they are measured: on a device registered with an RPC tracker
     (the board a cross-compiled family is tuned for).  A session per check, released at once:
@@ -77,7 +66,7 @@ class RemoteExecutor:
         lib = tvm.compile(_as_module(func), target=self.family.tvm_target())
         session = rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=300)
         with tempfile.TemporaryDirectory() as tmp:
-            session.upload(export_for(self.family, lib, f"{tmp}/gate_candidate.so"))
+            session.upload(self.family.export_library(lib, f"{tmp}/gate_candidate.so"))
         remote = session.load_module("gate_candidate.so")
         dev = session.cpu()
         tensors = [tvm.runtime.tensor(a.copy(), dev) for a in args]
