@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
 import torch.ao.nn.quantized as nnq
+import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from tvm import relax
 
-from .values import QParams, QValue, dequantize, quantize, scalar, scale_expr
+from .values import QParams, QValue, choose_qparams, dequantize, quantize, scalar, scale_expr
 
 R = relax.op
 
@@ -124,6 +126,55 @@ def linear(imp, module, x, relu: bool = False):
     if b is not None:
         y = R.add(y, relax.const(b))
     return _finish(imp, module, y, relu)
+
+
+def _op_label(imp, module) -> str:
+    """How messages name a module's op: its class and, from fx, its path in the model."""
+    kind = module._get_name() if hasattr(module, "_get_name") else type(module).__name__
+    node = getattr(imp, "node", None)
+    if node is not None and node.op == "call_module":
+        return f"{kind} '{node.target}'"
+    return kind
+
+
+def dynamic_linear(imp, module, x, relu: bool = False, reduce_range: bool | None = None,
+                   label: str | None = None):
+    """Dynamically quantized Linear / LinearReLU (quantize_dynamic): float in, float out.
+
+    The input's qparams are chosen from the input itself, at run time:
+        s, z = choose_qparams(x)                                 (values.choose_qparams)
+        y = matmul(dequantize(quantize(x, s, z), s, z), permute_dims(dequantize(W, sw, zw)))
+        [y = add(y, bias)]  [y = relu(y)]
+    `reduce_range` defaults to what the module passes PyTorch's op (True since version 4)."""
+    label = label or _op_label(imp, module)
+    if isinstance(x, QValue):
+        raise imp.error(f"{label} takes a float input but got a quantized one")
+    packed = getattr(module, "_packed_params", None)
+    dtype = packed.dtype if packed is not None else module.dtype
+    if dtype != torch.qint8:
+        raise imp.error(f"{label}: dynamic quantization with {dtype} weights is not supported "
+                        "(qint8 only: quantize_dynamic(..., dtype=torch.qint8))")
+    if len(x.ty.shape) < 2:
+        raise imp.error(f"{label}: an input of rank {len(x.ty.shape)}; PyTorch's dynamic linear "
+                        "takes rank 2 or more")
+    weight = module.weight()
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) \
+            and weight.q_per_channel_axis() != 0:
+        raise imp.error(f"{label}: weights quantized per channel along axis "
+                        f"{weight.q_per_channel_axis()} are not supported (axis 0 only)")
+    if reduce_range is None:
+        reduce_range = isinstance(module, nniqd.LinearReLU) or (module.version or 0) >= 4
+    w = _weight(imp, weight, axis=0)
+    qp = imp.emit(choose_qparams(x, reduce_range, label))
+    s, z = relax.TupleGetItem(qp, 0), relax.TupleGetItem(qp, 1)
+    xq = R.quantize(x, s, z, axis=-1, out_dtype="uint8")
+    y = R.matmul(R.dequantize(xq, s, z, axis=-1), R.permute_dims(w, [1, 0]))
+    b = _bias(module)
+    if b is not None:
+        y = R.add(y, relax.const(b))
+    if relu:
+        y = R.nn.relu(y)
+    return imp.emit(y)
 
 
 # ---------------------------------------------------------------------------- binary ops
@@ -268,6 +319,8 @@ MODULES = {
     nniq.ConvReLU2d: lambda imp, m, x: conv2d(imp, m, x, relu=True),
     nnq.Linear: linear,
     nniq.LinearReLU: lambda imp, m, x: linear(imp, m, x, relu=True),
+    nnqd.Linear: dynamic_linear,
+    nniqd.LinearReLU: lambda imp, m, x: dynamic_linear(imp, m, x, relu=True),
     nnq.ReLU6: _module_relu6,
     torch.nn.ReLU: lambda imp, m, x: relu(imp, x),
     torch.nn.ReLU6: _module_relu6,

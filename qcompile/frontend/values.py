@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 from tvm import relax
 
 
@@ -50,3 +51,19 @@ def quantize(expr: relax.Expr, qparams: QParams) -> relax.Expr:
     return relax.op.quantize(expr, scale_expr(qparams.scale),
                              scalar(qparams.zero_point, "int32"), axis=0,
                              out_dtype=qparams.dtype)
+
+
+# Dynamic quantization: an activation's qparams chosen at run time from the tensor itself.
+CHOOSE_QPARAMS = "qcompile.choose_qparams"
+RUNTIME_QPARAMS = relax.TupleType([relax.TensorType([], "float32"), relax.TensorType([], "int32")])
+
+
+def choose_qparams(x: relax.Expr, reduce_range: bool, label: str) -> relax.Expr:
+    """The Q/DQ form's run-time qparams of float `x`: a (scale, zero point) pair of 0-d tensors.
+
+    A marker call (`call_pure_packed` of CHOOSE_QPARAMS, never run as a packed function): how
+    the range and rounding are chosen is the numerics contract's business, so the passes lower
+    it (qcompile.passes.lower_dynamic).  It records what the model asked for -- `reduce_range`
+    -- and `label`, the op it belongs to, for error messages."""
+    return relax.op.call_pure_packed(CHOOSE_QPARAMS, x, relax.prim_value(bool(reduce_range)),
+                                     tvm.ir.StringImm(label), ty_args=RUNTIME_QPARAMS)

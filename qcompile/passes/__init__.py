@@ -1,8 +1,8 @@
 """Relax passes from the Q/DQ form to integer kernels, one pass a file.
 
 Order matters and is fixed by `lower`:
-  qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops -> lower_boundaries
-  -> lower_max_pool -> check_lowered -> FoldConstant
+  lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops
+  -> lower_boundaries -> lower_max_pool -> check_lowered -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization).
 """
 
@@ -14,6 +14,7 @@ from tvm import relax
 from .canonicalize_bias import canonicalize_bias
 from .check_lowered import check_lowered
 from .fuse_requantize import fuse_requantize
+from .lower_dynamic import lower_dynamic
 from .lower_max_pool import lower_max_pool
 from .lower_qdq_ops import lower_boundaries, lower_qdq_ops
 from .pack_layout import pack_layout
@@ -22,6 +23,7 @@ from .qdq_to_integer import qdq_to_integer
 
 def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
     """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out."""
+    mod = lower_dynamic(mod, contract)
     mod = qdq_to_integer(mod, contract)
     mod = canonicalize_bias(mod, contract)
     mod = fuse_requantize(mod, contract)
@@ -32,5 +34,5 @@ def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
     return relax.transform.FoldConstant()(mod)
 
 
-__all__ = ["lower", "qdq_to_integer", "canonicalize_bias", "fuse_requantize", "lower_qdq_ops",
-           "lower_boundaries", "lower_max_pool", "check_lowered", "pack_layout"]
+__all__ = ["lower", "lower_dynamic", "qdq_to_integer", "canonicalize_bias", "fuse_requantize",
+           "lower_qdq_ops", "lower_boundaries", "lower_max_pool", "check_lowered", "pack_layout"]
