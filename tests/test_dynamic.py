@@ -146,6 +146,18 @@ def test_qnnpack_contract():
     assert_bits_equal(model, compiled, inputs, engine="qnnpack")
 
 
+def test_torchscript_traced_and_scripted():
+    model = dynamic(nn.Sequential(seeded(nn.Linear(12, 8)), nn.ReLU(), seeded(nn.Linear(8, 3))),
+                    fuse=[["0", "1"]])
+    inputs = edge_inputs((2, 12), seed=5)
+    with quantized_engine("fbgemm"):
+        traced = torch.jit.trace(model, inputs["normal"])
+        scripted = torch.jit.script(model)
+    compiled = compile_fast(traced, inputs["normal"])
+    assert_bits_equal(traced, compiled, inputs)
+    assert_bits_equal(scripted, compile_fast(scripted, inputs["normal"]), {"n": inputs["normal"]})
+
+
 def test_integer_contract_is_refused_naming_the_module():
     model = dynamic(Chain())
     with pytest.raises(qcompile.QCompileError) as err:

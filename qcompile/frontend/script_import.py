@@ -23,8 +23,10 @@ from .fx_import import Importer
 from .values import QValue
 
 _SCALAR_TYPES = {13: torch.quint8, 12: torch.qint8, 6: torch.float32}
+_FLOAT32 = 6  # TorchScript's ScalarType code of torch.float32
 _CONV_OPS = {"quantized::conv2d": False, "quantized::conv2d_relu": True}
 _LINEAR_OPS = {"quantized::linear": False, "quantized::linear_relu": True}
+_DYNAMIC_LINEAR_OPS = {"quantized::linear_dynamic": False, "quantized::linear_relu_dynamic": True}
 _BINARY = {"quantized::add": torch.ops.quantized.add,
            "quantized::add_relu": torch.ops.quantized.add_relu,
            "quantized::mul": torch.ops.quantized.mul,
@@ -64,10 +66,19 @@ _PY_OPS = {
 }
 
 
+def _all_nodes(nodes):
+    """Every node, including those inside prim::If / prim::Loop blocks."""
+    for n in nodes:
+        yield n
+        for block in n.blocks():
+            yield from _all_nodes(block.nodes())
+
+
 def is_quantized_script(module) -> bool:
-    """True if the TorchScript graph quantizes (holds quantize_per_tensor or quantized:: ops)."""
+    """True if the TorchScript graph quantizes (holds quantize_per_tensor or quantized:: ops,
+    also inside branches: a scripted dynamic Linear checks its weights' dtype first)."""
     return any(n.kind().startswith("quantized::") or n.kind() == "aten::quantize_per_tensor"
-               for n in module.inlined_graph.nodes())
+               for n in _all_nodes(module.inlined_graph.nodes()))
 
 
 class ScriptImporter(Importer):
@@ -144,6 +155,12 @@ class ScriptImporter(Importer):
         if kind in _LINEAR_OPS:
             return ops.linear(self, self._linear_module(*args[1:]), args[0],
                               relu=_LINEAR_OPS[kind])
+        if kind in _DYNAMIC_LINEAR_OPS:
+            return self._dynamic_linear(kind, *args)
+        if kind == "prim::dtype" and isinstance(args[0], relax.Expr):
+            return _FLOAT32 if args[0].ty.dtype == "float32" else args[0].ty.dtype
+        if kind == "aten::to" and isinstance(args[0], relax.Expr) and args[1] == _FLOAT32:
+            return args[0]  # dynamic linear's Y.to(x.dtype): float32 already
         if kind in _BINARY:
             return ops.FUNCTIONS[_BINARY[kind]](self, *args)
         if kind == "quantized::hardswish":
@@ -156,7 +173,8 @@ class ScriptImporter(Importer):
         if kind in _PY_OPS and not any(isinstance(a, (QValue, relax.Expr)) for a in args):
             return _PY_OPS[kind](*args)
         raise self.error(f"unsupported TorchScript op {kind}", ". Supported: " + ", ".join(
-            sorted([*_CONV_OPS, *_LINEAR_OPS, *_BINARY, *_TENSOR_OPS, "quantized::hardswish"])))
+            sorted([*_CONV_OPS, *_LINEAR_OPS, *_DYNAMIC_LINEAR_OPS, *_BINARY, *_TENSOR_OPS,
+                    "quantized::hardswish"])))
 
     def _if(self, node, cond):
         if not isinstance(cond, bool):
@@ -186,6 +204,14 @@ class ScriptImporter(Importer):
             stride=tuple(q.conv2d_stride(packed)), padding=tuple(q.conv2d_padding(packed)),
             dilation=tuple(q.conv2d_dilation(packed)), groups=int(q.conv2d_groups(packed)),
             scale=scale, zero_point=zero_point)
+
+    def _dynamic_linear(self, kind, x, packed, reduce_range=False):
+        """quantized::linear_dynamic / linear_relu_dynamic (quantize_dynamic's int8 Linear)."""
+        weight, bias = torch.ops.quantized.linear_unpack(packed)
+        module = SimpleNamespace(weight=lambda: weight, bias=lambda: bias, dtype=torch.qint8)
+        label = f"{kind} %{self.ts_node.output().debugName()}"
+        return ops.dynamic_linear(self, module, x, relu=_DYNAMIC_LINEAR_OPS[kind],
+                                  reduce_range=bool(reduce_range), label=label)
 
     def _linear_module(self, packed, scale, zero_point):
         weight, bias = torch.ops.quantized.linear_unpack(packed)
