@@ -194,3 +194,16 @@ def test_comparison_has_teeth_unfused_bias(monkeypatch):
         ref = model(x).numpy()
     differ = unfused(x).view(np.uint32) != ref.view(np.uint32)
     assert 0.02 < differ.mean() < 0.9, differ.mean()  # close, but not the same bits
+
+
+def test_zoo_bert_ffn_dynamic():
+    """768-wide hidden states, 128 tokens, 4 blocks: fc1 -> float ReLU -> fc2, each linear
+    dynamically quantized; the u8 x i8 GEMMs are the packed, tensorized dense kernels."""
+    from qcompile import zoo
+
+    entry = zoo.get("bert_ffn_dynamic")
+    inputs = entry.example_inputs(2, seed=8)
+    compiled = qcompile.compile(entry.quantized, inputs[:1], numerics="fbgemm", tune_logs=False)
+    assert compiled.meta["kernels"]["tensorized"] == 2  # fc1 and fc2 shapes (shared by blocks)
+    report = qcompile.verify(entry.quantized, compiled, inputs)
+    assert report["bit_exact_fraction"] == 1.0 and report["lsb"] is None, report

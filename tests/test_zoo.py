@@ -18,6 +18,7 @@ OUTPUT_SHAPES = {
     "mobilenet_v2": (1, 1000),
     "mobilenet_v3_small": (1, 1000),
     "bert_ffn": (1, 128, 768),
+    "bert_ffn_dynamic": (1, 128, 768),
 }
 # Operations each quantized model must contain once traced by torch.fx.
 EXPECTED_OPS = {
@@ -27,6 +28,7 @@ EXPECTED_OPS = {
     "mobilenet_v3_small": {"ConvReLU2d", "Conv2d", "Hardswish", "Hardsigmoid", "Linear",
                            "AdaptiveAvgPool2d", "AvgPool2d", "quantized.add", "quantized.mul"},
     "bert_ffn": {"LinearReLU", "Linear"},
+    "bert_ffn_dynamic": {"Linear", "ReLU"},  # quantized.dynamic.Linear, a float ReLU between
 }
 
 
@@ -127,6 +129,17 @@ def test_fbgemm_mobilenet_v2_tracks_float_model():
 def test_fbgemm_uses_per_channel_weights():
     conv = _small("mobilenet_v2").quantized.features[0][0]
     assert conv.weight().qscheme() in (torch.per_channel_symmetric, torch.per_channel_affine)
+
+
+def test_bert_ffn_dynamic_is_bert_ffn_quantized_at_run_time():
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    static, dynamic = zoo.get("bert_ffn"), zoo.get("bert_ffn_dynamic")
+    assert torch.equal(static.float_model.blocks[2].fc2.weight,
+                       dynamic.float_model.blocks[2].fc2.weight)
+    linears = [m for m in dynamic.quantized.modules() if isinstance(m, nnqd.Linear)]
+    assert len(linears) == 8
+    assert all(m.weight().qscheme() == torch.per_tensor_affine for m in linears)
 
 
 def test_default_input_size():

@@ -1,4 +1,5 @@
-"""Model zoo: our own model definitions plus their eager-mode static quantization.
+"""Model zoo: our own model definitions plus their eager-mode static quantization (and, for
+bert_ffn_dynamic, dynamic quantization).
 
 Usage::
 
@@ -29,7 +30,9 @@ from .resnet import ResNet18
 
 __all__ = ["ZOO_NAMES", "ENGINES", "ZooModel", "get", "float_tiny_model"]
 
-ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn")
+ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn", "bert_ffn_dynamic")
+# BERT-FFN models: their input is a hidden state, and `image_size` means nothing to them.
+_BERT_NAMES = ("bert_ffn", "bert_ffn_dynamic")
 ENGINES = ("fbgemm", "qnnpack")
 CALIBRATION_SAMPLES = 8
 BN_STAT_SAMPLES = 16
@@ -87,7 +90,7 @@ class ZooModel:
 
 def _build_float(name: str, image_size: int) -> tuple[nn.Module, tuple]:
     """Construct and initialise (global-RNG seeded) the float model and its input shape."""
-    if name == "bert_ffn":
+    if name in _BERT_NAMES:
         model = BertFFN()
         init_weights(model)
         for block in model.blocks:  # fc2 feeds no ReLU: unit gain keeps the scale steady
@@ -127,14 +130,29 @@ def quantize(float_model: nn.Module, fuse_groups: list[list[str]], engine: str,
     return model.eval()
 
 
+def quantize_dynamic(float_model: nn.Module, engine: str) -> nn.Module:
+    """Dynamic quantization: every nn.Linear gets int8 weights (per tensor, the default dynamic
+    qconfig) and chooses its input's qparams at run time; packed for `engine` (on a copy).
+    QuantStub / DeQuantStub are left as they are: unconverted, they pass the float through."""
+    model = copy.deepcopy(float_model).eval()
+    with quantized_engine(engine), torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        tq.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model.eval()
+
+
 @functools.lru_cache(maxsize=None)
 def _get_cached(name: str, engine: str, seed: int, image_size: int | None) -> ZooModel:
     with _single_thread():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             float_model, shape = _build_float(name, image_size or 224)
-        calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
-        quantized = quantize(float_model, float_model.fuse_groups(), engine, calibration)
+        if name == "bert_ffn_dynamic":  # bert_ffn's float model, quantized at run time
+            quantized = quantize_dynamic(float_model, engine)
+        else:
+            calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
+            quantized = quantize(float_model, float_model.fuse_groups(), engine, calibration)
     return ZooModel(name, engine, float_model, quantized, shape)
 
 
@@ -142,7 +160,7 @@ def get(name: str, engine: str = "fbgemm", seed: int = 0,
         image_size: int | None = None) -> ZooModel:
     """Build (or fetch from the in-process cache) zoo model `name`, quantized for `engine`.
 
-    `image_size` overrides the 224x224 input of the CNNs; it is ignored for bert_ffn.
+    `image_size` overrides the 224x224 input of the CNNs; it is ignored for the BERT FFNs.
     The returned objects are shared between calls with the same arguments.
     """
     if name not in ZOO_NAMES:
@@ -151,7 +169,7 @@ def get(name: str, engine: str = "fbgemm", seed: int = 0,
         raise ValueError(f"unknown quantization engine {engine!r}; valid: {', '.join(ENGINES)}")
     if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
-    if name == "bert_ffn" or image_size == 224:
+    if name in _BERT_NAMES or image_size == 224:
         image_size = None
     return _get_cached(name, engine, int(seed), image_size)
 
