@@ -127,6 +127,13 @@ def explain(model, example_inputs, layer: str | None = None) -> dict:
                             "a TorchScript model hides them: explain the model before "
                             "torch.jit.save, or compile and verify the file")
     layers = _layers(model)
+    dynamic = [name for name, m in model.named_modules() if isinstance(m, nnqd.Linear)]
+    if not layers and dynamic:
+        raise QCompileError(
+            f"the quantized layers of this model ({len(dynamic)}, e.g. '{dynamic[0]}') are "
+            "dynamically quantized: their input qparams are chosen at run time, so there are no "
+            "compile-time scales, int32 biases or multipliers to explain (the arithmetic is in "
+            "qcompile/numerics/dynamic.py); `qcompile verify` checks them against PyTorch")
     if not layers:
         raise QCompileError("no quantized Conv2d/Linear found; pass the output of "
                             "torch.ao.quantization.convert")

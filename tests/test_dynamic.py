@@ -207,3 +207,10 @@ def test_zoo_bert_ffn_dynamic():
     assert compiled.meta["kernels"]["tensorized"] == 2  # fc1 and fc2 shapes (shared by blocks)
     report = qcompile.verify(entry.quantized, compiled, inputs)
     assert report["bit_exact_fraction"] == 1.0 and report["lsb"] is None, report
+
+
+def test_explain_says_dynamic_layers_have_no_compile_time_scales():
+    from qcompile.explain_layers import explain
+
+    with pytest.raises(qcompile.QCompileError, match="'fc1'.*dynamically quantized"):
+        explain(dynamic(Chain()), [torch.randn(2, 24)])
