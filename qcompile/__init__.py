@@ -1,7 +1,7 @@
 """qcompile: int8-quantized PyTorch models compiled to native libraries with TVM.
 
 Public API, each a short function in front of one stage:
-  compile(model, example_inputs, target="x86", numerics="fbgemm") -> CompiledModel
+  compile(model, example_inputs, target="x86", numerics=None) -> CompiledModel
   load(path) -> CompiledModel
   verify(model, compiled, inputs) -> report dict (differences in quantized steps)
   explain(model, example_inputs) -> per-layer numerics table
@@ -18,13 +18,15 @@ from .errors import QCompileError  # noqa: E402
 from .numerics import CONTRACTS  # noqa: E402
 
 
-def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None,  # noqa: A001
+def compile(model, example_inputs, target="x86", numerics=None, threads=None,  # noqa: A001
             verbose=False, probe=False, tune_logs=True):
-    """Compile a quantized torch model (convert / convert_fx output) for `target`.
+    """Compile a quantized torch model (convert / convert_fx / convert_pt2e output, a
+    TorchScript module) for `target`.
 
     `numerics` is the contract: "fbgemm" (bit-exact with PyTorch's fbgemm engine), "qnnpack"
-    (int32 bias, fp32 requantize, as PyTorch's qnnpack engine) or "integer" (int32 bias,
-    fixed-point requantize).  `threads` is PyTorch's thread count the fbgemm contract mirrors
+    (int32 bias, fp32 requantize, as PyTorch's qnnpack engine), "integer" (int32 bias,
+    fixed-point requantize) or "pt2e" (PT2E models: their Q/DQ program's float arithmetic).
+    None (default): pt2e for PT2E models, fbgemm otherwise.  `threads` is PyTorch's thread count the fbgemm contract mirrors
     (some of PyTorch's elementwise results depend on it); default: torch.get_num_threads().
     `probe=True` also returns every quantized module's 8-bit output (for verify's per_layer).
     `tune_logs`: True applies the shipped tuning databases of the target family (tune_logs/),
@@ -37,7 +39,7 @@ def compile(model, example_inputs, target="x86", numerics="fbgemm", threads=None
 
 
 def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
-         numerics="fbgemm", **options):
+         numerics=None, **options):
     """Tune the model's int8 kernels with MetaSchedule (XGBoost cost model) into `work_dir`.
 
     Resumable (a rerun continues from the database in `work_dir`); every candidate passes a

@@ -20,7 +20,8 @@ class FileModel:
         if input_shape is None:
             raise QCompileError(f"{path}: a model file needs --input-shape (e.g. 1,3,224,224)")
         self.input_shape = tuple(input_shape)
-        self.quantized = load_torchscript(path, engine)
+        self.quantized = load_exported(path) if path.endswith(".pt2") else load_torchscript(
+            path, engine)
         self.float_model = None
 
     def example_inputs(self, n: int, seed: int = 1):
@@ -29,6 +30,23 @@ class FileModel:
 
         gen = torch.Generator().manual_seed(seed)
         return [torch.randn(self.input_shape, generator=gen) for _ in range(n)]
+
+
+def load_exported(path: str):
+    """torch.export.load of a PT2E-quantized program (.pt2) -> its GraphModule."""
+    import os
+
+    import torch
+
+    if not os.path.exists(path):
+        raise QCompileError(f"no such model file: {path}")
+    try:
+        return torch.export.load(path).module()
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not an exported program
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise QCompileError(f"cannot read {path} as an exported program ({first}); qcompile "
+                            "takes .pt2 files written by torch.export.save of a PT2E-quantized "
+                            "model") from err
 
 
 def load_torchscript(path: str, engine: str = "fbgemm"):
@@ -63,9 +81,17 @@ def _shape(text: str):
             f"expected comma-separated integers, got {text!r}") from err
 
 
-def load_model(spec: str, numerics: str, image_size: int | None, engine: str | None = None,
-               input_shape=None):
-    """`zoo:NAME` -> ZooModel; a TorchScript file (with its input shape) -> FileModel."""
+def model_from_args(args):
+    """The MODEL argument of a command, with --input-shape, --image-size and --pt2e."""
+    return load_model(args.model, args.numerics, args.image_size,
+                      input_shape=getattr(args, "input_shape", None),
+                      pt2e=getattr(args, "pt2e", None))
+
+
+def load_model(spec: str, numerics: str | None, image_size: int | None,
+               engine: str | None = None, input_shape=None, pt2e: str | None = None):
+    """`zoo:NAME` -> ZooModel (quantized eagerly, or with PT2E's `pt2e` quantizer); a
+    TorchScript (.pt) or exported-program (.pt2) file, with its input shape -> FileModel."""
     if not spec.startswith("zoo:"):
         return FileModel(spec, input_shape,
                          engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm"))
@@ -73,6 +99,10 @@ def load_model(spec: str, numerics: str, image_size: int | None, engine: str | N
 
     engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
     try:
+        if pt2e is not None:
+            from .zoo import pt2e as zoo_pt2e
+
+            return zoo_pt2e.get(spec[4:], pt2e, image_size=image_size)
         entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
     except ValueError as err:  # unknown name, engine or image size
         raise QCompileError(str(err)) from None
@@ -92,16 +122,25 @@ def format_report(report: dict) -> str:
         f"{report['cosine']:.6f}",
         f"  LSB histogram: {hist}",
     ]
+    if report.get("unit", "lsb") != "lsb":  # a float output: no quantized step to count in
+        lines[1:] = [
+            f"  float output: bit_exact_fraction {report['bit_exact_fraction']:.6f}   "
+            f"max_abs_error {report['max_abs_error']:.3g}   max {report['max_abs_lsb']} "
+            f"{report['unit']}   top1_agreement {report['top1_agreement']}   cosine "
+            f"{report['cosine']:.9f}"]
     if "first_divergent_layer" in report:
         lines.append(f"  first divergent layer: {report['first_divergent_layer']}")
+        differing = report.get("differing_layers", {})
+        lines.append(f"  layers compared: {report.get('layers_compared')}, differing: "
+                     + (", ".join(f"{n} ({d['mismatch_fraction']:.2e}, max {d['max_abs_steps']})"
+                                  for n, d in differing.items()) or "none"))
     return "\n".join(lines)
 
 
 def cmd_compile(args):
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size,
-                       input_shape=getattr(args, "input_shape", None))
+    entry = model_from_args(args)
     compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), target=args.target,
                                 numerics=args.numerics, verbose=True,
                                 tune_logs=tune_logs_arg(args))
@@ -119,8 +158,7 @@ def tune_logs_arg(args):
 def cmd_tune(args):
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size,
-                       input_shape=getattr(args, "input_shape", None))
+    entry = model_from_args(args)
     report = qcompile.tune(entry.quantized, entry.example_inputs(1), target=args.target,
                            trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
@@ -136,8 +174,7 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
     """Compile MODEL and verify it; optionally time qcompile against PyTorch."""
     import qcompile
 
-    entry = load_model(args.model, args.numerics, args.image_size,
-                       input_shape=getattr(args, "input_shape", None))
+    entry = model_from_args(args)
     inputs = entry.example_inputs(args.inputs, seed=1234)
     compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
                                 numerics=args.numerics, verbose=True, probe=args.per_layer,
@@ -184,8 +221,7 @@ def cmd_demo(args):
 def cmd_explain(args):
     from .explain_layers import explain, format_explain
 
-    entry = load_model(args.model, args.numerics, args.image_size,
-                       input_shape=getattr(args, "input_shape", None))
+    entry = model_from_args(args)
     report = explain(entry.quantized, entry.example_inputs(1), layer=args.layer)
     print(format_explain(report))
     if args.json:
@@ -291,11 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s, numerics=True):
         s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
-                                     "| zoo:bert_ffn | a TorchScript file (torch.jit.save)")
+                                     "| zoo:bert_ffn | a TorchScript file (torch.jit.save, .pt) | "
+                                     "an exported PT2E program (torch.export.save, .pt2)")
         s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                        help="the input shape of a model file")
         if numerics:
-            s.add_argument("--numerics", choices=CONTRACTS, default="fbgemm")
+            s.add_argument("--numerics", choices=CONTRACTS, default=None,
+                           help="numerics contract (default: pt2e for PT2E models, else fbgemm)")
+        s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
+                       help="quantize the zoo model with PT2E (torchao) and this quantizer "
+                            "instead of eager mode")
         s.add_argument("--image-size", type=int, default=None,
                        help="input resolution of the zoo CNNs (default 224)")
 

@@ -144,12 +144,34 @@ def _as_numpy(x) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def compile_model(model, example_inputs, target="x86", numerics="fbgemm", threads=None,
+def model_numerics(model, numerics: str | None) -> str:
+    """The contract to compile `model` under: `numerics`, or the model's own when None (pt2e
+    for PT2E graphs, fbgemm otherwise).  A PT2E graph runs in PyTorch as its float Q/DQ
+    program, so pt2e is the only contract its verify reference follows."""
+    from ..frontend.pt2e_import import is_pt2e_graph
+
+    is_pt2e = is_pt2e_graph(model)
+    if numerics is None:
+        return "pt2e" if is_pt2e else "fbgemm"
+    check_contract(numerics)
+    if is_pt2e and numerics != "pt2e":
+        raise QCompileError(f"{type(model).__name__} is a PT2E model (quantized_decomposed Q/DQ "
+                            f"ops): PyTorch runs it as a float Q/DQ program, not on the "
+                            f"{numerics} engine; compile it with numerics='pt2e' (the default "
+                            "for PT2E models)")
+    if numerics == "pt2e" and not is_pt2e:
+        raise QCompileError("numerics 'pt2e' is the arithmetic of PT2E models (torchao "
+                            "convert_pt2e); this model is eager/fx quantized: use fbgemm, "
+                            "qnnpack or integer")
+    return numerics
+
+
+def compile_model(model, example_inputs, target="x86", numerics=None, threads=None,
                   verbose=False, probe=False, tune_logs=True) -> CompiledModel:
     """Quantized torch model -> CompiledModel (see qcompile.compile)."""
     from ..tuning import logs
 
-    check_contract(numerics)
+    numerics = model_numerics(model, numerics)
     if threads is None:
         import torch
 

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from ..engines import quantized_engine
 
 
+def float32_ulps(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """How many float32 values lie between each pair (0: the same bits, 1: neighbours)."""
+
+    def ordered(x):
+        bits = np.ascontiguousarray(x, np.float32).view(np.int32).astype(np.int64)
+        return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+    return np.abs(ordered(reference) - ordered(output))
+
+
 def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dict:
-    """Element statistics of output vs reference, in steps of `lsb` (exact when lsb is None)."""
+    """Element statistics of output vs reference, in steps of `lsb`; with lsb None (a float
+    output, no quantized step) in float32 ULPs."""
     ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
     exact = float(np.mean(ref == out))
     if lsb:
         steps = np.rint(np.abs(ref - out) / lsb).astype(np.int64)
     else:
-        steps = (ref != out).astype(np.int64)
+        steps = float32_ulps(reference, output)
     values, counts = np.unique(steps, return_counts=True)
     histogram = {int(v): int(c) for v, c in zip(values, counts)}
     num = float(np.dot(ref.ravel(), out.ravel()))
     den = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
     return {"bit_exact_fraction": exact, "max_abs_lsb": int(steps.max(initial=0)),
+            "unit": "lsb" if lsb else "float32 ulp",
+            "max_abs_error": float(np.abs(ref - out).max(initial=0.0)),
             "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size),
             "distinct_reference_values": int(np.unique(ref).size)}
 
@@ -55,24 +70,42 @@ def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
     first quantized module whose 8-bit output differs.
     """
     numerics = compiled.meta.get("numerics", "fbgemm")
+    if numerics == "pt2e":  # the PT2E program itself: float ops, no quantized engine
+        engine = "pt2e"
     engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
     probes = compiled.meta.get("probes", []) if per_layer else []
-    probe_hooks, records = _probe_outputs(model, probes)
+    pt2e_probes = numerics == "pt2e" and bool(probes)
+    probe_hooks, records = _probe_outputs(model, [] if pt2e_probes else probes)
     refs, outs, first = [], [], None
+    differing = {}  # layer -> [mismatching elements, elements, max steps], over all inputs
     # an emulated model runs all inputs in one process (per-layer probes need one at a time)
     batch = compiled.run_many(inputs) if hasattr(compiled, "run_many") and not per_layer \
         else None
     try:
-        with quantized_engine(engine), torch.no_grad():
+        with (quantized_engine(engine) if engine != "pt2e" else contextlib.nullcontext()), \
+                torch.no_grad():
             for i, x in enumerate(inputs):
                 xs = x if isinstance(x, (list, tuple)) else [x]
-                refs.append(model(*xs).numpy())
+                if pt2e_probes:
+                    from ..frontend.pt2e_import import reference_probes
+
+                    ref, seen = reference_probes(model, xs, probes)
+                    records = {n: [seen[n]] if n in seen else [] for n in probes}
+                    refs.append(ref.numpy())
+                else:
+                    refs.append(model(*xs).numpy())
                 got = batch[i] if batch is not None else compiled(*xs)
                 if not isinstance(got, tuple):
                     got = (got,)
                 outs.append(got[0])
                 for name, value in zip(probes, got[len(got) - len(probes):]):
                     ref_q = records[name][-1] if records[name] else None
+                    if ref_q is not None:
+                        tally = differing.setdefault(name, [0, 0, 0])
+                        tally[0] += int(np.sum(ref_q != value))
+                        tally[1] += int(ref_q.size)
+                        tally[2] = max(tally[2], int(np.abs(ref_q.astype(np.int32) - value).max(
+                            initial=0)))
                     if first is None and ref_q is not None and not np.array_equal(ref_q, value):
                         first = {"module": name, "mismatch_fraction": float(np.mean(ref_q != value)),
                                  "max_abs_steps": int(np.abs(ref_q.astype(np.int32) - value).max())}
@@ -87,4 +120,8 @@ def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
                    "lsb": lsb})
     if per_layer:
         report["first_divergent_layer"] = first
+        report["layers_compared"] = len(differing)
+        report["differing_layers"] = {
+            n: {"mismatch_fraction": t[0] / t[1], "max_abs_steps": t[2]}
+            for n, t in differing.items() if t[0]}
     return report

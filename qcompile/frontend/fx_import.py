@@ -103,6 +103,12 @@ class Importer:
             return handler(self, *args, **kwargs)
         raise self.error(f"unexpected fx node kind {node.op}")
 
+    def probe_name(self, node: torch.fx.Node) -> str | None:
+        """The name a probe of this node's 8-bit output goes by (quantized modules), or None."""
+        if node.op == "call_module" and isinstance(self.env[node], QValue):
+            return node.target
+        return None
+
     @staticmethod
     def _unsupported(what: str) -> str:
         return f"unsupported op: {what}. Supported: {describe_supported()}"
@@ -133,9 +139,9 @@ class Importer:
                             output = relax.Tuple(outs + [v.expr for _, v in self.probes])
                         break
                     self.env[node] = self._convert_node(node)
-                    if self.probe and node.op == "call_module" and isinstance(
-                            self.env[node], QValue):
-                        self.probes.append((node.target, self.env[node]))
+                    name = self.probe_name(node) if self.probe else None
+                    if name is not None:
+                        self.probes.append((name, self.env[node]))
                 self.node = None
                 out = self.bb.emit_output(output)
             self.bb.emit_func_output(out)
@@ -160,10 +166,13 @@ def _name(target) -> str:
 
 def _importer(model, input_shapes, probe: bool) -> Importer:
     """The importer for the model: fx for nn.Modules fx can trace, TorchScript for ScriptModules
-    (torch.jit.load) and, through torch.jit.trace on zero inputs of `input_shapes`, for
+    (torch.jit.load), PT2E graphs (convert_pt2e, torch.export) and, through torch.jit.trace on zero inputs of `input_shapes`, for
     quantized modules fx cannot trace."""
+    from .pt2e_import import Pt2eImporter, is_pt2e_graph
     from .script_import import ScriptImporter, is_quantized_script
 
+    if is_pt2e_graph(model):
+        return Pt2eImporter(model, probe)
     if isinstance(model, torch.jit.ScriptModule):
         if not is_quantized_script(model):
             name = getattr(model, "original_name", "the TorchScript model")

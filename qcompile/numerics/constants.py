@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONTRACTS = ("fbgemm", "qnnpack", "integer")
+CONTRACTS = ("fbgemm", "qnnpack", "integer", "pt2e")
 
 f32 = np.float32
 

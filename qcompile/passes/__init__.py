@@ -1,8 +1,9 @@
 """Relax passes from the Q/DQ form to integer kernels, one pass a file.
 
 Order matters and is fixed by `lower`:
-  lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize -> lower_qdq_ops
-  -> lower_boundaries -> lower_max_pool -> check_lowered -> FoldConstant
+  lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize (under pt2e:
+  fuse_epilogue_pt2e) -> lower_qdq_ops -> lower_boundaries -> lower_max_pool -> check_lowered
+  -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization).
 """
 
@@ -13,6 +14,7 @@ from tvm import relax
 
 from .canonicalize_bias import canonicalize_bias
 from .check_lowered import check_lowered
+from .fuse_epilogue_pt2e import fuse_epilogue_pt2e
 from .fuse_requantize import fuse_requantize
 from .lower_dynamic import lower_dynamic
 from .lower_max_pool import lower_max_pool
@@ -26,9 +28,9 @@ def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
     mod = lower_dynamic(mod, contract)
     mod = qdq_to_integer(mod, contract)
     mod = canonicalize_bias(mod, contract)
-    mod = fuse_requantize(mod, contract)
+    mod = fuse_epilogue_pt2e(mod) if contract == "pt2e" else fuse_requantize(mod, contract)
     mod = lower_qdq_ops(mod, contract, threads)
-    mod = lower_boundaries(mod)
+    mod = lower_boundaries(mod, contract)
     mod = lower_max_pool(mod)
     check_lowered(mod)
     return relax.transform.FoldConstant()(mod)

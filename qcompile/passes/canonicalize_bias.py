@@ -4,8 +4,8 @@
       ==>  multiply(astype(add(acc, bias_q), f32), multiply(sx, sw))
 
 with `bias_q = round(bias / (sx * sw[c]))` at zero point 0, rounded the way the contract says
-(numerics.constants.int32_bias).  Under the fbgemm contract this pass does nothing: fbgemm adds
-the bias in float after scaling, and reproducing it means keeping the bias float.
+(numerics.constants.int32_bias).  Under the fbgemm and pt2e contracts this pass does nothing:
+fbgemm and PT2E's float ops add the bias in float after scaling, so the bias stays float.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _warn_if_saturated(bias, sx, sw, contract):
 
 def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
     """Fold each conv/linear float bias into an int32 add (not under fbgemm numerics)."""
-    if contract == "fbgemm":
+    if contract in ("fbgemm", "pt2e"):
         return mod
 
     def rewrite(ctx, call):

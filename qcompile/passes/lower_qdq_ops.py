@@ -15,7 +15,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ..numerics import kernels
+from ..numerics import kernels, pt2e
 from ..numerics.tables import unary_tables
 from ..errors import QCompileError
 from .fuse_requantize import activation_bounds, clip_range, qnnpack_clamp_permutes
@@ -58,6 +58,9 @@ def _binary(ctx, call, m, contract, threads):
         # PyTorch runs a broadcasting add through another loop (no vector body); not modelled.
         raise QCompileError("quantized add with broadcasting inputs "
                             f"{list(a.ty.shape)} + {list(b.ty.shape)} is not supported yet")
+    if contract == "pt2e":
+        fn = lambda x, y: pt2e.binary(x, y, qa, qb, qo, multiply, relu)  # noqa: E731
+        return ctx.call_te(fn, a, b, primfunc_name_hint="qmul" if multiply else "qadd")
     if contract == "qnnpack" and not multiply:
         try:
             from ..numerics.constants import qnnpack_add
@@ -82,9 +85,21 @@ def _clamp_kernel(x, lo, hi):
                                                    tirx.const(lo, x.dtype)), name="qclip")
 
 
+def _pt2e_table(ctx, m, op: str, bounds=None):
+    """Under pt2e a one-input op is a 256-entry table PyTorch's own float ops fill."""
+    qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
+    table = pt2e.unary_table(op, qa, qo, bounds)
+    return ctx.call_te(lambda x, t: kernels.lookup(x, t, None, 1), ctx.new(m[A]),
+                       relax.const(table), primfunc_name_hint=op)
+
+
 def _same_qparams_act(ctx, call, m, contract):
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
     act = ctx.value_of(call.args[0])
+    if contract == "pt2e":
+        if act.op.name == "relax.nn.relu":
+            return _pt2e_table(ctx, m, "relu")
+        return _pt2e_table(ctx, m, "clip", clip_range(act))
     if qa != qo:  # an activation between two quantize steps (convert_fx's unfused relu)
         if act.op.name == "relax.nn.relu":
             bounds = (0.0, None)
@@ -115,6 +130,8 @@ def _unary(ctx, call, m, contract, threads):
         op = "hardswish"
     else:
         op = "hardsigmoid"
+    if contract == "pt2e":
+        return _pt2e_table(ctx, m, op)
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
     body, tail = unary_tables(op, contract, qa, qo)
     args = [ctx.new(m[A]), relax.const(body)] + ([relax.const(tail)] if tail is not None else [])
@@ -133,6 +150,12 @@ def _pool(ctx, call, m, contract):
         out = _pool_qnnpack(ctx, pool, x, qa)
         if out is not None:
             return out
+    if contract == "pt2e":
+        if pool.op.name != "relax.nn.adaptive_avg_pool2d":
+            raise QCompileError("avg_pool2d under pt2e numerics is not supported yet "
+                                "(global average pooling is)")
+        fn = lambda t: pt2e.adaptive_avg_pool_1x1(t, qa, qo)  # noqa: E731
+        return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
     if pool.op.name == "relax.nn.adaptive_avg_pool2d":
         fn = lambda t: kernels.adaptive_avg_pool_1x1(t, qa, qo, contract)  # noqa: E731
         return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
@@ -176,6 +199,8 @@ def _concat(ctx, call, contract):
             return None
         qin = (float(const_value(dq.args[1], ctx)), int(const_value(dq.args[2])))
         fn = kernels.requantize_tensor_integer if contract == "integer" else kernels.requantize_tensor
+        if contract == "pt2e":
+            fn = pt2e.requantize_tensor
         moved.append(ctx.emit(ctx.call_te(fn, ctx.new(dq.args[0]), qin, (so, zo),
                                           primfunc_name_hint="requantize_tensor")))
     return R.concat(moved, axis=int(cat.attrs.axis))
@@ -202,15 +227,16 @@ def lower_qdq_ops(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModul
     return run_rewrite(mod, rewrite)
 
 
-def lower_boundaries(mod: tvm.IRModule) -> tvm.IRModule:
+def lower_boundaries(mod: tvm.IRModule, contract: str = "fbgemm") -> tvm.IRModule:
     """The model's input quantize and output dequantize become the engines' formulas."""
+    quantize = pt2e.quantize if contract == "pt2e" else kernels.quantize
 
     def rewrite(ctx, call):
         if not isinstance(call.op, tvm.ir.Op):
             return None
         if call.op.name == "relax.quantize":
             scale, zp = float(const_value(call.args[1], ctx)), int(const_value(call.args[2]))
-            return ctx.call_te(kernels.quantize, ctx.new(call.args[0]), scale, zp,
+            return ctx.call_te(quantize, ctx.new(call.args[0]), scale, zp,
                                call.attrs.out_dtype, primfunc_name_hint="quantize")
         if call.op.name == "relax.dequantize":
             scale, zp = float(const_value(call.args[1], ctx)), int(const_value(call.args[2]))

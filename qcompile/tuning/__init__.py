@@ -125,11 +125,13 @@ def _trials_in(database, mod) -> tuple[int, float | None]:
 
 
 def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
-               numerics="fbgemm", threads=None, rpc_tracker=None, rpc_key=None,
+               numerics=None, threads=None, rpc_tracker=None, rpc_key=None,
                trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None) -> dict:
     """See qcompile.tune.  `space` overrides the family's design space (tests use it);
     `trials_per_task` (if given) sets `trials` to that many per extracted task."""
-    check_contract(numerics)
+    from ..build.compiler import model_numerics
+
+    numerics = model_numerics(model, numerics)
     family = resolve_family(target)
     # a bad --rpc-* option fails before the extraction
     runner, remote = _runner(rpc_tracker, rpc_key, family)

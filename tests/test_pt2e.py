@@ -1,0 +1,136 @@
+"""PT2E models (torchao prepare_pt2e / convert_pt2e, torch.export): imported into the Q/DQ form
+and compiled under the pt2e contract, checked against the PT2E program as PyTorch runs it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+import torch
+import torch.nn as nn
+
+import qcompile
+from qcompile.cli import main
+from qcompile.zoo import pt2e as zoo_pt2e
+
+from helpers import inputs_like, seeded
+
+pytest.importorskip("torchao")
+
+
+def _quantize(model, shape, quantizer, n=4, seed=0):
+    calib = inputs_like(shape, n=n, seed=seed)
+    return zoo_pt2e.quantize_pt2e(seeded(model).eval(), calib, quantizer), calib
+
+
+def _verify(gm, inputs, **kw):
+    compiled = qcompile.compile(gm, inputs[:1], tune_logs=False, probe=True, **kw)
+    return compiled, qcompile.verify(gm, compiled, inputs, per_layer=True)
+
+
+def test_torchao_brings_no_torch_of_its_own():
+    """The pt2e extra must not pull a (CUDA) torch over the pinned CPU wheel."""
+    requires = importlib.metadata.requires("torchao") or []
+    assert not [r for r in requires if r.startswith("torch") and "extra ==" not in r], requires
+
+
+@pytest.mark.parametrize("quantizer", ["xnnpack", "x86"])
+def test_mobilenet_v2(quantizer):
+    """XNNPACKQuantizer quantizes the logits: bit-exact on the model's own inputs.
+    X86InductorQuantizer leaves them float (a float linear summed in oneDNN's order).  Any
+    difference must start as a single step in one quantized tensor (PyTorch's float conv sum
+    rounding across a step); it may then spread through later layers."""
+    zm = zoo_pt2e.get("mobilenet_v2", quantizer, image_size=32)
+    gen = torch.Generator().manual_seed(7)
+    off_distribution = [torch.randn(zm.input_shape, generator=gen) for _ in range(2)]
+    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), tune_logs=False, probe=True)
+    assert compiled.meta["numerics"] == "pt2e"
+    quantize_nodes = [n for n in zm.quantized.graph.nodes if n.op == "call_function" and str(
+        n.target).startswith("quantized_decomposed.quantize_per_tensor")]
+    for inputs in (zm.example_inputs(4), off_distribution):
+        report = qcompile.verify(zm.quantized, compiled, inputs, per_layer=True)
+        assert report["engine"] == "pt2e" and report["top1_agreement"] == 1.0, report
+        assert report["layers_compared"] >= len(quantize_nodes) - 5  # a few requantize no-ops
+        first = report["first_divergent_layer"]
+        assert first is None or (first["mismatch_fraction"] < 1e-2
+                                 and first["max_abs_steps"] == 1), report
+        if quantizer == "x86":
+            assert report["unit"] == "float32 ulp" and report["cosine"] > 0.99999, report
+    report = qcompile.verify(zm.quantized, compiled, zm.example_inputs(4))
+    if quantizer == "xnnpack":
+        assert report["unit"] == "lsb" and report["bit_exact_fraction"] >= 0.999, report
+
+
+class _ResidualBlock(nn.Module):
+    """conv -> relu, conv (+ input) -> relu, maxpool, cat, hardswish, pool, linear."""
+
+    def __init__(self, full: bool = True):
+        super().__init__()
+        self.full = full
+        self.c1 = nn.Conv2d(5, 12, 3, padding=1)
+        self.c2 = nn.Conv2d(12, 5, 1)
+        self.c3 = nn.Conv2d(5, 7, 3, stride=2, padding=1, bias=False)
+        self.c4 = nn.Conv2d(12, 6, 1)
+        self.fc = nn.Linear(6 if full else 7, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.c2(y) + x)
+        z = self.c3(y)
+        if self.full:  # ops the x86 quantizer leaves in float: qcompile has no float islands
+            z = self.c4(torch.cat([z, nn.functional.max_pool2d(y, 2)], dim=1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 1), 1))
+
+
+@pytest.mark.parametrize("quantizer", ["x86", "xnnpack"])
+def test_small_graph_every_quantized_tensor_is_exact(quantizer):
+    """Residual conv+add+relu (fused into the conv by the x86 quantizer), int8 activations
+    (xnnpack), max pool, cat, global pooling, a float or quantized linear output."""
+    gm, _ = _quantize(_ResidualBlock(full=quantizer == "xnnpack"), (1, 5, 12, 12), quantizer)
+    inputs = inputs_like((1, 5, 12, 12), n=3, seed=5) + inputs_like((1, 5, 12, 12), n=2,
+                                                                     scale=4.0, seed=6)
+    _, report = _verify(gm, inputs)
+    assert report["layers_compared"] >= 5
+    assert report["differing_layers"] == {}, report
+    assert report["max_abs_error"] < 1e-4, report
+
+
+def test_exported_program_file_through_the_command_line(tmp_path, capsys):
+    gm, calib = _quantize(_ResidualBlock(full=False), (1, 5, 12, 12), "x86")
+    path = tmp_path / "block.pt2"
+    torch.export.save(torch.export.export(gm, (calib[0],)), str(path))
+    assert main(["verify", str(path), "--input-shape", "1,5,12,12", "--inputs", "2",
+                 "--no-tune-logs"]) == 0
+    out = capsys.readouterr().out
+    assert "numerics pt2e vs PyTorch pt2e" in out and "float output" in out
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(path.read_bytes()[:2000])
+    assert main(["compile", str(bad), "--input-shape", "1,5,12,12", "-o",
+                 str(tmp_path / "x.so")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_contract_mismatches_are_refused():
+    gm, calib = _quantize(_ResidualBlock(full=False), (1, 5, 12, 12), "x86", n=1)
+    with pytest.raises(qcompile.QCompileError, match="compile it with numerics='pt2e'"):
+        qcompile.compile(gm, calib, numerics="fbgemm", tune_logs=False)
+    from qcompile import zoo
+
+    eager = zoo.get("mobilenet_v2", image_size=32)
+    with pytest.raises(qcompile.QCompileError, match="arithmetic of PT2E models"):
+        qcompile.compile(eager.quantized, eager.example_inputs(1), numerics="pt2e")
+
+
+class _Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return nn.functional.gelu(self.conv(x))
+
+
+def test_unsupported_op_names_op_and_node():
+    gm, calib = _quantize(_Gelu(), (1, 3, 8, 8), "x86", n=1)
+    with pytest.raises(qcompile.QCompileError, match=r"unsupported PT2E op aten\.gelu.*node 'gelu'"):
+        qcompile.compile(gm, calib, tune_logs=False)
