@@ -214,3 +214,30 @@ def test_explain_says_dynamic_layers_have_no_compile_time_scales():
 
     with pytest.raises(qcompile.QCompileError, match="'fc1'.*dynamically quantized"):
         explain(dynamic(Chain()), [torch.randn(2, 24)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["fbgemm", "x86", "qnnpack"])
+def test_random_shapes_and_ranges(engine):
+    """12 random linears (1-257 inputs, 1-130 outputs, bias or not, fused ReLU or not, per
+    tensor or per channel), each on 60 draws of every edge input, scaled by 1e-8..1e8 and
+    shifted: every output bit for bit.  The x86 engine runs dynamic linear on fbgemm."""
+    numerics = "qnnpack" if engine == "qnnpack" else "fbgemm"
+    rng = np.random.default_rng(0)
+    for case in range(12):
+        k = int(rng.choice([1, 3, 5, 16, 31, 64, 257]))
+        n = int(rng.choice([1, 2, 9, 16, 33, 130]))
+        relu, bias = case % 3 == 0, case % 4 != 1
+        layers = [seeded(nn.Linear(k, n, bias=bias), seed=case)] + ([nn.ReLU()] if relu else [])
+        model = dynamic(nn.Sequential(*layers), engine=engine,
+                        qconfig=PER_CHANNEL if case % 2 else PER_TENSOR,
+                        fuse=[["0", "1"]] if relu else None)
+        shape = (int(rng.integers(1, 7)), k) if case % 2 else (2, int(rng.integers(1, 5)), k)
+        compiled = compile_fast(model, torch.zeros(shape), numerics=numerics)
+        for draw in range(60):
+            inputs = edge_inputs(shape, seed=1000 * case + draw)
+            scale = float(10.0 ** rng.uniform(-8, 8))
+            shift = float(rng.normal()) if draw % 2 else 0.0
+            inputs = {name: x * (scale if name == "normal" else 1.0) + shift
+                      for name, x in inputs.items()}
+            assert_bits_equal(model, compiled, inputs, engine=engine)
