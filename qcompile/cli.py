@@ -125,9 +125,11 @@ def format_report(report: dict) -> str:
     if report.get("unit", "lsb") != "lsb":  # a float output: no quantized step to count in
         lines[1:] = [
             f"  float output: bit_exact_fraction {report['bit_exact_fraction']:.6f}   "
-            f"max_abs_error {report['max_abs_error']:.3g}   max {report['max_abs_lsb']} "
+            f"max_abs_error {report['max_abs_error']:.3g}   max_rel_error "
+            f"{report.get('max_rel_error', 0.0):.3g}   max {report['max_abs_lsb']} "
             f"{report['unit']}   top1_agreement {report['top1_agreement']}   cosine "
-            f"{report['cosine']:.9f}"]
+            f"{report['cosine']:.9f}",
+            f"  measured: {report.get('measured', report['unit'])}"]
     if "first_divergent_layer" in report:
         lines.append(f"  first divergent layer: {report['first_divergent_layer']}")
         differing = report.get("differing_layers", {})

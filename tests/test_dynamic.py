@@ -207,6 +207,19 @@ def test_zoo_bert_ffn_dynamic():
     assert compiled.meta["kernels"]["tensorized"] == 2  # fc1 and fc2 shapes (shared by blocks)
     report = qcompile.verify(entry.quantized, compiled, inputs)
     assert report["bit_exact_fraction"] == 1.0 and report["lsb"] is None, report
+    assert report["unit"] == "float32 ulp" and "bit patterns" in report["measured"]
+    assert report["max_abs_error"] == report["max_rel_error"] == 0.0
+
+
+def test_float_report_counts_bit_patterns_and_relative_error():
+    from qcompile.fidelity.report import compare
+
+    ref = np.array([0.0, 1.0, 2.0, -4.0], np.float32)
+    out = np.array([-0.0, 1.0, np.nextafter(np.float32(2), np.float32(3)), -4.5], np.float32)
+    report = compare(ref, out, None)
+    assert report["bit_exact_fraction"] == 0.25  # -0.0 is not 0.0 bit for bit
+    assert report["max_rel_error"] == 0.125 and report["max_abs_error"] == 0.5
+    assert report["lsb_histogram"][1] == 1  # the neighbouring float: 1 ULP
 
 
 def test_explain_says_dynamic_layers_have_no_compile_time_scales():

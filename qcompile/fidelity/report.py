@@ -22,20 +22,29 @@ def float32_ulps(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
 
 def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dict:
     """Element statistics of output vs reference, in steps of `lsb`; with lsb None (a float
-    output, no quantized step) in float32 ULPs."""
+    output, no quantized step) in float32 ULPs, and exactness as equal float32 bit patterns."""
     ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
-    exact = float(np.mean(ref == out))
+    error = np.abs(ref - out)
     if lsb:
-        steps = np.rint(np.abs(ref - out) / lsb).astype(np.int64)
+        exact = float(np.mean(ref == out))
+        steps = np.rint(error / lsb).astype(np.int64)
+        measured = f"output steps of the quantized output's LSB ({lsb:.6g})"
     else:
+        bits = [np.ascontiguousarray(a, np.float32).view(np.uint32) for a in (reference, output)]
+        exact = float(np.mean(bits[0] == bits[1]))
         steps = float32_ulps(reference, output)
+        measured = ("float32 outputs (no quantized step): bit_exact_fraction counts equal bit "
+                    "patterns; distances in float32 ULPs, absolute and relative error")
+    with np.errstate(divide="ignore", invalid="ignore"):  # relative to 0: inf
+        relative = np.where(error == 0, 0.0, error / np.abs(ref))
     values, counts = np.unique(steps, return_counts=True)
     histogram = {int(v): int(c) for v, c in zip(values, counts)}
     num = float(np.dot(ref.ravel(), out.ravel()))
     den = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
     return {"bit_exact_fraction": exact, "max_abs_lsb": int(steps.max(initial=0)),
-            "unit": "lsb" if lsb else "float32 ulp",
-            "max_abs_error": float(np.abs(ref - out).max(initial=0.0)),
+            "unit": "lsb" if lsb else "float32 ulp", "measured": measured,
+            "max_abs_error": float(error.max(initial=0.0)),
+            "max_rel_error": float(relative.max(initial=0.0)),
             "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size),
             "distinct_reference_values": int(np.unique(ref).size)}
 
