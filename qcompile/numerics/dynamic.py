@@ -55,9 +55,28 @@ def _d(value: float):
     return tirx.const(float(value), "float64")
 
 
+# min/max are taken in two stages: per row, this many lanes of the last axis at a time (a
+# vectorizable reduction the default schedule parallelizes over rows), then over the partials.
+LANES = 16
+
+
 def _reduce_all(x, reducer, name: str):
-    axes = [te.reduce_axis((0, int(d)), f"{name}_r{i}") for i, d in enumerate(x.shape)]
-    return te.compute((), lambda: reducer(x[tuple(axes)], axis=axes), name=name)
+    """min or max of every element of `x`, as a 0-d tensor (exact in any order)."""
+    *lead, k = (int(d) for d in x.shape)
+    lanes = min(LANES, k)
+    blocks = -(-k // lanes)
+    kb = te.reduce_axis((0, blocks), f"{name}_kb")
+
+    def element(idx, lane):
+        col = kb * lanes + lane
+        if blocks * lanes != k:
+            col = tirx.min(col, k - 1)  # reading the last element again changes no min or max
+        return x[(*idx, col)]
+
+    partial = te.compute((*lead, lanes),
+                         lambda *i: reducer(element(i[:-1], i[-1]), axis=kb), name=f"{name}_rows")
+    axes = [te.reduce_axis((0, d), f"{name}_r{i}") for i, d in enumerate(partial.shape)]
+    return te.compute((), lambda: reducer(partial[tuple(axes)], axis=axes), name=name)
 
 
 def choose_qparams(x, qmin: int, qmax: int):
