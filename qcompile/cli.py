@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s, numerics=True):
         s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
-                                     "| zoo:bert_ffn | a TorchScript file (torch.jit.save, .pt) | "
+                                     "| zoo:bert_ffn | zoo:bert_ffn_dynamic | a TorchScript file "
+                                     "(torch.jit.save, .pt) | "
                                      "an exported PT2E program (torch.export.save, .pt2)")
         s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                        help="the input shape of a model file")
