@@ -58,11 +58,13 @@ def load(path):
     return _load(path)
 
 
-def verify(model, compiled, inputs, engine=None, per_layer=False):
-    """Run PyTorch and the compiled model on the same inputs; report differences in LSBs."""
+def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=None):
+    """Run PyTorch and the compiled model on the same inputs; report differences in LSBs
+    (float outputs: float32 ULPs); with `float_model`, also both runs' cosine to it."""
     from .fidelity import verify as _verify
 
-    return _verify(model, compiled, inputs, engine=engine, per_layer=per_layer)
+    return _verify(model, compiled, inputs, engine=engine, per_layer=per_layer,
+                   float_model=float_model)
 
 
 def explain(model, example_inputs, layer=None):

@@ -81,6 +81,13 @@ def _shape(text: str):
             f"expected comma-separated integers, got {text!r}") from err
 
 
+def first_inputs(inputs: list) -> list:
+    """The example inputs of one call: the first entry, unpacked when the model takes several
+    (bert_encoder's (token ids, attention mask))."""
+    first = inputs[0]
+    return list(first) if isinstance(first, (tuple, list)) else [first]
+
+
 def model_from_args(args):
     """The MODEL argument of a command, with --input-shape, --image-size and --pt2e."""
     return load_model(args.model, args.numerics, args.image_size,
@@ -130,6 +137,9 @@ def format_report(report: dict) -> str:
             f"{report['unit']}   top1_agreement {report['top1_agreement']}   cosine "
             f"{report['cosine']:.9f}",
             f"  measured: {report.get('measured', report['unit'])}"]
+    if report.get("cosine_to_float") is not None:
+        lines.append(f"  vs the float model: cosine {report['cosine_to_float']:.6f} "
+                     f"(PyTorch's int8 run: {report['reference_cosine_to_float']:.6f})")
     if "first_divergent_layer" in report:
         lines.append(f"  first divergent layer: {report['first_divergent_layer']}")
         differing = report.get("differing_layers", {})
@@ -143,7 +153,8 @@ def cmd_compile(args):
     import qcompile
 
     entry = model_from_args(args)
-    compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), target=args.target,
+    compiled = qcompile.compile(entry.quantized, first_inputs(entry.example_inputs(1)),
+                                target=args.target,
                                 numerics=args.numerics, verbose=True,
                                 tune_logs=tune_logs_arg(args))
     compiled.export(args.output)
@@ -161,7 +172,8 @@ def cmd_tune(args):
     import qcompile
 
     entry = model_from_args(args)
-    report = qcompile.tune(entry.quantized, entry.example_inputs(1), target=args.target,
+    report = qcompile.tune(entry.quantized, first_inputs(entry.example_inputs(1)),
+                           target=args.target,
                            trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
                            trials_per_iter=args.trials_per_iter,
@@ -178,7 +190,7 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
 
     entry = model_from_args(args)
     inputs = entry.example_inputs(args.inputs, seed=1234)
-    compiled = qcompile.compile(entry.quantized, inputs[:1], target=args.target,
+    compiled = qcompile.compile(entry.quantized, first_inputs(inputs), target=args.target,
                                 numerics=args.numerics, verbose=True, probe=args.per_layer,
                                 tune_logs=tune_logs_arg(args))
     if getattr(args, "emulate", False):
@@ -187,7 +199,8 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
         from .deploy.emulate import emulate
 
         compiled = emulate(compiled)
-    report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer)
+    report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer,
+                             float_model=getattr(entry, "float_model", None))
     report["model"] = args.model
     report["target"] = compiled.meta.get("target_family")
     if getattr(args, "emulate", False):
@@ -224,7 +237,7 @@ def cmd_explain(args):
     from .explain_layers import explain, format_explain
 
     entry = model_from_args(args)
-    report = explain(entry.quantized, entry.example_inputs(1), layer=args.layer)
+    report = explain(entry.quantized, first_inputs(entry.example_inputs(1)), layer=args.layer)
     print(format_explain(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -19,22 +19,32 @@ def test_float_model_asks_to_quantize_first():
         qcompile.compile(model, [torch.randn(1, 3, 8, 8)])
 
 
-class WithGelu(nn.Module):
-    def __init__(self):
+class WithFloatOp(nn.Module):
+    def __init__(self, op):
         super().__init__()
         self.conv = seeded(nn.Conv2d(3, 4, 3))
+        self.op = op
 
     def forward(self, x):
-        return torch.nn.functional.gelu(self.conv(x))
+        return self.op(self.conv(x))
 
 
 def test_unsupported_op_names_op_and_node():
     xs = inputs_like((1, 3, 8, 8))
-    model = quantize_eager(WithGelu(), xs)
+    model = quantize_eager(WithFloatOp(torch.nn.functional.elu), xs)
     with pytest.raises(QCompileError) as err:
         qcompile.compile(model, xs[:1])
     message = str(err.value)
-    assert "gelu" in message and "node" in message and "Supported:" in message
+    assert "elu" in message and "node" in message and "Supported:" in message
+
+
+def test_float_island_op_on_a_quantized_tensor_asks_for_a_dequant_stub():
+    """GELU is supported as a float island, but here it reads the conv's 8-bit output."""
+    xs = inputs_like((1, 3, 8, 8))
+    model = quantize_eager(WithFloatOp(torch.nn.functional.gelu), xs)
+    with pytest.raises(QCompileError, match=r"gelu is a float op applied to a quantized tensor: "
+                                            r"put a DeQuantStub before it .* at node 'gelu'"):
+        qcompile.compile(model, xs[:1])
 
 
 def test_unknown_numerics():

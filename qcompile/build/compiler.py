@@ -54,15 +54,16 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         return tvm.transform.Sequential(_fusion_passes(target))(mod)
 
 
-def integer_module(model, shapes, numerics: str, threads: int, family, probe: bool = False):
+def integer_module(model, shapes, numerics: str, threads: int, family, probe: bool = False,
+                   dtypes=None):
     """Import, apply the numerics contract and pack for the family.
 
     Returns (integer module, probes, output qparams recorded by the frontend or None)."""
     probes = []
     if probe:
-        mod, probes = frontend.import_model(model, shapes, probe=True)
+        mod, probes = frontend.import_model(model, shapes, probe=True, input_dtypes=dtypes)
     else:
-        mod = frontend.import_model(model, shapes)
+        mod = frontend.import_model(model, shapes, input_dtypes=dtypes)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     integer = passes.lower(mod, numerics, threads)
     integer = passes.pack_layout(integer, family.out_block, family.in_block,
@@ -119,9 +120,10 @@ class CompiledModel:
         shapes = self.input_shapes
         if len(arrays) != len(shapes):
             raise QCompileError(f"the model takes {len(shapes)} inputs, got {len(arrays)}")
-        for i, (a, s) in enumerate(zip(arrays, shapes)):
-            if tuple(a.shape) != s or a.dtype != np.float32:
-                raise QCompileError(f"input {i}: expected float32 of shape {s}, got "
+        dtypes = self.meta.get("input_dtypes") or ["float32"] * len(shapes)
+        for i, (a, s, d) in enumerate(zip(arrays, shapes, dtypes)):
+            if tuple(a.shape) != s or a.dtype != np.dtype(d):
+                raise QCompileError(f"input {i}: expected {d} of shape {s}, got "
                                     f"{a.dtype} of shape {tuple(a.shape)}")
 
     def export(self, path: str) -> str:
@@ -142,6 +144,17 @@ def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(x)
+
+
+_INPUT_DTYPES = ("float32", "int64", "int32")
+
+
+def input_dtype(array: np.ndarray) -> str:
+    """The dtype a model input keeps in the compiled module (float32, or integer token ids)."""
+    if str(array.dtype) not in _INPUT_DTYPES:
+        raise QCompileError(f"an example input of dtype {array.dtype}: inputs must be float32 "
+                            "(activations) or int64/int32 (token ids, masks)")
+    return str(array.dtype)
 
 
 def model_numerics(model, numerics: str | None) -> str:
@@ -177,11 +190,13 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
 
         threads = torch.get_num_threads()
     shapes = [tuple(int(d) for d in _as_numpy(x).shape) for x in example_inputs]
+    dtypes = [input_dtype(_as_numpy(x)) for x in example_inputs]
     family = resolve_family(target)
     tvm_target = family.tvm_target()
     timings = {}
     t0 = time.perf_counter()
-    integer, probes, out_qp = integer_module(model, shapes, numerics, threads, family, probe)
+    integer, probes, out_qp = integer_module(model, shapes, numerics, threads, family, probe,
+                                             dtypes)
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log_dirs = logs.resolve_tune_logs(tune_logs, family.name)
@@ -199,7 +214,8 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
-            "input_shapes": [list(s) for s in shapes], "model": type(model).__name__, "probes": probes,
+            "input_shapes": [list(s) for s in shapes], "input_dtypes": dtypes,
+            "model": type(model).__name__, "probes": probes,
             "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}
     if verbose:
         print(f"compiled {meta['model']} for {target} ({family.name}, {numerics} numerics): "

@@ -71,12 +71,18 @@ def _probe_outputs(model, names):
     return hooks, records
 
 
-def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
+
+
+def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=None) -> dict:
     """Run `model` on PyTorch's engine and `compiled` on the same inputs; return the report.
 
     `engine` defaults to the compiled numerics' engine (fbgemm for the integer contract).  With
     `per_layer`, `compiled` must have been built with probe=True; the report then names the
-    first quantized module whose 8-bit output differs.
+    first quantized module whose 8-bit output differs.  With `float_model`, the report adds the
+    cosine of both runs to the float model's output.
     """
     numerics = compiled.meta.get("numerics", "fbgemm")
     if numerics == "pt2e":  # the PT2E program itself: float ops, no quantized engine
@@ -127,6 +133,12 @@ def verify(model, compiled, inputs, engine=None, per_layer=False) -> dict:
     report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs), "engine": engine,
                    "numerics": numerics, "threads": torch.get_num_threads(),
                    "lsb": lsb})
+    if float_model is not None:  # how far quantization itself moved the model, both runs
+        with torch.no_grad():
+            floats = np.stack([float_model(*(x if isinstance(x, (list, tuple)) else [x])).numpy()
+                               for x in inputs])
+        report["cosine_to_float"] = _cosine(np.stack(outs), floats)
+        report["reference_cosine_to_float"] = _cosine(np.stack(refs), floats)
     if per_layer:
         report["first_divergent_layer"] = first
         report["layers_compared"] = len(differing)

@@ -113,15 +113,17 @@ class Importer:
     def _unsupported(what: str) -> str:
         return f"unsupported op: {what}. Supported: {describe_supported()}"
 
-    def run(self, input_shapes: list[tuple[int, ...]]) -> tvm.IRModule:
-        """Import the graph; every placeholder becomes a float32 parameter of `main`."""
+    def run(self, input_shapes: list[tuple[int, ...]], input_dtypes=None) -> tvm.IRModule:
+        """Import the graph; every placeholder becomes a parameter of `main` (float32 unless
+        `input_dtypes` says otherwise: token ids are int64)."""
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(input_shapes):
             raise QCompileError(f"the model takes {len(placeholders)} inputs "
                                 f"({', '.join(n.name for n in placeholders)}) but "
                                 f"{len(input_shapes)} example inputs were given")
-        params = [relax.Var(n.name, relax.TensorType(list(s), "float32"))
-                  for n, s in zip(placeholders, input_shapes)]
+        dtypes = input_dtypes or ["float32"] * len(input_shapes)
+        params = [relax.Var(n.name, relax.TensorType(list(s), d))
+                  for n, s, d in zip(placeholders, input_shapes, dtypes)]
         with self.bb.function("main", params):
             with self.bb.dataflow():
                 for var, node in zip(params, placeholders):
@@ -164,7 +166,7 @@ def _name(target) -> str:
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
 
 
-def _importer(model, input_shapes, probe: bool) -> Importer:
+def _importer(model, input_shapes, probe: bool, input_dtypes=None) -> Importer:
     """The importer for the model: fx for nn.Modules fx can trace, TorchScript for ScriptModules
     (torch.jit.load), PT2E graphs (convert_pt2e, torch.export) and, through torch.jit.trace on zero inputs of `input_shapes`, for
     quantized modules fx cannot trace."""
@@ -185,7 +187,9 @@ def _importer(model, input_shapes, probe: bool) -> Importer:
         pass
     try:
         with torch.no_grad():
-            traced = torch.jit.trace(model, tuple(torch.zeros(s) for s in input_shapes))
+            dtypes = input_dtypes or ["float32"] * len(input_shapes)
+            traced = torch.jit.trace(model, tuple(torch.zeros(s, dtype=getattr(torch, d))
+                                                  for s, d in zip(input_shapes, dtypes)))
     except Exception as err:  # noqa: BLE001 - neither capture works: say both
         raise QCompileError(f"neither torch.fx nor torch.jit.trace could capture "
                             f"{type(model).__name__}: {err}") from err
@@ -193,14 +197,15 @@ def _importer(model, input_shapes, probe: bool) -> Importer:
 
 
 def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
-                 probe: bool = False):
-    """Quantized torch model -> Relax IRModule in Q/DQ form (float32 inputs and outputs).
+                 probe: bool = False, input_dtypes=None):
+    """Quantized torch model -> Relax IRModule in Q/DQ form (float outputs; float32 inputs
+    unless `input_dtypes` names others, e.g. int64 token ids).
 
     With `probe`, `main` also returns the 8-bit output of every quantized module, after the
     model's own outputs; returns (module, probe names) then (TorchScript models: no probes).
     """
-    importer = _importer(model, input_shapes, probe)
-    mod = importer.run(input_shapes)
+    importer = _importer(model, input_shapes, probe, input_dtypes)
+    mod = importer.run(input_shapes, input_dtypes)
     qp = importer.output_qparams
     if qp is not None:  # the output's quantized step, for reports in LSBs
         mod = mod.with_attr("qcompile.output_qparams", [qp.scale, qp.zero_point])

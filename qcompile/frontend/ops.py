@@ -377,6 +377,14 @@ METHODS = {
 }
 
 
+# float islands (frontend/float_ops.py): embeddings, LayerNorm, attention, GELU, arithmetic
+from .float_ops import FLOAT_FUNCTIONS, FLOAT_METHODS, FLOAT_MODULES  # noqa: E402
+
+MODULES.update(FLOAT_MODULES)
+FUNCTIONS.update({k: v for k, v in FLOAT_FUNCTIONS.items() if k not in FUNCTIONS})
+METHODS.update({k: v for k, v in FLOAT_METHODS.items() if k not in METHODS})
+
+
 def lookup_module_handler(module):
     """The converter for a module instance (exact class first, then base classes)."""
     for cls in type(module).__mro__:

@@ -101,14 +101,15 @@ class ScriptImporter(Importer):
         return QCompileError(f"{message} at node {outs} = {node.kind()}"
                              + (f" ({where})" if where else "") + hint)
 
-    def run(self, input_shapes):
+    def run(self, input_shapes, input_dtypes=None):
         inputs = list(self.graph.inputs())[1:]  # inputs()[0] is the module itself
         if len(inputs) != len(input_shapes):
             raise QCompileError(f"the model takes {len(inputs)} inputs but {len(input_shapes)} "
                                 "example inputs were given")
+        dtypes = input_dtypes or ["float32"] * len(input_shapes)
         params = [relax.Var(v.debugName().split(".")[0] or f"x{i}",
-                            relax.TensorType(list(s), "float32"))
-                  for i, (v, s) in enumerate(zip(inputs, input_shapes))]
+                            relax.TensorType(list(s), d))
+                  for i, (v, s, d) in enumerate(zip(inputs, input_shapes, dtypes))]
         self.values[next(self.graph.inputs())] = self.module
         self.values.update(zip(inputs, params))
         with self.bb.function("main", params):

@@ -1,4 +1,4 @@
-"""Pass: fail loudly if any float-semantics op of the Q/DQ form survived lowering."""
+"""Pass: fail loudly if a quantized op of the Q/DQ form survived lowering (float islands pass)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,43 @@ from tvm import relax
 
 from ..errors import QCompileError
 
-# Float data movement is fine (e.g. a reshape of the model's dequantized output); any other
-# float op means a Q/DQ region that no pass turned into an integer kernel.
-_MOVEMENT = {"relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims",
-             "relax.flatten", "relax.concat", "relax.split", "relax.strided_slice",
-             "relax.take", "relax.call_tir", "relax.memory.view"}
+
+
+def _has_constant_operand(call, var2val) -> bool:
+    """Does a matmul read a constant (through bindings, transposes and kernel calls)?  A float
+    matmul with constant weights is a quantized linear no pass lowered, not a float island."""
+    todo, seen = list(call.args), 0
+    while todo and seen < 64:
+        e, seen = todo.pop(), seen + 1
+        while isinstance(e, relax.Var) and e in var2val:
+            e = var2val[e]
+        if isinstance(e, tvm.ir.expr.Constant):
+            return True
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name in (
+                "relax.permute_dims", "relax.call_tir", "relax.astype"):
+            todo.extend(e.args[1].fields if e.op.name == "relax.call_tir" else e.args[:1])
+    return False
 
 
 def check_lowered(mod: tvm.IRModule) -> None:
-    """Raise QCompileError naming each Q/DQ or float op that no pass lowered."""
+    """Raise QCompileError naming each Q/DQ op no pass lowered, and each float conv or
+    constant-weight matmul (a quantized conv/linear that was not turned into integer math).
+    Other float ops are float islands (LayerNorm, softmax, GELU, attention...) and stay."""
     leftovers = []
 
     def visit(expr):
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
             name = expr.op.name
             dtype = getattr(expr.ty, "dtype", None)
-            if name in ("relax.quantize", "relax.dequantize") or (
-                    name not in _MOVEMENT and dtype is not None and "float" in str(dtype)):
+            is_float = dtype is not None and "float" in str(dtype)
+            if name in ("relax.quantize", "relax.dequantize") or (is_float and (
+                    name == "relax.nn.conv2d"
+                    or (name == "relax.matmul" and _has_constant_operand(expr, var2val)))):
                 leftovers.append(name)
 
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
+            var2val = relax.analysis.get_var2val(func)
             relax.analysis.post_order_visit(func, visit)
     if leftovers:
         raise QCompileError(

@@ -22,6 +22,7 @@ from torch import nn
 from torch.ao import quantization as tq
 
 from .bert import BertFFN
+from .encoder import Encoder, token_inputs
 from ..engines import quantized_engine
 from .common import damp_residual_branches, fit_head, init_weights, set_bn_stats
 from .data import NUM_CLASSES, labelled_images
@@ -30,9 +31,13 @@ from .resnet import ResNet18
 
 __all__ = ["ZOO_NAMES", "ENGINES", "ZooModel", "get", "float_tiny_model"]
 
-ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn", "bert_ffn_dynamic")
+ZOO_NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "bert_ffn", "bert_ffn_dynamic",
+             "bert_encoder")
+# dynamically quantized (quantize_dynamic): no calibration
+_DYNAMIC_NAMES = ("bert_ffn_dynamic", "bert_encoder")
+_ENCODER_SHAPE = (1, 32)  # (batch, tokens): int64 token ids and attention mask
 # BERT-FFN models: their input is a hidden state, and `image_size` means nothing to them.
-_BERT_NAMES = ("bert_ffn", "bert_ffn_dynamic")
+_BERT_NAMES = ("bert_ffn", "bert_ffn_dynamic", "bert_encoder")
 ENGINES = ("fbgemm", "qnnpack")
 CALIBRATION_SAMPLES = 8
 BN_STAT_SAMPLES = 16
@@ -83,13 +88,18 @@ class ZooModel:
     quantized: nn.Module          # output of torch.ao.quantization.convert, eval mode
     input_shape: tuple            # e.g. (1, 3, 224, 224)
 
-    def example_inputs(self, n: int, seed: int = 1) -> list[torch.Tensor]:
-        """n deterministic float inputs of `input_shape`, distributed like the calibration data."""
+    def example_inputs(self, n: int, seed: int = 1) -> list:
+        """n deterministic inputs of `input_shape`, distributed like the calibration data
+        (bert_encoder: n (token ids, attention mask) pairs)."""
+        if self.name == "bert_encoder":
+            return token_inputs(self.input_shape, n, seed)
         return _random_inputs(self.input_shape, n, seed)
 
 
 def _build_float(name: str, image_size: int) -> tuple[nn.Module, tuple]:
     """Construct and initialise (global-RNG seeded) the float model and its input shape."""
+    if name == "bert_encoder":  # PyTorch's default initialisation (seeded)
+        return Encoder().eval(), _ENCODER_SHAPE
     if name in _BERT_NAMES:
         model = BertFFN()
         init_weights(model)
@@ -148,7 +158,7 @@ def _get_cached(name: str, engine: str, seed: int, image_size: int | None) -> Zo
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             float_model, shape = _build_float(name, image_size or 224)
-        if name == "bert_ffn_dynamic":  # bert_ffn's float model, quantized at run time
+        if name in _DYNAMIC_NAMES:  # quantized at run time: no calibration
             quantized = quantize_dynamic(float_model, engine)
         else:
             calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)

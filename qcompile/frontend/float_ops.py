@@ -1,0 +1,197 @@
+"""Float islands: the float ops a quantized model keeps between its quantized ones.
+
+Transformers quantized with `quantize_dynamic` keep everything but their Linears in float:
+embeddings of integer token ids, LayerNorm, attention (matmuls, masking, softmax), GELU,
+residual adds.  These become ordinary Relax float ops, compiled by TVM's own kernels; a
+dynamic linear after them chooses its qparams from whatever they computed.  They are not
+bit-exact with PyTorch's float kernels (other summation orders, other exp/erf), which is why
+verify reports the cosine to the float model next to the cosine to PyTorch's int8 run.
+
+Each converter refuses a quantized input (that would be a float op on 8-bit values, which the
+Q/DQ passes handle, or a missing DeQuantStub).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tvm import relax
+
+from .values import QValue
+
+R = relax.op
+
+
+def _float(imp, value, what: str):
+    """A float Relax expression for `value` (a Relax float expr, a torch tensor or a number)."""
+    if isinstance(value, QValue):
+        raise imp.error(f"{what} is a float op applied to a quantized tensor: put a DeQuantStub "
+                        "before it (float islands run on dequantized values)")
+    if isinstance(value, relax.Expr):
+        return value
+    if isinstance(value, torch.Tensor):
+        array = value.detach().numpy()
+        dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
+        return relax.const(array.astype(dtype))
+    if isinstance(value, (bool, int, float)):
+        return relax.const(np.array(value, dtype="float32"))
+    raise imp.error(f"{what}: unsupported operand {type(value).__name__}")
+
+
+def _rank(expr) -> int:
+    return len(expr.ty.shape)
+
+
+def _binary(op, what):
+    def convert(imp, a, b):
+        if not isinstance(a, (relax.Expr, QValue)) and not isinstance(b, (relax.Expr, QValue)):
+            return getattr(operator, what)(a, b)  # Python arithmetic on sizes
+        x, y = _float(imp, a, what), _float(imp, b, what)
+        if "int" in str(x.ty.dtype) and "float" in str(y.ty.dtype):
+            x = R.astype(x, "float32")
+        if "int" in str(y.ty.dtype) and "float" in str(x.ty.dtype):
+            y = R.astype(y, "float32")
+        return imp.emit(op(x, y))
+
+    return convert
+
+
+def embedding(imp, module, ids):
+    """nn.Embedding: rows of the float weight table, gathered by integer ids.  An id outside
+    the table is clamped to its first or last row (PyTorch raises IndexError; a compiled
+    library has no exceptions, and must never read outside the table)."""
+    if module.max_norm is not None:
+        raise imp.error("nn.Embedding with max_norm is not supported")
+    table = relax.const(module.weight.detach().numpy().astype("float32"))
+    return imp.emit(R.take(table, _float(imp, ids, "embedding"), axis=0, mode="clip"))
+
+
+def layer_norm(imp, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    x = _float(imp, x, "layer_norm")
+    n = len(normalized_shape)
+    shape = [int(d) for d in normalized_shape]
+    gamma = weight if weight is not None else torch.ones(shape)
+    beta = bias if bias is not None else torch.zeros(shape)
+    axes = list(range(_rank(x) - n, _rank(x)))
+    return imp.emit(R.nn.layer_norm(x, _float(imp, gamma, "layer_norm"),
+                                    _float(imp, beta, "layer_norm"), axes, epsilon=float(eps)))
+
+
+def gelu(imp, x, approximate="none"):
+    x = _float(imp, x, "gelu")
+    return imp.emit(R.nn.gelu_tanh(x) if approximate == "tanh" else R.nn.gelu(x))
+
+
+def softmax(imp, x, dim=None, dtype=None, _stacklevel=3):
+    if dim is None:
+        raise imp.error("softmax without dim is not supported")
+    return imp.emit(R.nn.softmax(_float(imp, x, "softmax"), axis=int(dim)))
+
+
+def matmul(imp, a, b):
+    return imp.emit(R.matmul(_float(imp, a, "matmul"), _float(imp, b, "matmul")))
+
+
+def transpose(imp, x, dim0, dim1):
+    x = _float(imp, x, "transpose")
+    axes = list(range(_rank(x)))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return imp.emit(R.permute_dims(x, axes))
+
+
+def permute(imp, x, *dims):
+    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+    return imp.emit(R.permute_dims(_float(imp, x, "permute"), [int(d) for d in dims]))
+
+
+def to_dtype(imp, x, *args, **kwargs):
+    """Tensor.to(dtype) / .float(): only dtype conversions (no devices)."""
+    dtype = kwargs.get("dtype", args[0] if args else torch.float32)
+    names = {torch.float32: "float32", torch.int64: "int64", torch.int32: "int32",
+             torch.bool: "bool"}
+    if dtype not in names:
+        raise imp.error(f"conversion to {dtype} is not supported")
+    return imp.emit(R.astype(_float(imp, x, "to"), names[dtype]))
+
+
+def masked_fill(imp, x, mask, value):
+    x = _float(imp, x, "masked_fill")
+    cond = _float(imp, mask, "masked_fill")
+    if str(cond.ty.dtype) != "bool":
+        cond = R.astype(cond, "bool")
+    return imp.emit(R.where(cond, relax.const(np.array(value, dtype="float32")), x))
+
+
+def unsqueeze(imp, x, dim):
+    x = _float(imp, x, "unsqueeze")
+    return imp.emit(R.expand_dims(x, [int(dim) % (_rank(x) + 1)]))
+
+
+def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v, PyTorch's math reading of SDPA (a bool mask keeps
+    where True)."""
+    if is_causal or enable_gqa:
+        raise imp.error("scaled_dot_product_attention with is_causal or enable_gqa is not "
+                        "supported; pass an explicit attn_mask")
+    q, k, v = (_float(imp, t, "scaled_dot_product_attention") for t in (q, k, v))
+    head_dim = int(q.ty.shape[-1])
+    factor = scale if scale is not None else 1.0 / math.sqrt(head_dim)
+    axes = list(range(_rank(k)))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    scores = R.multiply(R.matmul(q, R.permute_dims(k, axes)),
+                        relax.const(np.array(factor, dtype="float32")))
+    if attn_mask is not None:
+        mask = _float(imp, attn_mask, "scaled_dot_product_attention")
+        if str(mask.ty.dtype) == "bool":
+            scores = R.where(mask, scores, relax.const(np.array(-np.inf, dtype="float32")))
+        else:
+            scores = R.add(scores, mask)
+    weights = imp.emit(R.nn.softmax(scores, axis=-1))
+    return imp.emit(R.matmul(weights, v))
+
+
+def _module_layer_norm(imp, m, x):
+    return layer_norm(imp, x, m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+FLOAT_MODULES = {
+    torch.nn.Embedding: embedding,
+    torch.nn.LayerNorm: _module_layer_norm,
+    torch.nn.GELU: lambda imp, m, x: gelu(imp, x, m.approximate),
+    torch.nn.Softmax: lambda imp, m, x: softmax(imp, x, m.dim),
+}
+
+FLOAT_FUNCTIONS = {
+    F.embedding: lambda imp, ids, weight, *a, **k: imp.emit(
+        R.take(_float(imp, weight, "embedding"), _float(imp, ids, "embedding"), axis=0,
+               mode="clip")),
+    F.layer_norm: layer_norm,
+    F.gelu: gelu,
+    F.softmax: softmax,
+    torch.softmax: softmax,
+    torch.matmul: matmul,
+    operator.matmul: matmul,
+    operator.add: _binary(R.add, "add"),
+    operator.sub: _binary(R.subtract, "sub"),
+    operator.mul: _binary(R.multiply, "mul"),
+    operator.truediv: _binary(R.divide, "truediv"),
+    torch.transpose: transpose,
+    F.scaled_dot_product_attention: scaled_dot_product_attention,
+    torch.tanh: lambda imp, x: imp.emit(R.tanh(_float(imp, x, "tanh"))),
+}
+
+FLOAT_METHODS = {
+    "transpose": transpose,
+    "permute": permute,
+    "softmax": softmax,
+    "to": to_dtype,
+    "float": lambda imp, x: to_dtype(imp, x, torch.float32),
+    "masked_fill": masked_fill,
+    "unsqueeze": unsqueeze,
+    "matmul": matmul,
+}
