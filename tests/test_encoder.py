@@ -111,3 +111,30 @@ def test_small_encoder_shapes():
     out = compiled(ids, mask)
     cos = float((ref * out).sum() / np.linalg.norm(ref) / np.linalg.norm(out))
     assert out.shape == ref.shape and cos > 0.9999
+
+
+class _Untraceable(Encoder):
+    """Python control flow on a tensor value: torch.fx cannot trace this (Hugging Face models
+    are often like it); qcompile.compile then captures it with torch.jit.trace."""
+
+    def forward(self, ids, mask):
+        if bool(mask.sum() > 0):
+            return super().forward(ids, mask)
+        return super().forward(ids, torch.ones_like(mask))
+
+
+def test_traced_and_untraceable_encoders(encoder):
+    zm, inputs, _ = encoder
+    with torch.no_grad():
+        traced = torch.jit.trace(zm.quantized, inputs[0])
+    compiled = qcompile.compile(traced, list(inputs[0]), tune_logs=False)
+    report = qcompile.verify(traced, compiled, inputs[:2])
+    assert report["cosine"] > 0.99999, report
+
+    torch.manual_seed(5)
+    model = _dynamic(_Untraceable(vocab=50, max_len=16, hidden=24, heads=3, inner=40, depth=1))
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(model)
+    pairs = token_inputs((1, 9), 2, seed=8, vocab=50)
+    compiled = qcompile.compile(model, list(pairs[0]), tune_logs=False)
+    assert qcompile.verify(model, compiled, pairs)["cosine"] > 0.9999

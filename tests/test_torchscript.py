@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import qcompile
 import qcompile.zoo as zoo
@@ -77,13 +78,14 @@ def test_unsupported_torchscript_op_names_op_and_node():
             self.conv = seeded(nn.Conv2d(3, 4, 3), 1)
 
         def forward(self, x):
-            return torch.tanh(self.conv(x))  # a float op on the quantized conv's output
+            return F.leaky_relu(self.conv(x))  # an op qcompile does not know
 
     xs = inputs_like((1, 3, 8, 8), n=2)
     model = quantize_eager(Body(), xs)
     script = torch.jit.trace(model, xs[0])
-    with pytest.raises(qcompile.QCompileError, match=r"unsupported TorchScript op aten::tanh "
-                                                     r"at node %\S+ = aten::tanh"):
+    with pytest.raises(qcompile.QCompileError,
+                       match=r"unsupported TorchScript op aten::leaky_relu at node %\S+ = "
+                             r"aten::leaky_relu"):
         qcompile.compile(script, xs[:1])
 
 

@@ -55,15 +55,16 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
 
 
 def integer_module(model, shapes, numerics: str, threads: int, family, probe: bool = False,
-                   dtypes=None):
+                   dtypes=None, examples=None):
     """Import, apply the numerics contract and pack for the family.
 
     Returns (integer module, probes, output qparams recorded by the frontend or None)."""
     probes = []
     if probe:
-        mod, probes = frontend.import_model(model, shapes, probe=True, input_dtypes=dtypes)
+        mod, probes = frontend.import_model(model, shapes, probe=True, input_dtypes=dtypes,
+                                            example_inputs=examples)
     else:
-        mod = frontend.import_model(model, shapes, input_dtypes=dtypes)
+        mod = frontend.import_model(model, shapes, input_dtypes=dtypes, example_inputs=examples)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     integer = passes.lower(mod, numerics, threads)
     integer = passes.pack_layout(integer, family.out_block, family.in_block,
@@ -196,7 +197,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     timings = {}
     t0 = time.perf_counter()
     integer, probes, out_qp = integer_module(model, shapes, numerics, threads, family, probe,
-                                             dtypes)
+                                             dtypes, [_as_numpy(x) for x in example_inputs])
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log_dirs = logs.resolve_tune_logs(tune_logs, family.name)

@@ -166,10 +166,12 @@ def _name(target) -> str:
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
 
 
-def _importer(model, input_shapes, probe: bool, input_dtypes=None) -> Importer:
+def _importer(model, input_shapes, probe: bool, input_dtypes=None,
+              example_inputs=None) -> Importer:
     """The importer for the model: fx for nn.Modules fx can trace, TorchScript for ScriptModules
-    (torch.jit.load), PT2E graphs (convert_pt2e, torch.export) and, through torch.jit.trace on zero inputs of `input_shapes`, for
-    quantized modules fx cannot trace."""
+    (torch.jit.load), PT2E graphs (convert_pt2e, torch.export) and, through torch.jit.trace on
+    the example inputs (zeros of `input_shapes` without them), for quantized modules fx cannot
+    trace."""
     from .pt2e_import import Pt2eImporter, is_pt2e_graph
     from .script_import import ScriptImporter, is_quantized_script
 
@@ -187,9 +189,13 @@ def _importer(model, input_shapes, probe: bool, input_dtypes=None) -> Importer:
         pass
     try:
         with torch.no_grad():
-            dtypes = input_dtypes or ["float32"] * len(input_shapes)
-            traced = torch.jit.trace(model, tuple(torch.zeros(s, dtype=getattr(torch, d))
-                                                  for s, d in zip(input_shapes, dtypes)))
+            if example_inputs is None:
+                dtypes = input_dtypes or ["float32"] * len(input_shapes)
+                example_inputs = [torch.zeros(s, dtype=getattr(torch, d))
+                                  for s, d in zip(input_shapes, dtypes)]
+            # the trace follows the branches these inputs take: Python control flow on tensor
+            # values is fixed to what the example inputs did
+            traced = torch.jit.trace(model, tuple(torch.as_tensor(x) for x in example_inputs))
     except Exception as err:  # noqa: BLE001 - neither capture works: say both
         raise QCompileError(f"neither torch.fx nor torch.jit.trace could capture "
                             f"{type(model).__name__}: {err}") from err
@@ -197,14 +203,14 @@ def _importer(model, input_shapes, probe: bool, input_dtypes=None) -> Importer:
 
 
 def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
-                 probe: bool = False, input_dtypes=None):
+                 probe: bool = False, input_dtypes=None, example_inputs=None):
     """Quantized torch model -> Relax IRModule in Q/DQ form (float outputs; float32 inputs
     unless `input_dtypes` names others, e.g. int64 token ids).
 
     With `probe`, `main` also returns the 8-bit output of every quantized module, after the
     model's own outputs; returns (module, probe names) then (TorchScript models: no probes).
     """
-    importer = _importer(model, input_shapes, probe, input_dtypes)
+    importer = _importer(model, input_shapes, probe, input_dtypes, example_inputs)
     mod = importer.run(input_shapes, input_dtypes)
     qp = importer.output_qparams
     if qp is not None:  # the output's quantized step, for reports in LSBs

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tvm import relax
 
 from ..errors import QCompileError
-from . import ops
+from . import float_ops, ops
 from .fx_import import Importer
 from .values import QValue
 
@@ -63,6 +63,72 @@ _PY_OPS = {
     "aten::mul": operator.mul, "aten::floordiv": operator.floordiv,
     "aten::__getitem__": operator.getitem, "aten::format": lambda fmt, *a: fmt.format(*a),
     "prim::unchecked_cast": lambda x: x, "aten::warn": lambda *a: None,
+}
+
+
+def _scalar_type(code):
+    return {6: torch.float32, 4: torch.int64, 3: torch.int32, 11: torch.bool}.get(code)
+
+
+def _to(imp, x, *args):
+    """aten::to, any overload: the first argument that is a ScalarType code is the dtype."""
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool) and _scalar_type(a) is not None:
+            return float_ops.to_dtype(imp, x, _scalar_type(a))
+    raise imp.error("aten::to without a dtype (a device move?) is not supported")
+
+
+def _arith(op, name, reverse=False):
+    """aten::add / sub (with alpha), mul, div on graph tensors and numbers."""
+    convert = float_ops.FLOAT_FUNCTIONS[op]
+
+    def fn(imp, a, b, alpha=1, *rest):
+        if isinstance(alpha, str):  # aten::div's rounding_mode
+            raise imp.error(f"aten::{name} with rounding_mode={alpha!r} is not supported")
+        if alpha != 1:
+            b = float_ops.FLOAT_FUNCTIONS[operator.mul](imp, b, alpha)
+        return convert(imp, b, a) if reverse else convert(imp, a, b)
+
+    return fn
+
+
+def _slice(imp, x, dim=0, start=None, end=None, step=1):
+    shape = ops.size(imp, x)
+    start, end = start or 0, shape[dim] if end is None else min(end, shape[dim])
+    return imp.emit(relax.op.strided_slice(x, [dim], [start], [end], [step]))
+
+
+# float islands (frontend/float_ops.py): the same converters as the fx path, in schema order
+_FLOAT_OPS = {
+    "aten::layer_norm": lambda imp, x, shape, w, b, eps, *_: float_ops.layer_norm(
+        imp, x, shape, w, b, eps),
+    "aten::gelu": float_ops.gelu,
+    "aten::softmax": float_ops.softmax,
+    "aten::matmul": float_ops.matmul,
+    "aten::add": _arith(operator.add, "add"),
+    "aten::sub": _arith(operator.sub, "sub"),
+    "aten::rsub": _arith(operator.sub, "rsub", reverse=True),
+    "aten::mul": _arith(operator.mul, "mul"),
+    "aten::div": _arith(operator.truediv, "div"),
+    "aten::embedding": lambda imp, weight, ids, *_: float_ops.FLOAT_FUNCTIONS[F.embedding](
+        imp, ids, weight),
+    "aten::transpose": float_ops.transpose,
+    "aten::permute": float_ops.permute,
+    "aten::unsqueeze": float_ops.unsqueeze,
+    "aten::masked_fill": float_ops.masked_fill,
+    "aten::scaled_dot_product_attention": float_ops.scaled_dot_product_attention,
+    "aten::to": _to,
+    "aten::slice": _slice,
+    "aten::tanh": lambda imp, x: float_ops.FLOAT_FUNCTIONS[torch.tanh](imp, x),
+    "aten::ones_like": lambda imp, x, *_: imp.emit(relax.op.ones_like(x)),
+    "aten::zeros_like": lambda imp, x, *_: imp.emit(relax.op.zeros_like(x)),
+}
+# the same ops on parameters (e.g. a slice of a position table): evaluated by PyTorch here
+_CONSTANT_OPS = {
+    "aten::slice": lambda x, dim=0, start=None, end=None, step=1: torch.ops.aten.slice(
+        x, dim, start, end, step),
+    "prim::NumToTensor": lambda x: x,
+    "aten::ScalarImplicit": lambda x: x,
 }
 
 
@@ -171,11 +237,16 @@ class ScriptImporter(Importer):
             if kind == "aten::quantize_per_tensor":
                 args = [*args[:3], _SCALAR_TYPES.get(args[3], args[3])]
             return _TENSOR_OPS[kind](self, *args)
-        if kind in _PY_OPS and not any(isinstance(a, (QValue, relax.Expr)) for a in args):
+        on_graph = any(isinstance(a, (QValue, relax.Expr)) for a in args)
+        if kind in _PY_OPS and not on_graph:
             return _PY_OPS[kind](*args)
+        if kind in _FLOAT_OPS and on_graph:
+            return _FLOAT_OPS[kind](self, *args)
+        if kind in _CONSTANT_OPS and not on_graph:  # on parameters: computed here, once
+            return _CONSTANT_OPS[kind](*args)
         raise self.error(f"unsupported TorchScript op {kind}", ". Supported: " + ", ".join(
-            sorted([*_CONV_OPS, *_LINEAR_OPS, *_DYNAMIC_LINEAR_OPS, *_BINARY, *_TENSOR_OPS,
-                    "quantized::hardswish"])))
+            sorted({*_CONV_OPS, *_LINEAR_OPS, *_DYNAMIC_LINEAR_OPS, *_BINARY, *_TENSOR_OPS,
+                    *_FLOAT_OPS, "quantized::hardswish"})))
 
     def _if(self, node, cond):
         if not isinstance(cond, bool):
