@@ -1,9 +1,11 @@
 """Differential fuzzing: random quantized graphs, compiled and compared with PyTorch.
 
 A graph is a JSON-able spec (`graph_spec`, a hypothesis strategy): an input shape and a chain
-of ops, each reading earlier values (a DAG): conv2d (1x1/3x3, stride 1/2, groups 1 or
-depthwise, fused relu or not), add / add_relu and cat of two same-shaped values, relu,
-hardtanh, max / avg pool, and a global-pool + linear head.  The float model is built from the
+of ops, each reading earlier values (a DAG).  Image graphs (1, C, H, W): conv2d (1x1/3x3,
+stride 1/2, groups 1 or depthwise, fused relu or not), add / add_relu / mul and cat of two
+same-shaped values, relu, hardtanh, hardswish, sigmoid, max / avg pool, and a global pool + a
+chain of 1-3 linears.  Sequence graphs (1, T, F), one in four: linear (fused relu or not), add,
+mul, relu, hardswish, sigmoid.  The float model is built from the
 spec with seeded weights, quantized eagerly for the contract's engine, and then every output
 scale and zero point is moved off its calibrated value (mostly within 10x, sometimes to the
 extremes 1e-4 or 10; zero points anywhere in 0..255), so saturation and unusual requantize
@@ -32,7 +34,8 @@ import torch.nn as nn
 from .engines import quantized_engine
 
 CONTRACTS = ("fbgemm", "qnnpack", "integer")
-REQUANTIZING = ("conv", "add", "cat", "linear", "avgpool")  # ops that round
+REQUANTIZING = ("conv", "add", "mul", "cat", "linear", "avgpool", "hardswish",
+                "sigmoid")  # ops that round
 
 
 def graph_spec():
@@ -40,7 +43,42 @@ def graph_spec():
     from hypothesis import strategies as st
 
     @st.composite
+    def sequence(draw):
+        """A (1, T, F) input through linears (fused relu or not), adds, muls and activations."""
+        t, f = draw(st.integers(1, 9)), draw(st.integers(1, 24))
+        values, ops = [f], []
+        for _ in range(draw(st.integers(1, 5))):
+            src = draw(st.integers(0, len(values) - 1))
+            kind = draw(st.sampled_from(["linear", "linear", "linear", "add", "mul", "relu",
+                                         "hardswish", "sigmoid"]))
+            if kind in ("add", "mul"):
+                other = draw(st.sampled_from([i for i, v in enumerate(values)
+                                              if v == values[src]]))
+                ops.append({"op": kind, "a": src, "b": other,
+                            "relu": draw(st.booleans()) if kind == "add" else False})
+                values.append(values[src])
+            elif kind == "linear":
+                out = draw(st.integers(1, 24))
+                ops.append({"op": "linear", "a": src, "out": out, "relu": draw(st.booleans())})
+                values.append(out)
+            else:
+                ops.append({"op": kind, "a": src})
+                values.append(values[src])
+        return {"input": [1, t, f], "ops": ops, "head": False, "head_depth": 0, "classes": 1}
+
+    @st.composite
     def spec(draw):
+        common = {"contract": draw(st.sampled_from(CONTRACTS)),
+                  "per_channel": draw(st.booleans()),
+                  "qparams_seed": draw(st.integers(0, 2**31 - 1)),
+                  "input_scale": draw(st.sampled_from([0.2, 1.0, 5.0])),
+                  "seed": draw(st.integers(0, 2**31 - 1))}
+        if draw(st.integers(0, 3)) == 0:
+            return {**draw(sequence()), **common}
+        return {**draw(image()), **common}
+
+    @st.composite
+    def image(draw):
         c = draw(st.integers(1, 12))
         hw = draw(st.integers(4, 11))
         values = [(c, hw)]  # (channels, size) of each value, the input first
@@ -49,8 +87,9 @@ def graph_spec():
             src = draw(st.integers(0, len(values) - 1))
             sc, shw = values[src]
             kind = draw(st.sampled_from(["conv", "conv", "conv", "add", "cat", "relu",
-                                         "hardtanh", "maxpool", "avgpool"]))
-            if kind in ("add", "cat"):
+                                         "hardtanh", "maxpool", "avgpool", "mul", "hardswish",
+                                         "sigmoid"]))
+            if kind in ("add", "cat", "mul"):
                 same = [i for i, v in enumerate(values) if v == values[src]]
                 other = draw(st.sampled_from(same))
                 ops.append({"op": kind, "a": src, "b": other,
@@ -75,12 +114,8 @@ def graph_spec():
                 values.append(values[src])
         head = draw(st.booleans())
         return {"input": [1, c, hw, hw], "ops": ops, "head": head,
-                "classes": draw(st.integers(1, 10)),
-                "contract": draw(st.sampled_from(CONTRACTS)),
-                "per_channel": draw(st.booleans()),
-                "qparams_seed": draw(st.integers(0, 2**31 - 1)),
-                "input_scale": draw(st.sampled_from([0.2, 1.0, 5.0])),
-                "seed": draw(st.integers(0, 2**31 - 1))}
+                "head_depth": draw(st.integers(1, 3)) if head else 0,
+                "classes": draw(st.integers(1, 10))}
 
     return spec()
 
@@ -93,11 +128,19 @@ class SpecModel(nn.Module):
         self.spec = spec
         self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
         gen = torch.Generator().manual_seed(spec["seed"])
-        channels = [spec["input"][1]]
+        # channels of an image value, features of a sequence value
+        channels = [spec["input"][-1] if len(spec["input"]) == 3 else spec["input"][1]]
         self.layers = nn.ModuleList()
         for op in spec["ops"]:
             c = channels[op["a"]]
-            if op["op"] == "conv":
+            if op["op"] == "linear":
+                lin = nn.Linear(c, op["out"])
+                with torch.no_grad():
+                    lin.weight.uniform_(-1, 1, generator=gen)
+                    lin.bias.uniform_(-1, 1, generator=gen)
+                layer = torch.ao.nn.intrinsic.LinearReLU(lin, nn.ReLU()) if op["relu"] else lin
+                channels.append(op["out"])
+            elif op["op"] == "conv":
                 conv = nn.Conv2d(c, op["out"], op["k"], op["stride"], op["k"] // 2,
                                  groups=op["groups"])
                 with torch.no_grad():
@@ -105,21 +148,28 @@ class SpecModel(nn.Module):
                     conv.bias.uniform_(-1, 1, generator=gen)
                 layer = torch.ao.nn.intrinsic.ConvReLU2d(conv, nn.ReLU()) if op["relu"] else conv
                 channels.append(op["out"])
-            elif op["op"] in ("add", "cat"):
+            elif op["op"] in ("add", "cat", "mul"):
                 layer = torch.ao.nn.quantized.FloatFunctional()
                 channels.append(c * 2 if op["op"] == "cat" else c)
             else:
                 layer = {"relu": nn.ReLU(), "hardtanh": nn.Hardtanh(-0.5, 1.5),
-                         "maxpool": nn.MaxPool2d(2), "avgpool": nn.AvgPool2d(2)}[op["op"]]
+                         "maxpool": nn.MaxPool2d(2), "avgpool": nn.AvgPool2d(2),
+                         "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid()}[op["op"]]
                 channels.append(c)
             self.layers.append(layer)
         self.head = None
-        if spec["head"]:
+        if spec["head"]:  # global pool, then 1-3 linears (ReLU between them)
             self.pool = nn.AdaptiveAvgPool2d(1)
-            self.head = nn.Linear(channels[-1], spec["classes"])
-            with torch.no_grad():
-                self.head.weight.uniform_(-1, 1, generator=gen)
-                self.head.bias.uniform_(-1, 1, generator=gen)
+            sizes = [channels[-1]] + [spec["classes"] + 3 * i
+                                      for i in range(spec.get("head_depth", 1) - 1, -1, -1)]
+            layers = []
+            for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+                lin = nn.Linear(n_in, n_out)
+                with torch.no_grad():
+                    lin.weight.uniform_(-1, 1, generator=gen)
+                    lin.bias.uniform_(-1, 1, generator=gen)
+                layers += [lin, nn.ReLU()] if i < len(sizes) - 2 else [lin]
+            self.head = nn.Sequential(*layers)
 
     def forward(self, x):
         values = [self.quant(x)]
@@ -128,6 +178,8 @@ class SpecModel(nn.Module):
             if op["op"] == "add":
                 values.append(layer.add_relu(a, values[op["b"]]) if op["relu"]
                               else layer.add(a, values[op["b"]]))
+            elif op["op"] == "mul":
+                values.append(layer.mul(a, values[op["b"]]))
             elif op["op"] == "cat":
                 values.append(layer.cat([a, values[op["b"]]], dim=1))
             else:
@@ -184,7 +236,8 @@ def _perturbed_qparams(rng, scale: float, zero_point: int) -> tuple[float, int]:
 
 def requantizing_ops(spec: dict) -> int:
     """Ops of the graph that round (the head: a global average pool and a linear)."""
-    return sum(op["op"] in REQUANTIZING for op in spec["ops"]) + 2 * int(spec["head"])
+    head = 1 + spec.get("head_depth", 1) if spec["head"] else 0  # the pool and the linears
+    return sum(op["op"] in REQUANTIZING for op in spec["ops"]) + head
 
 
 def _reference_refuses(model, inputs, engine: str) -> str | None:

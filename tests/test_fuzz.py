@@ -29,11 +29,13 @@ def test_the_comparison_has_teeth():
     seen = []
 
     @seed(7)
-    @settings(max_examples=15, deadline=None, database=None, phases=["generate"],
+    @settings(max_examples=60, deadline=None, database=None, phases=["generate"],
               suppress_health_check=list(HealthCheck))
     @given(fuzz.graph_spec())
     def collect(spec):
-        if fuzz.requantizing_ops(spec) >= 2:
+        has_bias = spec["head"] or any(op["op"] in ("conv", "linear") for op in spec["ops"])
+        # integer rounds biases, so it differs -- rarely on these small graphs: stop at one
+        if fuzz.requantizing_ops(spec) >= 2 and has_bias and not any(v < 1 for v in seen):
             model, inputs = fuzz.build({**spec, "contract": "fbgemm"})
             compiled = qcompile.compile(model, inputs[:1], numerics="integer", tune_logs=False)
             seen.append(qcompile.verify(model, compiled, inputs)["bit_exact_fraction"])
