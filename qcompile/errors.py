@@ -3,3 +3,8 @@
 
 class QCompileError(Exception):
     """A model, option or input that qcompile cannot take, with the reason and the fix."""
+
+
+class EngineLimitError(QCompileError):
+    """The contract's reference engine itself cannot compute this model (it refuses it, or its
+    result there is undefined behaviour), so there is nothing to be exact with."""

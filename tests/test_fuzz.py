@@ -89,7 +89,7 @@ def test_a_graph_pytorch_refuses_is_refused_clearly():
     """qcompile refuses it too, as a QCompileError (raised inside a Relax pass it used to reach
     the user as a bare RuntimeError), and the fuzzer counts it inside the contract."""
     model, inputs = fuzz.build(REFUSED_BY_QNNPACK)
-    with pytest.raises(qcompile.QCompileError, match="QNNPACK add refuses these scales"):
+    with pytest.raises(qcompile.QCompileError, match="QNNPACK add cannot take these scales"):
         qcompile.compile(model, inputs[:1], numerics="qnnpack", tune_logs=False)
     result = fuzz.check(REFUSED_BY_QNNPACK)
     assert result["ok"] and "refused" in result
@@ -103,3 +103,28 @@ def test_a_spec_always_builds_the_same_graph():
         if isinstance(v1, torch.Tensor):
             assert torch.equal(v1.int_repr() if v1.is_quantized else v1,
                                v2.int_repr() if v2.is_quantized else v2), k1
+
+
+def test_qnnpack_add_with_a_32_bit_shift_is_refused():
+    """Found by the 2000-graph run once the op set grew: inputs 2**-11 of the output scale give
+    QNNPACK a 32-bit shift (undefined behaviour: PyTorch returns zo or zo + 1 at random)."""
+    from qcompile.numerics.constants import qnnpack_add
+
+    with pytest.raises(ValueError, match="shift would be 32 bits"):
+        qnnpack_add(0.0096, 0.0096, 10.0)
+    qnnpack_add(0.0096, 0.0096, 9.0)  # 2**-10 <= ratio: shift 31, defined
+
+
+def test_integer_bound_grows_with_the_accumulator_step():
+    """A 1x1 conv into a 1e-4 output scale: its int32 bias rounding moves the result by up to
+    half an accumulator step, ~2 output steps here (the 2000-graph run's graph 474)."""
+    spec = {"input": [1, 9, 10, 10], "head": False, "head_depth": 0, "classes": 1,
+            "ops": [{"op": "conv", "a": 0, "out": 7, "k": 1, "stride": 1, "groups": 1,
+                     "relu": True}],
+            "contract": "integer", "per_channel": False, "qparams_seed": 0, "input_scale": 1.0,
+            "seed": 3}
+    model, _ = fuzz.build(spec)
+    model.layers[0].scale = 1e-4
+    assert fuzz.integer_bound(model) >= 2
+    model.layers[0].scale = 1.0
+    assert fuzz.integer_bound(model) == 1

@@ -19,6 +19,7 @@ OUTPUT_SHAPES = {
     "mobilenet_v3_small": (1, 1000),
     "bert_ffn": (1, 128, 768),
     "bert_ffn_dynamic": (1, 128, 768),
+    "bert_encoder": (1, 32, 256),
 }
 # Operations each quantized model must contain once traced by torch.fx.
 EXPECTED_OPS = {
@@ -29,6 +30,7 @@ EXPECTED_OPS = {
                            "AdaptiveAvgPool2d", "AvgPool2d", "quantized.add", "quantized.mul"},
     "bert_ffn": {"LinearReLU", "Linear"},
     "bert_ffn_dynamic": {"Linear", "ReLU"},  # quantized.dynamic.Linear, a float ReLU between
+    "bert_encoder": {"Linear", "Embedding", "LayerNorm", "GELU"},  # dynamic Linears, float rest
 }
 
 
@@ -36,9 +38,14 @@ def _small(name, engine="fbgemm"):
     return zoo.get(name, engine=engine, image_size=SMALL)
 
 
+def _args(x):
+    """One example's positional arguments (bert_encoder takes token ids and a mask)."""
+    return x if isinstance(x, tuple) else (x,)
+
+
 def _run(zm, xs):
     with quantized_engine(zm.engine), torch.no_grad():
-        return torch.cat([zm.quantized(x) for x in xs])
+        return torch.cat([zm.quantized(*_args(x)) for x in xs])
 
 
 def _op_kinds(gm: torch.fx.GraphModule) -> set:
@@ -57,7 +64,7 @@ def test_builds_runs_and_is_not_degenerate(name):
     assert zm.name == name and zm.engine == "fbgemm"
     assert not zm.quantized.training and not zm.float_model.training
     xs = zm.example_inputs(8)
-    assert all(x.shape == zm.input_shape for x in xs)
+    assert all(_args(x)[0].shape == zm.input_shape for x in xs)
     out = _run(zm, xs)
     assert out.shape[1:] == OUTPUT_SHAPES[name][1:]
     assert torch.isfinite(out).all()
@@ -73,7 +80,7 @@ def test_quantized_tracks_float_model(name):
     zm = _small(name)
     xs = zm.example_inputs(4)
     with torch.no_grad():
-        ref = torch.cat([zm.float_model(x) for x in xs])
+        ref = torch.cat([zm.float_model(*_args(x)) for x in xs])
     out = _run(zm, xs)
     cos = nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0)
     assert cos > 0.7
@@ -84,9 +91,9 @@ def test_fx_traceable(name):
     zm = _small(name)
     gm = torch.fx.symbolic_trace(zm.quantized)
     assert EXPECTED_OPS[name] <= _op_kinds(gm)
-    x = zm.example_inputs(1)[0]
+    x = _args(zm.example_inputs(1)[0])
     with quantized_engine(zm.engine), torch.no_grad():
-        assert torch.equal(gm(x), zm.quantized(x))
+        assert torch.equal(gm(*x), zm.quantized(*x))
 
 
 def test_float_model_is_unfused():
@@ -112,7 +119,7 @@ def test_qnnpack_mobilenet_v2_tracks_float_model():
     zm = _small("mobilenet_v2", engine="qnnpack")
     xs = zm.example_inputs(8)
     with torch.no_grad():
-        ref = torch.cat([zm.float_model(x) for x in xs])[:, :NUM_CLASSES]
+        ref = torch.cat([zm.float_model(*_args(x)) for x in xs])[:, :NUM_CLASSES]
     out = _run(zm, xs)[:, :NUM_CLASSES]  # the classes the head was fitted on
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
 
@@ -121,7 +128,7 @@ def test_fbgemm_mobilenet_v2_tracks_float_model():
     zm = _small("mobilenet_v2")
     xs = zm.example_inputs(8)
     with torch.no_grad():
-        ref = torch.cat([zm.float_model(x) for x in xs])[:, :NUM_CLASSES]
+        ref = torch.cat([zm.float_model(*_args(x)) for x in xs])[:, :NUM_CLASSES]
     out = _run(zm, xs)[:, :NUM_CLASSES]
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
 

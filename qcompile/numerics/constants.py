@@ -144,6 +144,10 @@ def qnnpack_add(a_scale: float, b_scale: float, out_scale: float) -> QnnpackAdd:
         if not (2.0**-14 <= float(r) < 2.0**8):
             raise ValueError(f"input-to-output scale ratio {float(r):.7g} outside [2**-14, 2**8)")
     shift = 21 - _f32_exponent(max(ra, rb))
+    if shift >= 32:  # QNNPACK asserts shift < 32 (debug builds); release builds shift int32 by
+        # 32+ bits, undefined behaviour (measured: PyTorch returns zo or zo + 1 at random)
+        raise ValueError(f"larger input-to-output scale ratio {float(max(ra, rb)):.7g} below "
+                         "2**-10: QNNPACK's fixed-point shift would be 32 bits or more")
     a_mult = int(np.rint(np.float64(ra) * 2.0**shift))
     b_mult = int(np.rint(np.float64(rb) * 2.0**shift))
     return QnnpackAdd(a_mult, b_mult, shift)

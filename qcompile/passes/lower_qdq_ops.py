@@ -17,7 +17,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..numerics import kernels, pt2e
 from ..numerics.tables import unary_tables
-from ..errors import QCompileError
+from ..errors import EngineLimitError, QCompileError
 from .fuse_requantize import activation_bounds, clip_range, qnnpack_clamp_permutes
 from .rewrite import const_value, run_rewrite
 
@@ -67,8 +67,9 @@ def _binary(ctx, call, m, contract, threads):
 
             qnnpack_add(qa[0], qb[0], qo[0])
         except ValueError as err:
-            raise QCompileError(f"quantized add under qnnpack numerics: PyTorch's QNNPACK add "
-                                f"refuses these scales ({err}); use fbgemm numerics") from None
+            raise EngineLimitError(f"quantized add under qnnpack numerics: PyTorch's QNNPACK "
+                                   f"add cannot take these scales ({err}); use fbgemm "
+                                   "numerics") from None
         fn = lambda x, y: kernels.add_qnnpack(x, y, qa, qb, qo, relu)  # noqa: E731
         return ctx.call_te(fn, a, b, primfunc_name_hint="qadd_qnnpack")
     if contract == "integer":
