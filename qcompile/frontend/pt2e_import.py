@@ -265,6 +265,17 @@ def _adaptive_avg_pool2d(imp, x, output_size):
     return imp.float_op(R.nn.adaptive_avg_pool2d(imp.as_float(x, "adaptive_avg_pool2d"), (1, 1)))
 
 
+def _avg_pool2d(imp, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    if divisor_override is not None:
+        raise imp.error("avg_pool2d with divisor_override is not supported")
+    pair = torch.nn.modules.utils._pair
+    stride = pair(stride if stride not in (None, []) else kernel_size)
+    return imp.float_op(R.nn.avg_pool2d(imp.as_float(x, "avg_pool2d"), pair(kernel_size), stride,
+                                        pair(padding), ceil_mode=ceil_mode,
+                                        count_include_pad=count_include_pad))
+
+
 def _mean(imp, x, dims, keepdim=False, dtype=None):
     shape = ops._shape_of(x.q if isinstance(x, Dq) else x)
     if len(shape) == 4 and sorted(d % 4 for d in dims) == [2, 3]:
@@ -320,6 +331,7 @@ _HANDLERS = {
     "aten.sigmoid.default": _unary(R.sigmoid, "sigmoid"),
     "aten.adaptive_avg_pool2d.default": _adaptive_avg_pool2d,
     "aten.mean.dim": _mean,
+    "aten.avg_pool2d.default": _avg_pool2d,
     "aten.max_pool2d.default": _max_pool2d,
     "aten.max_pool2d_with_indices.default": _max_pool2d_with_indices,
     "aten.flatten.using_ints": _movement(ops.flatten),

@@ -342,18 +342,11 @@ def _window_sum(x, zx: int, kernel, stride, pads, out_hw):
                       lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]), name="pool_sum")
 
 
-def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
-               count_include_pad):
-    """avg_pool2d on a channels-last quint8 tensor (keeps the input qparams).
-
-    acc = sum(q - zx) over the window; m = f(1/div).  First floor(C/16)*16 channels:
-    rne(f(acc*m)) + zx; the others rint(f(f(acc*f(1/f(1/m))) + zx)).
-    """
-    n, c, h, w = (int(d) for d in x.shape)
+def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_include_pad):
+    """PyTorch's avg_pool2d output size (oh, ow) and its divisor(i, j) as a TIR expression."""
     kh, kw = kernel
     sh, sw = stride
     pt, pl, pb, pr = _padding4(padding)
-    zx = qin[1]
 
     def out_size(size, k, s, p0, p1):
         span = size + p0 + p1 - k
@@ -361,9 +354,6 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
         if ceil_mode and (o - 1) * s >= size + p0:
             o -= 1
         return o
-
-    oh, ow = out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)
-    total = _window_sum(x, zx, (kh, kw), (sh, sw), (pt, pl, pb, pr), (oh, ow))
 
     def divisor(i, j):
         y0, z0 = i * sh - pt, j * sw - pl
@@ -373,6 +363,22 @@ def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
             return (y1 - y0) * (z1 - z0)
         y1, z1 = tirx.min(y0 + kh, h), tirx.min(z0 + kw, w)
         return (y1 - tirx.max(y0, 0)) * (z1 - tirx.max(z0, 0))
+
+    return (out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)), divisor
+
+
+def avg_pool2d(x, qin, qout, contract: str, kernel, stride, padding, ceil_mode,
+               count_include_pad):
+    """avg_pool2d on a channels-last quint8 tensor (keeps the input qparams).
+
+    acc = sum(q - zx) over the window; m = f(1/div).  First floor(C/16)*16 channels:
+    rne(f(acc*m)) + zx; the others rint(f(f(acc*f(1/f(1/m))) + zx)).
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    (oh, ow), divisor = avg_pool_geometry(h, w, kernel, stride, padding, ceil_mode,
+                                          count_include_pad)
+    total = _window_sum(x, zx, kernel, stride, _padding4(padding), (oh, ow))
 
     body_channels = (c // 16) * 16
 

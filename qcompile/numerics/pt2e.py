@@ -90,16 +90,21 @@ def epilogue(acc, ats, bias, axis: int, act=None, residual=None, act_after=None,
 
 
 def binary(a, b, qa, qb, qo, multiply: bool, relu: bool):
-    """quantize(act(dequantize(a) op dequantize(b))) of two same-shape 8-bit tensors."""
+    """quantize(act(dequantize(a) op dequantize(b))) of two 8-bit tensors (broadcasting, as
+    a squeeze-excite block's x * gate of shape (N, C, 1, 1))."""
+    from .kernels import at, broadcast_shape
+
+    shape = broadcast_shape(a, b)
 
     def body(*idx):
-        da, db = dequantize_value(a(*idx), *qa), dequantize_value(b(*idx), *qb)
+        da = dequantize_value(at(a, shape, idx), *qa)
+        db = dequantize_value(at(b, shape, idx), *qb)
         c = fence(da * db) if multiply else fence(da + db)
         if relu:
             c = tirx.max(c, f32(0.0))
         return quantize_value(c, *qo).astype("uint8")
 
-    return te.compute(a.shape, body, name="qmul_pt2e" if multiply else "qadd_pt2e")
+    return te.compute(shape, body, name="qmul_pt2e" if multiply else "qadd_pt2e")
 
 
 def requantize_tensor(q, qin, qout):
@@ -156,6 +161,35 @@ def adaptive_avg_pool_1x1(x, qin, qout):
         return quantize_value(mean, *qout).astype("uint8")
 
     return te.compute((n, c, 1, 1), out, name="adaptive_avg_pool_pt2e")
+
+
+def avg_pool2d(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):
+    """quantize(avg_pool2d(dequantize(x))): PyTorch's float kernel sums each window row by row
+    in a float (padding adds nothing), then divides by the divisor (measured bit for bit for
+    2x2/s2, 3x3/s1 p1, 3x3/s2 p1 without count_include_pad, 3x3/s3)."""
+    from .kernels import _padding4, avg_pool_geometry
+
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl = _padding4(padding)[:2]
+    (oh, ow), divisor = avg_pool_geometry(h, w, kernel, stride, padding, ceil_mode,
+                                          count_include_pad)
+
+    def out(b, k, i, j):
+        total = None
+        for a in range(kh):
+            for e in range(kw):
+                y, z = i * sh + a - pt, j * sw + e - pl
+                inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+                v = dequantize_value(x[b, k, tirx.max(tirx.min(y, h - 1), 0),
+                                       tirx.max(tirx.min(z, w - 1), 0)], *qin)
+                v = tirx.Select(inside, v, f32(0.0))
+                total = v if total is None else fence(total + v)
+        mean = fence(total / divisor(i, j).astype(_F))
+        return quantize_value(mean, *qout).astype("uint8")
+
+    return te.compute((n, c, oh, ow), out, name="avg_pool_pt2e")
 
 
 def unary_table(fn_name: str, qin: tuple, qout: tuple, bounds=None) -> np.ndarray:

@@ -54,13 +54,13 @@ def _binary(ctx, call, m, contract, threads):
     qa, qb, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SB, ZB), _qp(ctx, m, SO, ZO)
     a, b = ctx.new(m[A]), ctx.new(m[B])
     multiply = op == "relax.multiply"
+    if contract == "pt2e":  # float ops, one element at a time: broadcasting changes nothing
+        fn = lambda x, y: pt2e.binary(x, y, qa, qb, qo, multiply, relu)  # noqa: E731
+        return ctx.call_te(fn, a, b, primfunc_name_hint="qmul" if multiply else "qadd")
     if [int(d) for d in a.ty.shape] != [int(d) for d in b.ty.shape] and not multiply:
         # PyTorch runs a broadcasting add through another loop (no vector body); not modelled.
         raise QCompileError("quantized add with broadcasting inputs "
                             f"{list(a.ty.shape)} + {list(b.ty.shape)} is not supported yet")
-    if contract == "pt2e":
-        fn = lambda x, y: pt2e.binary(x, y, qa, qb, qo, multiply, relu)  # noqa: E731
-        return ctx.call_te(fn, a, b, primfunc_name_hint="qmul" if multiply else "qadd")
     if contract == "qnnpack" and not multiply:
         try:
             from ..numerics.constants import qnnpack_add
@@ -151,19 +151,19 @@ def _pool(ctx, call, m, contract):
         out = _pool_qnnpack(ctx, pool, x, qa)
         if out is not None:
             return out
-    if contract == "pt2e":
-        if pool.op.name != "relax.nn.adaptive_avg_pool2d":
-            raise QCompileError("avg_pool2d under pt2e numerics is not supported yet "
-                                "(global average pooling is)")
-        fn = lambda t: pt2e.adaptive_avg_pool_1x1(t, qa, qo)  # noqa: E731
-        return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
     if pool.op.name == "relax.nn.adaptive_avg_pool2d":
-        fn = lambda t: kernels.adaptive_avg_pool_1x1(t, qa, qo, contract)  # noqa: E731
+        if contract == "pt2e":
+            fn = lambda t: pt2e.adaptive_avg_pool_1x1(t, qa, qo)  # noqa: E731
+        else:
+            fn = lambda t: kernels.adaptive_avg_pool_1x1(t, qa, qo, contract)  # noqa: E731
         return ctx.call_te(fn, x, primfunc_name_hint="adaptive_avg_pool")
     attrs = pool.attrs
     params = dict(kernel=[int(v) for v in attrs.pool_size], stride=[int(v) for v in attrs.strides],
                   padding=[int(v) for v in attrs.padding], ceil_mode=bool(attrs.ceil_mode),
                   count_include_pad=bool(attrs.count_include_pad))
+    if contract == "pt2e":
+        fn = lambda t: pt2e.avg_pool2d(t, qa, qo, **params)  # noqa: E731
+        return ctx.call_te(fn, x, primfunc_name_hint="avg_pool")
     fn = lambda t: kernels.avg_pool2d(t, qa, qo, contract, **params)  # noqa: E731
     return ctx.call_te(fn, x, primfunc_name_hint="avg_pool")
 
