@@ -89,9 +89,11 @@ class Pt2eImporter(Importer):
         """A float Relax expression for a value (a Dq inline, so patterns see the dequantize)."""
         if isinstance(value, Dq):
             return dequantize(value.q)
-        if isinstance(value, PendingMaxPool):
-            raise self.error(f"{what} of a max_pool2d of a float tensor: qcompile pools 8-bit "
-                             "values; annotate the max_pool2d input for quantization")
+        if isinstance(value, PendingMaxPool):  # not quantized after all: a float island
+            kernel, stride, padding, dilation, ceil_mode = value.args
+            pair = torch.nn.modules.utils._pair
+            return self.emit(R.nn.max_pool2d(value.value, pair(kernel), pair(stride),
+                                             pair(padding), pair(dilation), ceil_mode=ceil_mode))
         if isinstance(value, QValue):
             raise self.error(f"{what} got an 8-bit tensor without its dequantize")
         if isinstance(value, relax.Expr):
