@@ -54,11 +54,18 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         return tvm.transform.Sequential(_fusion_passes(target))(mod)
 
 
-def integer_module(model, shapes, numerics: str, threads: int, family, probe: bool = False,
-                   dtypes=None, examples=None):
-    """Import, apply the numerics contract and pack for the family.
+def input_specs(arrays: list) -> tuple[list, list]:
+    """(shapes, dtypes) of example input arrays, as the compiled module keeps them."""
+    return ([tuple(int(d) for d in a.shape) for a in arrays], [input_dtype(a) for a in arrays])
+
+
+def integer_module(model, examples: list, numerics: str, threads: int, family,
+                   probe: bool = False):
+    """Import, apply the numerics contract and pack for the family.  `examples`: one call's
+    input arrays (their shapes and dtypes; a model fx cannot trace is traced on them).
 
     Returns (integer module, probes, output qparams recorded by the frontend or None)."""
+    shapes, dtypes = input_specs(examples)
     probes = []
     if probe:
         mod, probes = frontend.import_model(model, shapes, probe=True, input_dtypes=dtypes,
@@ -190,14 +197,13 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
         import torch
 
         threads = torch.get_num_threads()
-    shapes = [tuple(int(d) for d in _as_numpy(x).shape) for x in example_inputs]
-    dtypes = [input_dtype(_as_numpy(x)) for x in example_inputs]
+    examples = [_as_numpy(x) for x in example_inputs]
+    shapes, dtypes = input_specs(examples)
     family = resolve_family(target)
     tvm_target = family.tvm_target()
     timings = {}
     t0 = time.perf_counter()
-    integer, probes, out_qp = integer_module(model, shapes, numerics, threads, family, probe,
-                                             dtypes, [_as_numpy(x) for x in example_inputs])
+    integer, probes, out_qp = integer_module(model, examples, numerics, threads, family, probe)
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log_dirs = logs.resolve_tune_logs(tune_logs, family.name)

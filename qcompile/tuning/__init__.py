@@ -37,11 +37,10 @@ RUN_TIMEOUT_S = 60
 
 def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
     """The tunable kernels of the model: MetaSchedule ExtractedTasks (weight = calls per run)."""
-    from ..build.compiler import _as_numpy, fuse, input_dtype, integer_module
+    from ..build.compiler import _as_numpy, fuse, integer_module
 
-    shapes = [tuple(int(d) for d in _as_numpy(x).shape) for x in example_inputs]
-    dtypes = [input_dtype(_as_numpy(x)) for x in example_inputs]
-    integer, _, _ = integer_module(model, shapes, numerics, threads, family, dtypes=dtypes)
+    integer, _, _ = integer_module(model, [_as_numpy(x) for x in example_inputs], numerics,
+                                   threads, family)
     target = family.tvm_target()
     fused = fuse(integer, target)
     tasks = ms.relax_integration.extract_tasks(fused, target)
