@@ -20,6 +20,11 @@ def float32_ulps(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     return np.abs(ordered(reference) - ordered(output))
 
 
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
+
+
 def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dict:
     """Element statistics of output vs reference, in steps of `lsb`; with lsb None (a float
     output, no quantized step) in float32 ULPs, and exactness as equal float32 bit patterns."""
@@ -39,13 +44,11 @@ def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dic
         relative = np.where(error == 0, 0.0, error / np.abs(ref))
     values, counts = np.unique(steps, return_counts=True)
     histogram = {int(v): int(c) for v, c in zip(values, counts)}
-    num = float(np.dot(ref.ravel(), out.ravel()))
-    den = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
     return {"bit_exact_fraction": exact, "max_abs_lsb": int(steps.max(initial=0)),
             "unit": "lsb" if lsb else "float32 ulp", "measured": measured,
             "max_abs_error": float(error.max(initial=0.0)),
             "max_rel_error": float(relative.max(initial=0.0)),
-            "lsb_histogram": histogram, "cosine": num / den, "elements": int(ref.size),
+            "lsb_histogram": histogram, "cosine": _cosine(ref, out), "elements": int(ref.size),
             "distinct_reference_values": int(np.unique(ref).size)}
 
 
@@ -69,11 +72,6 @@ def _probe_outputs(model, names):
             hooks.append(modules[n].register_forward_hook(
                 lambda mod, inp, out, n=n: records[n].append(out.int_repr().numpy().copy())))
     return hooks, records
-
-
-def _cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
 
 
 def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=None) -> dict:
@@ -114,16 +112,18 @@ def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=No
                     got = (got,)
                 outs.append(got[0])
                 for name, value in zip(probes, got[len(got) - len(probes):]):
-                    ref_q = records[name][-1] if records[name] else None
-                    if ref_q is not None:
-                        tally = differing.setdefault(name, [0, 0, 0])
-                        tally[0] += int(np.sum(ref_q != value))
-                        tally[1] += int(ref_q.size)
-                        tally[2] = max(tally[2], int(np.abs(ref_q.astype(np.int32) - value).max(
-                            initial=0)))
-                    if first is None and ref_q is not None and not np.array_equal(ref_q, value):
-                        first = {"module": name, "mismatch_fraction": float(np.mean(ref_q != value)),
-                                 "max_abs_steps": int(np.abs(ref_q.astype(np.int32) - value).max())}
+                    if not records[name]:
+                        continue
+                    ref_q = records[name][-1]
+                    mismatches = int(np.sum(ref_q != value))
+                    steps = int(np.abs(ref_q.astype(np.int32) - value).max(initial=0))
+                    tally = differing.setdefault(name, [0, 0, 0])
+                    tally[0] += mismatches
+                    tally[1] += int(ref_q.size)
+                    tally[2] = max(tally[2], steps)
+                    if first is None and mismatches:
+                        first = {"module": name, "mismatch_fraction": mismatches / ref_q.size,
+                                 "max_abs_steps": steps}
     finally:
         for h in probe_hooks:
             h.remove()
