@@ -115,7 +115,10 @@ def to_dtype(imp, x, *args, **kwargs):
              torch.bool: "bool"}
     if dtype not in names:
         raise imp.error(f"conversion to {dtype} is not supported")
-    return imp.emit(R.astype(_float(imp, x, "to"), names[dtype]))
+    x = _float(imp, x, "to")
+    if str(x.ty.dtype) == names[dtype]:  # e.g. a dynamic linear's Y.to(x.dtype): a no-op
+        return x
+    return imp.emit(R.astype(x, names[dtype]))
 
 
 def masked_fill(imp, x, mask, value):

@@ -22,8 +22,10 @@ from . import float_ops, ops
 from .fx_import import Importer
 from .values import QValue
 
-_SCALAR_TYPES = {13: torch.quint8, 12: torch.qint8, 6: torch.float32}
-_FLOAT32 = 6  # TorchScript's ScalarType code of torch.float32
+# TorchScript's ScalarType codes
+_SCALAR_TYPES = {13: torch.quint8, 12: torch.qint8, 6: torch.float32, 4: torch.int64,
+                 3: torch.int32, 11: torch.bool}
+_FLOAT32 = 6
 _CONV_OPS = {"quantized::conv2d": False, "quantized::conv2d_relu": True}
 _LINEAR_OPS = {"quantized::linear": False, "quantized::linear_relu": True}
 _DYNAMIC_LINEAR_OPS = {"quantized::linear_dynamic": False, "quantized::linear_relu_dynamic": True}
@@ -66,15 +68,11 @@ _PY_OPS = {
 }
 
 
-def _scalar_type(code):
-    return {6: torch.float32, 4: torch.int64, 3: torch.int32, 11: torch.bool}.get(code)
-
-
 def _to(imp, x, *args):
     """aten::to, any overload: the first argument that is a ScalarType code is the dtype."""
     for a in args:
-        if isinstance(a, int) and not isinstance(a, bool) and _scalar_type(a) is not None:
-            return float_ops.to_dtype(imp, x, _scalar_type(a))
+        if isinstance(a, int) and not isinstance(a, bool) and a in _SCALAR_TYPES:
+            return float_ops.to_dtype(imp, x, _SCALAR_TYPES[a])
     raise imp.error("aten::to without a dtype (a device move?) is not supported")
 
 
@@ -226,8 +224,6 @@ class ScriptImporter(Importer):
             return self._dynamic_linear(kind, *args)
         if kind == "prim::dtype" and isinstance(args[0], relax.Expr):
             return _FLOAT32 if args[0].ty.dtype == "float32" else args[0].ty.dtype
-        if kind == "aten::to" and isinstance(args[0], relax.Expr) and args[1] == _FLOAT32:
-            return args[0]  # dynamic linear's Y.to(x.dtype): float32 already
         if kind in _BINARY:
             return ops.FUNCTIONS[_BINARY[kind]](self, *args)
         if kind == "quantized::hardswish":
