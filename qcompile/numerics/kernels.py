@@ -63,13 +63,16 @@ def quantize(x, scale: float, zero_point: int, dtype: str = "uint8"):
     )
 
 
+def dequantize_value(q, scale: float, zero_point: int):
+    """f(f32(s) * f32(q - zp)) of one 8-bit TIR value, no FMA (PyTorch's dequantize, also
+    PT2E's decomposed one)."""
+    return mul(f32(np_f32(scale)), (q.astype("int32") - zero_point).astype("float32"))
+
+
 def dequantize(q, scale: float, zero_point: int):
-    """dequantize: f(f32(s) * f32(q - zp)), no FMA."""
-    return te.compute(
-        q.shape,
-        lambda *i: mul(f32(np_f32(scale)), (q(*i).astype("int32") - zero_point).astype("float32")),
-        name="dequantize",
-    )
+    """dequantize of a tensor (dequantize_value per element)."""
+    return te.compute(q.shape, lambda *i: dequantize_value(q(*i), scale, zero_point),
+                      name="dequantize")
 
 
 def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, out_dtype="uint8"):

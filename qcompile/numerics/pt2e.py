@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
-from .tir_ops import clamp, f32, fence, rne_i32
+from .kernels import _padding4, at, avg_pool_geometry, broadcast_shape, dequantize_value
+from .tir_ops import clamp, dtype_range, f32, fence, rne_i32
 
 _F = "float32"
 
@@ -33,11 +34,6 @@ def inv_scale(scale: float) -> np.float32:
 def quantize_value(v, scale: float, zero_point: int, lo: int = 0, hi: int = 255):
     """clamp(rne(f(v * inv)) + zp) of a float32 TIR value, as an int32 value."""
     return clamp(rne_i32(fence(v * f32(inv_scale(scale)))) + zero_point, lo, hi)
-
-
-def dequantize_value(q, scale: float, zero_point: int):
-    """f(f32(q - zp) * f32(s)) of an 8-bit TIR value."""
-    return fence((q.astype("int32") - zero_point).astype(_F) * f32(np.float32(scale)))
 
 
 def apply_act(v, act):
@@ -53,8 +49,9 @@ def apply_act(v, act):
 
 def quantize(x, scale: float, zero_point: int, dtype: str = "uint8"):
     """quantize_per_tensor of a float32 tensor."""
-    return te.compute(x.shape, lambda *i: quantize_value(x(*i), scale, zero_point).astype(dtype),
-                      name="quantize")
+    lo, hi = dtype_range(dtype)
+    return te.compute(x.shape, lambda *i: quantize_value(x(*i), scale, zero_point, lo,
+                                                         hi).astype(dtype), name="quantize")
 
 
 def conv_value(acc_value, ats64, bias_value):
@@ -92,8 +89,6 @@ def epilogue(acc, ats, bias, axis: int, act=None, residual=None, act_after=None,
 def binary(a, b, qa, qb, qo, multiply: bool, relu: bool):
     """quantize(act(dequantize(a) op dequantize(b))) of two 8-bit tensors (broadcasting, as
     a squeeze-excite block's x * gate of shape (N, C, 1, 1))."""
-    from .kernels import at, broadcast_shape
-
     shape = broadcast_shape(a, b)
 
     def body(*idx):
@@ -167,8 +162,6 @@ def avg_pool2d(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_p
     """quantize(avg_pool2d(dequantize(x))): PyTorch's float kernel sums each window row by row
     in a float (padding adds nothing), then divides by the divisor (measured bit for bit for
     2x2/s2, 3x3/s1 p1, 3x3/s2 p1 without count_include_pad, 3x3/s3)."""
-    from .kernels import _padding4, avg_pool_geometry
-
     n, c, h, w = (int(d) for d in x.shape)
     kh, kw = kernel
     sh, sw = stride
