@@ -17,7 +17,8 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from tvm import relax
 
-from .values import QParams, QValue, choose_qparams, dequantize, quantize, scalar, scale_expr
+from .values import (QParams, QValue, choose_qparams, dequantize, quantize, scalar,
+                     weight_dequantize)
 
 R = relax.op
 
@@ -73,21 +74,19 @@ def dequantize_value(imp, x, *_):
 
 
 # ---------------------------------------------------------------------------- conv / linear
-def _weight(imp, w: torch.Tensor, axis: int):
+def _weight(imp, w: torch.Tensor):
     """A quantized weight as an int8 constant and its (per-tensor or per-channel) dequantize."""
-    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+    per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    if per_channel:
         if w.q_per_channel_axis() != 0:
             raise imp.error("per-channel weights quantized along an axis other than 0")
         scales = w.q_per_channel_scales().to(torch.float64).numpy()
-        zps = w.q_per_channel_zero_points().numpy().astype("int32")
-        scale_c, zp_c = scale_expr(scales), relax.const(zps)
+        zps = w.q_per_channel_zero_points().numpy()
     else:
-        scale_c = scale_expr(w.q_scale())
-        zp_c = scalar(w.q_zero_point(), "int32")
+        scales, zps = w.q_scale(), w.q_zero_point()
     if w.dtype != torch.qint8:
         raise imp.error(f"weights of dtype {w.dtype} are not supported (qint8 only)")
-    data = relax.const(w.int_repr().numpy().astype("int8"))
-    return R.dequantize(data, scale_c, zp_c, axis=axis)
+    return weight_dequantize(w.int_repr().numpy(), scales, zps, per_channel)
 
 
 def _finish(imp, module, y, relu: bool) -> QValue:
@@ -108,7 +107,7 @@ def conv2d(imp, module, x, relu: bool = False):
     x = _need_q(imp, x, type(module).__name__)
     if module.padding_mode != "zeros":
         raise imp.error(f"conv padding_mode={module.padding_mode!r} is not supported (zeros only)")
-    w = _weight(imp, module.weight(), axis=0)
+    w = _weight(imp, module.weight())
     y = R.nn.conv2d(dequantize(x), w, strides=module.stride, padding=module.padding,
                     dilation=module.dilation, groups=module.groups)
     b = _bias(module)
@@ -120,7 +119,7 @@ def conv2d(imp, module, x, relu: bool = False):
 def linear(imp, module, x, relu: bool = False):
     """Quantized Linear / LinearReLU on inputs of any rank (the last dim is the features)."""
     x = _need_q(imp, x, type(module).__name__)
-    w = _weight(imp, module.weight(), axis=0)
+    w = _weight(imp, module.weight())
     y = R.matmul(dequantize(x), R.permute_dims(w, [1, 0]))
     b = _bias(module)
     if b is not None:
@@ -164,7 +163,7 @@ def dynamic_linear(imp, module, x, relu: bool = False, reduce_range: bool | None
                         f"{weight.q_per_channel_axis()} are not supported (axis 0 only)")
     if reduce_range is None:
         reduce_range = isinstance(module, nniqd.LinearReLU) or (module.version or 0) >= 4
-    w = _weight(imp, weight, axis=0)
+    w = _weight(imp, weight)
     qp = imp.emit(choose_qparams(x, reduce_range, label))
     s, z = relax.TupleGetItem(qp, 0), relax.TupleGetItem(qp, 1)
     xq = R.quantize(x, s, z, axis=-1, out_dtype="uint8")

@@ -28,7 +28,7 @@ from tvm import relax
 from ..errors import QCompileError
 from . import ops
 from .fx_import import Importer
-from .values import QParams, QValue, dequantize, quantize, scalar, scale_expr
+from .values import QParams, QValue, dequantize, quantize, weight_dequantize
 
 R = relax.op
 _QD = "quantized_decomposed"
@@ -185,17 +185,15 @@ def _weight(imp, w: torch.Tensor, scales, zero_points, axis: int, dtype) -> Weig
     if axis != 0:
         raise imp.error(f"per-channel weights quantized along axis {axis} are not supported "
                         "(axis 0, the output channels, only)")
-    if isinstance(scales, torch.Tensor) and scales.numel() > 1:
-        scale_c = scale_expr(scales.detach().to(torch.float64).numpy())
+    per_channel = isinstance(scales, torch.Tensor) and scales.numel() > 1
+    if per_channel:
+        scales = scales.detach().to(torch.float64).numpy()
         zps = (zero_points.detach().numpy() if isinstance(zero_points, torch.Tensor)
-               else np.zeros(scales.numel()))
-        zp_c = relax.const(np.asarray(zps).astype("int32"))
+               else np.zeros(scales.size))
     else:
-        scale_c = scale_expr(float(_scalar(scales)))
-        zp = 0 if zero_points is None else int(_scalar(zero_points))
-        zp_c = scalar(zp, "int32")
-    data = relax.const(w.detach().numpy().astype("int8"))
-    return Weight(R.dequantize(data, scale_c, zp_c, axis=0), tuple(w.shape))
+        scales, zps = _scalar(scales), 0 if zero_points is None else _scalar(zero_points)
+    return Weight(weight_dequantize(w.detach().numpy(), scales, zps, per_channel),
+                  tuple(w.shape))
 
 
 # ---------------------------------------------------------------------------- conv / linear

@@ -39,6 +39,19 @@ def scale_expr(value) -> relax.Expr:
     return relax.op.astype(relax.const(np.asarray(value, dtype="float64"), "float64"), "float32")
 
 
+def weight_dequantize(data: np.ndarray, scales, zero_points, per_channel: bool) -> relax.Expr:
+    """The Q/DQ form's dequantize of an int8 weight constant: per output channel (axis 0,
+    arrays of scales and zero points) or per tensor (one of each)."""
+    if per_channel:
+        scale_c = scale_expr(np.asarray(scales, dtype="float64"))
+        zp_c = relax.const(np.asarray(zero_points).astype("int32"))
+    else:
+        scale_c = scale_expr(float(scales))
+        zp_c = scalar(int(zero_points), "int32")
+    return relax.op.dequantize(relax.const(np.asarray(data).astype("int8")), scale_c, zp_c,
+                               axis=0)
+
+
 def dequantize(value: QValue) -> relax.Expr:
     """The Q/DQ form's dequantize of an activation."""
     qp = value.qparams
