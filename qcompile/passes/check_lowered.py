@@ -8,7 +8,6 @@ from tvm import relax
 from ..errors import QCompileError
 
 
-
 def _has_constant_operand(call, var2val) -> bool:
     """Does a matmul read a constant (through bindings, transposes and kernel calls)?  A float
     matmul with constant weights is a quantized linear no pass lowered, not a float island."""

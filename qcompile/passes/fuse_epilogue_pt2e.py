@@ -63,10 +63,10 @@ def _match_epilogue(ctx, expr):
 def _kernel(ctx, pieces, out):
     m, act1, residual, act2 = pieces
     acc = m[ACC]
-    sx = np.float64(const_value(m[SX], ctx))
+    sx = np.float32(const_value(m[SX], ctx))
     sw = np.atleast_1d(const_value(m[SW], ctx)).reshape(-1).astype(np.float32)
     # double(sx) * double(sw): exact (two float32 significands fit in a double's)
-    ats = (np.float64(np.float32(sx)) * sw.astype(np.float64)).astype(np.float64)
+    ats = np.float64(sx) * sw.astype(np.float64)
     args = [ctx.new(acc), relax.const(ats)]
     bias = const_value(m[BIAS]).reshape(-1).astype(np.float32) if BIAS in m else None
     if bias is not None:

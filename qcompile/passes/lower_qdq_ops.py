@@ -199,9 +199,8 @@ def _concat(ctx, call, contract):
         if not isinstance(dq, relax.Call) or dq.op.name != "relax.dequantize":
             return None
         qin = (float(const_value(dq.args[1], ctx)), int(const_value(dq.args[2])))
-        fn = kernels.requantize_tensor_integer if contract == "integer" else kernels.requantize_tensor
-        if contract == "pt2e":
-            fn = pt2e.requantize_tensor
+        fn = {"integer": kernels.requantize_tensor_integer,
+              "pt2e": pt2e.requantize_tensor}.get(contract, kernels.requantize_tensor)
         moved.append(ctx.emit(ctx.call_te(fn, ctx.new(dq.args[0]), qin, (so, zo),
                                           primfunc_name_hint="requantize_tensor")))
     return R.concat(moved, axis=int(cat.attrs.axis))
