@@ -1,11 +1,13 @@
 """Side-by-side timing: qcompile vs PyTorch fbgemm int8, PyTorch fp32 and ONNX Runtime int8.
 
 All runtimes run in one process on the same input, interleaved in rounds: per round each runtime
-gets one untimed call, then PER_ROUND timed calls in a row.  The untimed call absorbs the
-hand-over: the thread pools of PyTorch (OpenMP) and TVM spin for a while after a call, and the
-first call after another runtime is slowed by its idle spinning threads (measured: qcompile's
-ResNet-18 10.4 ms alone, 17.4 ms timed right after each PyTorch call; sleeping between calls
-instead made every runtime erratic).  The report gives medians and ratios.
+gets untimed calls for HANDOVER_S (at least one), then PER_ROUND timed calls in a row.  The
+untimed calls absorb the hand-over: the thread pools of PyTorch (OpenMP), ONNX Runtime and TVM
+spin for a while after a call, and the calls after another runtime's are slowed by its idle
+spinning threads (measured: qcompile's ResNet-18 10.4 ms alone, 17.4 ms timed right after each
+PyTorch call; after five ONNX Runtime calls its next call took 44 ms and the two after it
+7.6-8.0 ms against 6.1 ms; sleeping between calls instead made every runtime erratic).  The
+report gives medians and ratios.
 Timings on shared machines are noisy:
 compare ratios from one run, never absolute numbers across runs.
 """
@@ -55,6 +57,7 @@ def _onnxruntime_int8(float_model, example, calibration, threads):
 
 
 PER_ROUND = 5
+HANDOVER_S = 0.1
 
 
 def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
@@ -64,7 +67,10 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
     times = {name: [] for name in runners}
     while min(len(t) for t in times.values()) < runs:
         for name, fn in runners.items():
-            fn()  # hand-over call, untimed
+            start = time.perf_counter()
+            fn()  # hand-over, untimed
+            while time.perf_counter() - start < HANDOVER_S:
+                fn()
             for _ in range(min(PER_ROUND, runs - len(times[name]))):
                 t0 = time.perf_counter()
                 fn()

@@ -23,6 +23,7 @@ class _CallRewriter(PyExprMutator):
         super().__init__(mod)
         self.rewrite = rewrite
         self.var2val = {}
+        self.val2var = {}  # a bound value -> its variable: what `new` reuses
         self.error = None  # a QCompileError from `rewrite`, re-raised by run_rewrite
 
     def visit_call_(self, call):
@@ -42,8 +43,13 @@ class _CallRewriter(PyExprMutator):
         return pattern.extract_matched_expr(expr, self.var2val)
 
     def new(self, expr):
-        """The rewritten counterpart of an original sub-expression."""
-        return self.visit_expr(expr)
+        """The rewritten counterpart of an original sub-expression.
+
+        `match` looks through bindings, so it hands back bound values; rewriting such a value
+        again would compute it once more (a max pool feeding a conv and a residual add ran
+        twice), so a bound value maps to its variable's counterpart instead."""
+        var = self.val2var.get(expr)
+        return self.visit_expr(expr if var is None else var)
 
     def call_te(self, fn, *args, **kwargs):
         """Emit a TE kernel as a PrimFunc and return the call_tir to it."""
@@ -65,6 +71,7 @@ def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.var2val = relax.analysis.get_var2val(func)
+            rewriter.val2var = {val: var for var, val in rewriter.var2val.items()}
             new_func = rewriter.visit_expr(func)
             if rewriter.error is not None:
                 raise rewriter.error
