@@ -50,6 +50,15 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
         _schedule_epilogue(sch, epilogue, i)
     pack = sch.get_sblock("pack_data")
     sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's padded plane, in L1
+    try:
+        rows = sch.get_sblock("pack_pad")  # stride > 1: padded rows, then de-interleaved
+    except Exception:  # noqa: BLE001 - stride 1: the padded plane is built directly
+        rows = None
+    if rows is not None:
+        sch.compute_at(rows, outer, preserve_unit_loops=True)
+        *_, phase, zq = sch.get_loops(pack)
+        sch.reorder(zq, phase)  # both phases in one loop body: an interleaved load group
+        sch.unroll(phase)
     sch.parallel(outer)
     sch.vectorize(ji)  # before decompose_reduction: afterwards the update block has no init
     sch.decompose_reduction(block, reduction[0])

@@ -79,7 +79,7 @@ def _inline_epilogue(sch, block):
     What remains reads the accumulator tile (through the inlined unpack/requantize/clip/add
     chain) and writes the function's output."""
     root = sch.get_sblock("root")
-    keep = {sch.get(block).name_hint, "pack_data"}
+    keep = {sch.get(block).name_hint, "pack_data", "pack_pad"}
     for b in sch.get_child_blocks(root):
         name = sch.get(b).name_hint
         if name in keep or name.startswith(_MATERIALIZED):
