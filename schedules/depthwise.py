@@ -8,7 +8,8 @@ padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
       . pairs (unrolled) . 16 columns (vector)
 
 The padded plane of one channel is built right before its rows are computed (it stays in
-L1); the accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip)
+L1); at stride 2 in two steps, padded rows ("pack_pad") then their de-interleaved columns
+(kernels.padded_planes); the accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip)
 is inlined into one block computed per output row and vectorized across it.
 """
 
