@@ -9,15 +9,16 @@ padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
 
 The padded plane of one channel is built right before its rows are computed (it stays in
 L1); at stride 2 in two steps, padded rows ("pack_pad") then their de-interleaved columns
-(kernels.padded_planes); the accumulator row stays local; the epilogue (crop, zero-point term, requantize, clip)
-is inlined into one block computed per output row and vectorized across it.
+(kernels.padded_planes); the accumulator row stays local; the epilogue (crop, zero-point
+term, requantize, clip) is inlined into one block computed per output row and vectorized
+across it.
 """
 
 from __future__ import annotations
 
 from tvm import s_tir
 
-from .packed import _inline_epilogue, _schedule_epilogue
+from .packed import _inline_epilogue, _schedule_epilogue, find_block
 
 LANES = 16
 
@@ -27,13 +28,7 @@ WINDOW_BLOCKS = ("dw_conv2d_pairs", "pool_max_taps")
 
 def window_kind(sch: s_tir.Schedule) -> str | None:
     """The name of the window reduction this function holds (depthwise or max pool), or None."""
-    for name in WINDOW_BLOCKS:
-        try:
-            sch.get_sblock(name)
-            return name
-        except Exception:  # noqa: BLE001 - no such block
-            continue
-    return None
+    return next((n for n in WINDOW_BLOCKS if find_block(sch, n) is not None), None)
 
 
 def schedule_depthwise(sch: s_tir.Schedule) -> None:
@@ -51,10 +46,7 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
         _schedule_epilogue(sch, epilogue, i)
     pack = sch.get_sblock("pack_data")
     sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's padded plane, in L1
-    try:
-        rows = sch.get_sblock("pack_pad")  # stride > 1: padded rows, then de-interleaved
-    except Exception:  # noqa: BLE001 - stride 1: the padded plane is built directly
-        rows = None
+    rows = find_block(sch, "pack_pad")  # stride > 1: padded rows, then de-interleaved
     if rows is not None:
         sch.compute_at(rows, outer, preserve_unit_loops=True)
         *_, phase, zq = sch.get_loops(pack)

@@ -105,10 +105,17 @@ def _schedule_epilogue(sch, blocks, tile_loop):
             pass
 
 
-def _pack_stage(sch, block_name: str):
+def find_block(sch: s_tir.Schedule, name: str):
+    """The block of that name in the scheduled function, or None when it has none."""
     try:
-        pack = sch.get_sblock(block_name)
-    except Exception:  # noqa: BLE001 - no input packing in this kernel
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - no block of that name
+        return None
+
+
+def _pack_stage(sch, block_name: str):
+    pack = find_block(sch, block_name)
+    if pack is None:  # no input packing in this kernel
         return
     loops = sch.get_loops(pack)
     if len(loops) > 1:
@@ -182,10 +189,5 @@ def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
 
 def packed_kind(sch: s_tir.Schedule) -> str | None:
     """"conv2d_packed" or "dense_packed" when the scheduled function holds that reduction."""
-    for name in ("conv2d_packed", "dense_packed"):
-        try:
-            sch.get_sblock(name)
-            return name
-        except Exception:  # noqa: BLE001 - no block of that name
-            continue
-    return None
+    return next((n for n in ("conv2d_packed", "dense_packed")
+                 if find_block(sch, n) is not None), None)
