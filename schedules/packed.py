@@ -114,10 +114,18 @@ def find_block(sch: s_tir.Schedule, name: str):
 
 
 def _pack_stage(sch, block_name: str):
+    """Parallelize the input packing. A conv's pack (n, cb, y, x, ci) interleaves `in_block`
+    channel planes: its ci loop is unrolled and the x loop left scalar, so LLVM vectorizes
+    x as one interleaved store group (one wide load per plane, shuffles, wide stores).
+    Vectorizing ci itself (in_block lanes) loads each byte alone: 5x slower on Zen 4."""
     pack = find_block(sch, block_name)
     if pack is None:  # no input packing in this kernel
         return
     loops = sch.get_loops(pack)
+    if len(loops) == 5:
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.unroll(loops[-1])
+        return
     if len(loops) > 1:
         sch.parallel(sch.fuse(*loops[:min(3, len(loops) - 1)]))
     sch.vectorize(sch.get_loops(pack)[-1])
