@@ -1,5 +1,6 @@
-"""Default schedule of the window kernels: fbgemm's depthwise conv and the 8-bit max pool
-(qcompile.numerics.kernels.depthwise_conv_fbgemm, .max_pool2d).
+"""Default schedule of the window kernels: the depthwise convs (fbgemm's, the exact one) and
+the 8-bit max pool (qcompile.numerics.kernels.depthwise_conv_fbgemm, .depthwise_conv_exact,
+.max_pool2d).
 
 The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
 padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
@@ -23,7 +24,7 @@ from .packed import _inline_epilogue, _schedule_epilogue, find_block
 LANES = 16
 
 
-WINDOW_BLOCKS = ("dw_conv2d_pairs", "pool_max_taps")
+WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps")
 
 
 def window_kind(sch: s_tir.Schedule) -> str | None:

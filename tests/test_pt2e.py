@@ -139,3 +139,50 @@ def test_unsupported_op_names_op_and_node():
     gm, calib = _quantize(_Gelu(), (1, 3, 8, 8), "x86", n=1)
     with pytest.raises(qcompile.QCompileError, match=r"unsupported PT2E op aten\.gelu.*node 'gelu'"):
         qcompile.compile(gm, calib, tune_logs=False)
+
+
+class _DepthwiseBlock(nn.Module):
+    """1x1 expand -> relu6, 3x3 depthwise (stride 2) -> relu6, 1x1 project: MobileNetV2's
+    (one relu6 a module, exported as hardtanh; one functional, exported as aten.relu6)."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(4, 16, 1)
+        self.relu6 = nn.ReLU6()
+        self.dw = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16)
+        self.project = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        y = self.relu6(self.expand(x))
+        return self.project(nn.functional.relu6(self.dw(y)))
+
+
+@pytest.mark.parametrize("quantizer", ["x86", "xnnpack"])
+def test_depthwise_and_relu6_become_fused_window_kernels(quantizer):
+    """A PT2E depthwise conv is the exact window kernel, and a relu6 whose 256-step table is a
+    clamp (same input and output qparams) is fused into the conv before it as that clamp;
+    every quantized tensor stays as PyTorch computes it.  XNNPACKQuantizer gives the
+    functional relu6 qparams of its own: that one stays a lookup (a rescaling table)."""
+    gm, _ = _quantize(_DepthwiseBlock(), (1, 4, 10, 10), quantizer)
+    inputs = inputs_like((1, 4, 10, 10), n=3, seed=3)
+    _, report = _verify(gm, inputs)
+    assert report["differing_layers"] == {}, report
+    compiled = qcompile.compile(gm, inputs[:1], tune_logs=False)  # no probes: fused as shipped
+    kernels = compiled.meta["kernels"]
+    assert kernels["window"] == 1 and kernels["tensorized"] == 2, kernels
+    # generic: the input quantize (+ xnnpack's rescaling relu6 table); no clamp of its own
+    assert kernels["generic"] == (2 if quantizer == "xnnpack" else 1), kernels
+    functions = compiled.executable.stats()
+    assert ("fused_conv2d_packed_subtract_requantize_qclip" in functions) == (
+        quantizer == "xnnpack"), functions
+
+
+def test_a_table_is_a_clamp_only_when_every_step_agrees():
+    from qcompile.numerics.pt2e import unary_table
+    from qcompile.passes.lower_qdq_ops import _table_as_clamp
+
+    q = (0.05, 10)
+    assert _table_as_clamp(unary_table("clip", q, q, (0.0, 6.0))) == (10, 130)
+    assert _table_as_clamp(unary_table("relu", q, q)) == (10, 255)
+    assert _table_as_clamp(unary_table("clip", q, (0.1, 10), (0.0, 6.0))) is None  # rescales
+    assert _table_as_clamp(unary_table("hardswish", q, q)) is None

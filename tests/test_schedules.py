@@ -60,3 +60,20 @@ def test_fbgemm_depthwise_kernels_get_their_schedule_and_stay_exact():
     assert compiled.meta["kernels"]["window"] == 3, compiled.meta["kernels"]
     report = qcompile.verify(model, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+@pytest.mark.parametrize("numerics", ["fbgemm", "qnnpack"])
+def test_other_depthwise_convs_get_the_exact_window_kernel(numerics):
+    """Depthwise convs fbgemm's fast path does not take (12 channels, no padding, a 3x5
+    kernel, strides 2x1), and every depthwise conv under the other contracts, become the exact
+    window kernel (not TVM's generically scheduled grouped conv2d) and stay bit-exact."""
+    body = nn.Sequential(
+        seeded(nn.Conv2d(12, 12, 3, groups=12), 1), nn.ReLU(),                   # no padding
+        seeded(nn.Conv2d(12, 24, (3, 5), stride=(2, 1), padding=(1, 2), groups=12), 2),
+        seeded(nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24), 3))
+    xs = inputs_like((1, 12, 19, 23), n=3, scale=3.0, shift=-1.0)
+    model = quantize_eager(body, xs, engine=numerics, fuse=[["body.0", "body.1"]])
+    compiled = qcompile.compile(model, xs[:1], numerics=numerics, tune_logs=False)
+    assert compiled.meta["kernels"]["window"] == 3, compiled.meta["kernels"]
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report

@@ -238,6 +238,10 @@ def _hardtanh(imp, x, min_val=-1.0, max_val=1.0):
     return imp.float_op(R.clip(imp.as_float(x, "hardtanh"), float(min_val), float(max_val)))
 
 
+def _relu6(imp, x, *_):
+    return _hardtanh(imp, x, 0.0, 6.0)  # aten's relu6 is hardtanh(x, 0, 6)
+
+
 def _clamp(imp, x, min=None, max=None):  # noqa: A002 - aten's argument names
     if min is None or max is None:
         if min is not None and float(min) == 0.0 and max is None:
@@ -322,6 +326,7 @@ _HANDLERS = {
     "aten.linear.default": _linear,
     "aten.relu.default": _relu, "aten.relu_.default": _relu,
     "aten.hardtanh.default": _hardtanh, "aten.hardtanh_.default": _hardtanh,
+    "aten.relu6.default": _relu6, "aten.relu6_.default": _relu6,  # F.relu6 exports as relu6
     "aten.clamp.default": _clamp,
     "aten.add.Tensor": _binary(R.add, "add"), "aten.add_.Tensor": _binary(R.add, "add"),
     "aten.mul.Tensor": _binary(R.multiply, "mul"),

@@ -530,6 +530,33 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
                       - zw[oc] * xsum[b, oc, i, j], name="dw_conv2d_acc")
 
 
+def depthwise_conv_exact(x, w, corr, zx: int, strides, padding):
+    """The exact int32 accumulator of a depthwise conv, sum_t (x_t - zx) w_t, as a window kernel.
+
+    `w` (OC, KH, KW) int32 holds the weights minus their zero points; `corr` (OC,) int32 is
+    -zx * sum_t w_t, so that acc = sum_t x_t w_t + corr with x padded by zx (padding then adds
+    nothing).  Out-channel oc reads input channel oc // (OC / C).  x may be u8 or i8.  Same
+    layout as the fbgemm kernel: output width padded to whole vectors, de-interleaved planes,
+    cropped before the epilogue ("dw_conv2d_taps" is the reduction the schedule vectorizes)."""
+    n, c, h, wd = (int(d) for d in x.shape)
+    oc_count, kh, kw = (int(d) for d in w.shape)
+    sh, sw = (int(s) for s in strides)
+    pt, pl, pb, pr = _padding4(padding)
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    mult = oc_count // c
+    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
+    xpad = padded_planes(x, (pt, pl, pb, pr), zx, sw, ow_ext, kw)
+    ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+    taps = te.compute(
+        (n, oc_count, oh, ow_ext),
+        lambda b, oc, i, j: te.sum(
+            xpad[b, tirx.floordiv(oc, mult), i * sh + ry, tirx.floormod(rx, sw),
+                 j + tirx.floordiv(rx, sw)].astype("int32") * w[oc, ry, rx], axis=[ry, rx]),
+        name="dw_conv2d_taps")
+    return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: taps[b, oc, i, j] + corr[oc],
+                      name="dw_conv2d_acc")
+
+
 # ---------------------------------------------------------------------------- qnnpack engine
 def add_qnnpack(a, b, qa, qb, qo, relu: bool):
     """quantized add / add_relu as PyTorch's qnnpack engine runs them (QNNPACK q8vadd, SSE2).

@@ -11,6 +11,7 @@ permutes it as PyTorch's qnnpack clamp does (numerics.kernels, *_qnnpack / chann
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
@@ -86,10 +87,25 @@ def _clamp_kernel(x, lo, hi):
                                                    tirx.const(lo, x.dtype)), name="qclip")
 
 
+def _table_as_clamp(table: np.ndarray):
+    """(lo, hi) when table[q] == clamp(q, lo, hi) for all 256 steps, else None."""
+    steps = np.arange(256)
+    lo, hi = int(table[0]), int(table[255])
+    if lo <= hi and np.array_equal(table, np.clip(steps, lo, hi)):
+        return lo, hi
+    return None
+
+
 def _pt2e_table(ctx, m, op: str, bounds=None):
-    """Under pt2e a one-input op is a 256-entry table PyTorch's own float ops fill."""
+    """Under pt2e a one-input op is a 256-entry table PyTorch's own float ops fill.  A table
+    that is a clamp of the steps (relu/hardtanh with the same input and output qparams, the
+    common case) becomes that clamp: elementwise, so it fuses into the kernel before it; a
+    lookup (a gather) stays a kernel of its own."""
     qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
     table = pt2e.unary_table(op, qa, qo, bounds)
+    clamp = _table_as_clamp(table)
+    if clamp is not None:
+        return ctx.call_te(_clamp_kernel, ctx.new(m[A]), *clamp, primfunc_name_hint="qclip")
     return ctx.call_te(lambda x, t: kernels.lookup(x, t, None, 1), ctx.new(m[A]),
                        relax.const(table), primfunc_name_hint=op)
 

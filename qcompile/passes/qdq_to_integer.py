@@ -10,7 +10,10 @@ remains (bias add, activation, quantize) is the next passes' business.
 
 Under the fbgemm contract, a depthwise conv that PyTorch's fbgemm runs through its depthwise fast
 path gets that kernel's accumulator instead, whose pairs of raw products saturate to int16
-(numerics.kernels.depthwise_conv_fbgemm): not exact, but what fbgemm computes.
+(numerics.kernels.depthwise_conv_fbgemm): not exact, but what fbgemm computes.  Every other
+depthwise conv gets the exact accumulator as a window kernel of the same shape
+(numerics.kernels.depthwise_conv_exact), vectorized along the output rows, instead of a grouped
+conv2d scheduled generically (PT2E MobileNetV2 went from 5.0 to 3.7 ms with it).
 """
 
 from __future__ import annotations
@@ -60,12 +63,34 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     return ctx.call_te(fn, *args, primfunc_name_hint="depthwise_conv_fbgemm")
 
 
+def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
+    """The exact depthwise accumulator as a window kernel, or None if `call` is no depthwise
+    conv (groups = in-channels > 1, out-channels a multiple of them, no dilation)."""
+    attrs = call.attrs
+    in_channels, groups = int(x.ty.shape[1]), int(attrs.groups)
+    if (str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW"
+            or groups == 1 or groups != in_channels or w.shape[0] % groups
+            or any(int(d) != 1 for d in attrs.dilation)):
+        return None
+    shifted = w[:, 0].astype(np.int32) - zw.astype(np.int32).reshape(-1, 1, 1)
+    corr = (-zx * shifted.astype(np.int64).reshape(len(shifted), -1).sum(axis=1)).astype("int32")
+    strides = [int(s) for s in attrs.strides]
+    padding = [int(p) for p in attrs.padding]
+
+    def fn(xt, wt, corr_t):
+        return kernels.depthwise_conv_exact(xt, wt, corr_t, zx, strides, padding)
+
+    return ctx.call_te(fn, x, relax.const(shifted), relax.const(corr),
+                       primfunc_name_hint="depthwise_conv_exact")
+
+
 def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray, contract: str):
     attrs = call.attrs
-    if contract == "fbgemm":
-        acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw)
-        if acc is not None:
-            return acc
+    acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw) if contract == "fbgemm" else None
+    if acc is None:
+        acc = _depthwise_exact(ctx, call, x, zx, w, zw)
+    if acc is not None:
+        return acc
     top, left, bottom, right = [int(p) for p in attrs.padding]
     if any((top, left, bottom, right)):
         x = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
