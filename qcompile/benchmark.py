@@ -1,5 +1,10 @@
 """Side-by-side timing: qcompile vs PyTorch fbgemm int8, PyTorch fp32 and ONNX Runtime int8.
 
+A PT2E model (torchao convert_pt2e) is timed against what PyTorch deploys it with instead of
+fbgemm: `torch.compile` with Inductor's freezing on (PyTorch's documented path for
+X86InductorQuantizer models: weights constant-folded, quantized convs/linears lowered to
+oneDNN), compiled during the warm-up.
+
 All runtimes run in one process on the same input, interleaved in rounds: per round each runtime
 gets untimed calls for HANDOVER_S (at least one), then PER_ROUND timed calls in a row.  The
 untimed calls absorb the hand-over: the thread pools of PyTorch (OpenMP), ONNX Runtime and TVM
@@ -56,6 +61,23 @@ def _onnxruntime_int8(float_model, example, calibration, threads):
     return (lambda: session.run(None, feed)), None
 
 
+def _inductor(quantized, example):
+    """`torch.compile(quantized)` with freezing, compiled now; a callable, or a reason."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(quantized)
+
+    def run():
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return compiled(example)
+
+    try:
+        run()
+    except Exception as err:  # noqa: BLE001 - reported, the other runtimes still run
+        return None, f"torch.compile (Inductor, freezing) failed: {str(err)[:300]}"
+    return run, None
+
+
 PER_ROUND = 5
 HANDOVER_S = 0.1
 
@@ -80,11 +102,13 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
 
 
 def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
-          threads=None, onnxruntime=True) -> dict:
+          threads=None, onnxruntime=True, pt2e=False) -> dict:
     """Time `compiled` against PyTorch fbgemm (and fp32, ONNX Runtime int8 when given/installed).
 
     `example` is one input tensor; `calibration` (inputs for ORT's quantize_static) defaults to
-    [example].  Returns {"runtimes": {name: {"median_ms", ...}}, "speedup_vs_fbgemm", ...}.
+    [example].  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
+    ("torch_inductor") instead of on fbgemm.  Returns {"runtimes": {name: {"median_ms", ...}},
+    "speedup_vs_fbgemm" (or "speedup_vs_inductor"), ...}.
     """
     import tvm
 
@@ -93,19 +117,25 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
     data = tvm.runtime.tensor(example.numpy())
     vm_main = compiled._machine()["main"]
     runners = {"qcompile": lambda: vm_main(data)}
+    notes = []
+    if pt2e:
+        inductor_run, why = _inductor(quantized, example)
+        if inductor_run is not None:
+            runners["torch_inductor"] = inductor_run
+        else:
+            notes.append(why)
+    else:
+        def torch_int8():
+            with quantized_engine("fbgemm"), torch.no_grad():
+                quantized(example)
 
-    def torch_int8():
-        with quantized_engine("fbgemm"), torch.no_grad():
-            quantized(example)
-
-    runners["torch_fbgemm"] = torch_int8
+        runners["torch_fbgemm"] = torch_int8
     if float_model is not None:
         def torch_fp32():
             with torch.no_grad():
                 float_model(example)
 
         runners["torch_fp32"] = torch_fp32
-    notes = []
     if onnxruntime and float_model is not None:
         ort_run, why = _onnxruntime_int8(float_model, example, calibration or [example], threads)
         if ort_run is not None:
@@ -116,6 +146,7 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
               "batch": int(example.shape[0]), "notes": notes}
     ours = report["runtimes"]["qcompile"]["median_ms"]
     for name, key in (("torch_fbgemm", "speedup_vs_fbgemm"),
+                      ("torch_inductor", "speedup_vs_inductor"),
                       ("onnxruntime_int8", "speedup_vs_onnxruntime"),
                       ("torch_fp32", "speedup_vs_fp32")):
         if name in report["runtimes"]:

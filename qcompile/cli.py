@@ -303,7 +303,8 @@ def cmd_bench(args):
         float_model, calibration = None, None
         gops = 2.0 * m * k * n / 1e9
     elif args.model:
-        entry = load_model(args.model, "fbgemm", args.image_size, input_shape=args.input_shape)
+        entry = load_model(args.model, "fbgemm", args.image_size, input_shape=args.input_shape,
+                           pt2e=args.pt2e)
         inputs = entry.example_inputs(args.batch * 4, seed=77)
         x = torch.cat(inputs[:args.batch])
         quantized, float_model = entry.quantized, entry.float_model
@@ -311,10 +312,14 @@ def cmd_bench(args):
                        for i in range(0, len(inputs), args.batch)]
     else:
         raise QCompileError("bench needs MODEL or --dense M K N")
-    compiled = qcompile.compile(quantized, [x], target=args.target, numerics="fbgemm",
+    if args.pt2e and not args.model:
+        raise QCompileError("--pt2e quantizes a zoo model: give MODEL (zoo:NAME)")
+    compiled = qcompile.compile(quantized, [x], target=args.target,
+                                numerics="pt2e" if args.pt2e else "fbgemm",
                                 threads=args.threads, verbose=True, tune_logs=tune_logs_arg(args))
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
-                   warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime)
+                   warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
+                   pt2e=bool(args.pt2e))
     report["model"] = args.model or f"dense {m}x{k}x{n}"
     if gops:
         report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
@@ -428,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--target", default="x86")
     s.add_argument("--no-onnxruntime", action="store_true")
+    s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
+                   help="quantize the zoo model with PT2E (this torchao quantizer) and time it "
+                        "against torch.compile (Inductor, freezing) instead of fbgemm")
     s.add_argument("--json")
     tune_log_args(s)
     s.set_defaults(fn=cmd_bench)

@@ -34,3 +34,14 @@ def test_model_bench_with_onnxruntime(tmp_path):
 def test_bench_needs_a_model(capsys):
     assert main(["bench"]) == 2
     assert "MODEL or --dense" in capsys.readouterr().err
+
+
+def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
+    """A PT2E model is timed against torch.compile (Inductor, freezing), not eager fbgemm."""
+    pytest.importorskip("torchao")
+    out = tmp_path / "b.json"
+    assert main(["bench", "zoo:mobilenet_v2", "--pt2e", "x86", "--image-size", "32",
+                 "--runs", "3", "--warmup", "1", "--no-onnxruntime", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["runtimes"]) == {"qcompile", "torch_inductor", "torch_fp32"}, report
+    assert report["speedup_vs_inductor"] > 0 and "speedup_vs_fbgemm" not in report, report
