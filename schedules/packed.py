@@ -89,8 +89,9 @@ def _inline_epilogue(sch, block):
         except Exception:  # noqa: BLE001 - the output writer (or a reduction) stays a block
             continue
     rest = [b for b in sch.get_child_blocks(root) if sch.get(b).name_hint not in keep]
-    writers = [b for b in rest if not sch.get(b).name_hint.startswith(_MATERIALIZED)]
-    if len(writers) > 1 or not rest or rest[-1] not in writers:
+    # the last block writes the output (a _MATERIALIZED one may: an add ending the kernel);
+    # every block before it must be a _MATERIALIZED one, else there are several outputs
+    if not rest or any(not sch.get(b).name_hint.startswith(_MATERIALIZED) for b in rest[:-1]):
         return None
     return rest
 
