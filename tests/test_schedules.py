@@ -119,3 +119,41 @@ def test_an_add_ending_a_conv_kernel_is_computed_per_tile():
     report = qcompile.verify(model, qcompile.compile(model, xs[:1], numerics="qnnpack",
                                                      tune_logs=False), xs, engine="qnnpack")
     assert report["bit_exact_fraction"] == 1.0, report
+
+
+def _serial_blocks(func, family):
+    """(block, elements) of the scheduled `func`'s top-level blocks under no parallel loop."""
+    import tvm
+    from tvm import s_tir
+
+    from schedules.default_cpu import schedule_func
+
+    sch = s_tir.Schedule(schedule_func(func, family)[0])
+    serial = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = [sch.get(loop) for loop in sch.get_loops(block)]
+        if loops and all(loop.kind != tvm.tirx.ForKind.PARALLEL for loop in loops):
+            serial.append((sch.get(block).name_hint,
+                           int(np.prod([int(loop.extent) for loop in loops]))))
+    return serial
+
+
+@pytest.mark.parametrize("name,numerics", [("mobilenet_v2", "fbgemm"), ("mobilenet_v2", "qnnpack"),
+                                           ("mobilenet_v3_small", "integer"),
+                                           ("resnet18", "qnnpack")])
+def test_no_kernel_of_a_zoo_model_runs_serially(name, numerics):
+    """Every block of every kernel with 1024 or more iterations runs under a parallel loop: a
+    schedule that gives up part-way leaves correct but serial code nothing else reports."""
+    import tvm
+
+    from qcompile import zoo
+    from qcompile.build.compiler import fuse, integer_module
+
+    entry = zoo.get(name, engine="qnnpack" if numerics == "qnnpack" else "fbgemm",
+                    image_size=32)
+    integer, _, _ = integer_module(entry.quantized, [entry.example_inputs(1)[0].numpy()],
+                                   numerics, 2, VNNI)
+    serial = {gv.name_hint: blocks for gv, func in fuse(integer, VNNI.tvm_target()).functions_items()
+              if isinstance(func, tvm.tirx.PrimFunc)
+              and (blocks := [b for b in _serial_blocks(func, VNNI) if b[1] >= 1024])}
+    assert not serial, serial
