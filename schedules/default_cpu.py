@@ -50,7 +50,27 @@ def _vectorize(sch, loop):
             print("vectorize failed:", str(err)[-600:])
 
 
+# Elementwise blocks that transpose NCHW -> NHWC (numerics.kernels.channels_last_clamp): read
+# along w and written along c, whichever loop is vectorized the other side is strided.  Tiled
+# 16 x 16 the tile stays in L1: 96x112x112 took 0.098 ms instead of 0.132, 144x56x56 0.039
+# instead of 0.082 (ad-hoc script, each kernel alone).
+_TRANSPOSES = ("qclip_nhwc",)
+_TRANSPOSE_TILE = 16
+
+
+def _schedule_transpose(sch, block):
+    b, i, j, k = sch.get_loops(block)
+    jo, ji = sch.split(j, [None, _TRANSPOSE_TILE])
+    ko, ki = sch.split(k, [None, _TRANSPOSE_TILE])
+    sch.reorder(b, i, jo, ko, ji, ki)
+    _parallel(sch, [b, i])
+    sch.unroll(ki)
+
+
 def _schedule_block(sch, block):
+    if sch.get(block).name_hint in _TRANSPOSES and len(sch.get_loops(block)) == 4:
+        _schedule_transpose(sch, block)
+        return
     loops = sch.get_loops(block)
     iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
     if len(loops) != len(iter_types):
