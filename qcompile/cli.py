@@ -296,6 +296,8 @@ def cmd_bench(args):
     from .benchmark import bench, dense_model, format_bench
 
     torch.set_num_threads(args.threads)
+    if args.pt2e and not args.model:
+        raise QCompileError("--pt2e quantizes a zoo model: give MODEL (zoo:NAME)")
     gops = None
     if args.dense:
         m, k, n = args.dense
@@ -312,8 +314,6 @@ def cmd_bench(args):
                        for i in range(0, len(inputs), args.batch)]
     else:
         raise QCompileError("bench needs MODEL or --dense M K N")
-    if args.pt2e and not args.model:
-        raise QCompileError("--pt2e quantizes a zoo model: give MODEL (zoo:NAME)")
     compiled = qcompile.compile(quantized, [x], target=args.target,
                                 numerics="pt2e" if args.pt2e else "fbgemm",
                                 threads=args.threads, verbose=True, tune_logs=tune_logs_arg(args))

@@ -122,18 +122,23 @@ def find_block(sch: s_tir.Schedule, name: str):
         return None
 
 
+def _interleave(sch, pack):
+    """A conv's pack (n, cb, y, x, ci) interleaves `in_block` channel planes: its ci loop is
+    unrolled and the x loop left scalar, so LLVM vectorizes x as one interleaved store group
+    (one wide load per plane, shuffles, wide stores).  Vectorizing ci itself (in_block lanes)
+    loads each byte alone: 5x slower on Zen 4."""
+    sch.unroll(sch.get_loops(pack)[-1])
+
+
 def _pack_stage(sch, block_name: str):
-    """Parallelize the input packing. A conv's pack (n, cb, y, x, ci) interleaves `in_block`
-    channel planes: its ci loop is unrolled and the x loop left scalar, so LLVM vectorizes
-    x as one interleaved store group (one wide load per plane, shuffles, wide stores).
-    Vectorizing ci itself (in_block lanes) loads each byte alone: 5x slower on Zen 4."""
+    """Parallelize the input packing, a loop nest of its own before the kernel."""
     pack = find_block(sch, block_name)
     if pack is None:  # no input packing in this kernel
         return
     loops = sch.get_loops(pack)
-    if len(loops) == 5:
+    if len(loops) == 5:  # a conv's
         sch.parallel(sch.fuse(*loops[:3]))
-        sch.unroll(loops[-1])
+        _interleave(sch, pack)
         return
     if len(loops) > 1:
         sch.parallel(sch.fuse(*loops[:min(3, len(loops) - 1)]))
@@ -166,7 +171,7 @@ def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register
     pack = find_block(sch, "pack_data") if pack_per_iteration else None
     if pack is not None:
         sch.compute_at(pack, outer, preserve_unit_loops=True)
-        sch.unroll(sch.get_loops(pack)[-1])  # the interleaved store group of _pack_stage
+        _interleave(sch, pack)
     sch.parallel(outer)
     sch.decompose_reduction(block, reduction)
     init = sch.get_sblock(f"{name}_init")

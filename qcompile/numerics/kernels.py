@@ -452,26 +452,40 @@ def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int):
                       name="pack_data")
 
 
+def window_taps(x, kernel_hw, strides, padding, fill: int):
+    """What the window kernels share: (oh, ow, ow_ext, tap).  The output is computed ow_ext
+    wide (ow rounded up to whole DEPTHWISE_LANES vectors, cropped afterwards) from `x` padded
+    with `fill` into de-interleaved planes (padded_planes); tap(b, ch, i, j, ky, kx) reads
+    the input under output (i, j) at kernel tap (ky, kx), consecutive in memory along j."""
+    _n, _c, h, wd = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel_hw)
+    sh, sw = (int(s) for s in strides)
+    pt, pl, pb, pr = _padding4(padding)
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
+    xpad = padded_planes(x, (pt, pl, pb, pr), fill, sw, ow_ext, kw)
+
+    def tap(b, ch, i, j, ky, kx):
+        return xpad[b, ch, i * sh + ky, tirx.floormod(kx, sw), j + tirx.floordiv(kx, sw)]
+
+    return oh, ow, ow_ext, tap
+
+
 def max_pool2d(x, kernel, strides, padding):
     """Max pooling of 8-bit data (exact: max needs no arithmetic), vectorizable along rows.
 
     Padding reads the dtype's minimum, which never wins.  The output width is computed padded
     to whole vectors from de-interleaved planes (`padded_planes`) and cropped ("pool_max_taps"
     is the reduction the schedule vectorizes, as for the depthwise kernel)."""
-    n, c, h, wd = (int(d) for d in x.shape)
+    n, c = (int(d) for d in x.shape[:2])
     kh, kw = (int(k) for k in kernel)
-    sh, sw = (int(s) for s in strides)
-    pt, pl, pb, pr = _padding4(padding)
-    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
-    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
     lowest = int(np.iinfo(str(x.dtype)).min)
-    xpad = padded_planes(x, (pt, pl, pb, pr), lowest, sw, ow_ext, kw)
+    oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, lowest)
     ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
     taps = te.compute(
         (n, c, oh, ow_ext),
-        lambda b, ch, i, j: te.max(
-            xpad[b, ch, i * sh + ry, tirx.floormod(rx, sw), j + tirx.floordiv(rx, sw)],
-            axis=[ry, rx]), name="pool_max_taps")
+        lambda b, ch, i, j: te.max(tap(b, ch, i, j, ry, rx), axis=[ry, rx]),
+        name="pool_max_taps")
     return te.compute((n, c, oh, ow), lambda b, ch, i, j: taps[b, ch, i, j], name="pool_max")
 
 
@@ -487,25 +501,19 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     `wsum_corr` (OC,) int32 holds T zx zw - zx sum(w); `zw` (OC,) int32 the weight zero points
     (None when all are 0).  Out-channel oc reads input channel oc // (OC / C).
     """
-    n, c, h, wd = (int(d) for d in x.shape)
+    n, c = (int(d) for d in x.shape[:2])
     oc_count, taps_even = (int(d) for d in w.shape)
     k = kernel
-    sh, sw = (int(s) for s in strides)
-    pt, pl, pb, pr = _padding4(padding)
-    oh, ow = (h + pt + pb - k) // sh + 1, (wd + pl + pr - k) // sw + 1
     mult = oc_count // c
     taps = k * k
-    # The output width is computed padded to a whole number of vectors (DEPTHWISE_LANES) from an
-    # input padded with zx to match; the extra columns are cropped before the epilogue.  Taps
-    # past T (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
-    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
-    xpad = padded_planes(x, (pt, pl, pb, pr), zx, sw, ow_ext, k)
+    # The output width is computed padded to a whole number of vectors (window_taps), from an
+    # input padded with zx; the extra columns are cropped before the epilogue.  Taps past T
+    # (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
+    oh, ow, ow_ext, tap = window_taps(x, (k, k), strides, padding, zx)
 
     def tap_x(b, oc, i, j, t):
         t = tirx.min(t, taps - 1)
-        ky, kx = tirx.floordiv(t, k), tirx.floormod(t, k)
-        return xpad[b, tirx.floordiv(oc, mult), i * sh + ky, tirx.floormod(kx, sw),
-                    j + tirx.floordiv(kx, sw)]
+        return tap(b, tirx.floordiv(oc, mult), i, j, tirx.floordiv(t, k), tirx.floormod(t, k))
 
     def raw_x(b, oc, i, j, t):
         return tap_x(b, oc, i, j, t).astype("int32")
@@ -538,20 +546,16 @@ def depthwise_conv_exact(x, w, corr, zx: int, strides, padding):
     nothing).  Out-channel oc reads input channel oc // (OC / C).  x may be u8 or i8.  Same
     layout as the fbgemm kernel: output width padded to whole vectors, de-interleaved planes,
     cropped before the epilogue ("dw_conv2d_taps" is the reduction the schedule vectorizes)."""
-    n, c, h, wd = (int(d) for d in x.shape)
+    n, c = (int(d) for d in x.shape[:2])
     oc_count, kh, kw = (int(d) for d in w.shape)
-    sh, sw = (int(s) for s in strides)
-    pt, pl, pb, pr = _padding4(padding)
-    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     mult = oc_count // c
-    ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
-    xpad = padded_planes(x, (pt, pl, pb, pr), zx, sw, ow_ext, kw)
+    oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, zx)
     ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
     taps = te.compute(
         (n, oc_count, oh, ow_ext),
         lambda b, oc, i, j: te.sum(
-            xpad[b, tirx.floordiv(oc, mult), i * sh + ry, tirx.floormod(rx, sw),
-                 j + tirx.floordiv(rx, sw)].astype("int32") * w[oc, ry, rx], axis=[ry, rx]),
+            tap(b, tirx.floordiv(oc, mult), i, j, ry, rx).astype("int32") * w[oc, ry, rx],
+            axis=[ry, rx]),
         name="dw_conv2d_taps")
     return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: taps[b, oc, i, j] + corr[oc],
                       name="dw_conv2d_acc")

@@ -40,8 +40,6 @@ MATMUL = is_op("relax.matmul")(_dqx, is_op("relax.permute_dims")(_dqw))
 def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     """fbgemm's depthwise fast-path accumulator as a TE kernel, or None if it does not apply."""
     attrs = call.attrs
-    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
-        return None
     in_channels = int(x.ty.shape[1])
     oc, _, kh, kw = w.shape
     if not kernels.fbgemm_depthwise_fast_path(in_channels, oc, int(attrs.groups), (kh, kw),
@@ -69,8 +67,7 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     conv (groups = in-channels > 1, out-channels a multiple of them, no dilation)."""
     attrs = call.attrs
     in_channels, groups = int(x.ty.shape[1]), int(attrs.groups)
-    if (str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW"
-            or groups == 1 or groups != in_channels or w.shape[0] % groups
+    if (groups == 1 or groups != in_channels or w.shape[0] % groups
             or any(int(d) != 1 for d in attrs.dilation)):
         return None
     shifted = w[:, 0].astype(np.int32) - zw.astype(np.int32).reshape(-1, 1, 1)
@@ -87,11 +84,12 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
 
 def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray, contract: str):
     attrs = call.attrs
-    acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw) if contract == "fbgemm" else None
-    if acc is None:
-        acc = _depthwise_exact(ctx, call, x, zx, w, zw)
-    if acc is not None:
-        return acc
+    if str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "OIHW":
+        acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw) if contract == "fbgemm" else None
+        if acc is None:
+            acc = _depthwise_exact(ctx, call, x, zx, w, zw)
+        if acc is not None:
+            return acc
     top, left, bottom, right = [int(p) for p in attrs.padding]
     if any((top, left, bottom, right)):
         x = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
