@@ -145,10 +145,7 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
         kind = packed.packed_kind(sch)
         if kind is not None:
             try:
-                if kind == "conv2d_packed":
-                    packed.schedule_conv(sch, family)
-                else:
-                    packed.schedule_dense(sch, family)
+                packed.schedule_packed(sch, family)
                 return sch.mod["main"], "tensorized"
             except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
                 if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):

@@ -6,6 +6,9 @@ family's dot-product intrinsic, accumulating into a register tile held in "local
   conv2d_packed[n, ob, y, x, o]:  parallel(n, y) . ob/OB . x/XB . cb . ky . kx . [OB . XB] . tile
                                   (the input rows packed inside each parallel iteration;
                                   with fewer than 8 rows: parallel(n, ob/OB, y), packed first)
+  conv2d_pixels[n, o, p]:         parallel(n, p/PB) . o/OB . cb . [OB . PB] . tile
+                                  (a 1x1 conv with pixels as lanes: the tile is 16 pixels of
+                                  one channel; its input packed first)
   dense_packed[..., m, n]:        parallel(n/NB, m/MB) . k/KC . k . [MB . NB] . tile
 
 OB x XB (MB x NB) accumulators stay in vector registers for the whole reduction; the epilogue
@@ -58,6 +61,17 @@ def conv_tiles(out_w: int, out_blocks: int, registers: int = ACC_REGISTERS) -> P
     return PackedTiles(rows=rows, blocks=-best[1], k_chunk=0)
 
 
+def pixel_tiles(pixel_vectors: int, channels: int, registers: int = ACC_REGISTERS) -> PackedTiles:
+    """Pixel vectors x channels of a pixel-lane tile: the most accumulators dividing the
+    shape, then more pixel vectors (each channel's weights are broadcast once per step)."""
+    best = (0, 0, 1, 1)
+    for vectors in _divisors(pixel_vectors):
+        for chans in _divisors(channels):
+            if vectors <= 8 and chans <= 8 and vectors * chans <= registers:
+                best = max(best, (vectors * chans, vectors, vectors, chans))
+    return PackedTiles(rows=best[2], blocks=best[3], k_chunk=0)
+
+
 def dense_tiles(m: int, n_blocks: int, k: int, in_block: int,
                 registers: int = ACC_REGISTERS) -> PackedTiles:
     """A 4-8 row x up-to-4 block tile, and a reduction chunk that keeps the weight panel in L1."""
@@ -104,12 +118,16 @@ def _inline_epilogue(sch, block):
     return rest
 
 
-def _schedule_epilogue(sch, blocks, tile_loop):
-    """Compute the epilogue blocks per tile, in order, each vectorized along its inner loop."""
+def _schedule_epilogue(sch, blocks, tile_loop, lanes: int | None = None):
+    """Compute the epilogue blocks per tile, in order, each vectorized along its inner loop
+    (`lanes` at a time when given, else the whole loop)."""
     for block in blocks:
         sch.reverse_compute_at(block, tile_loop, preserve_unit_loops=True)
+        inner = sch.get_loops(block)[-1]
+        if lanes is not None:
+            inner = sch.split(inner, [None, lanes])[1]
         try:
-            sch.vectorize(sch.get_loops(block)[-1])
+            sch.vectorize(inner)
         except Exception:  # noqa: BLE001 - not vectorizable: stays scalar, still correct
             pass
 
@@ -154,20 +172,26 @@ def _split(sch, loop, inner: int, search: bool, max_inner: int):
 
 
 def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register_loops, intrin,
-                    pack_per_iteration: bool = False):
+                    pack_per_iteration: bool = False, flat_width: int | None = None,
+                    lanes: int | None = None):
     """What conv and dense share once their loops are tiled and ordered: the accumulator tile
     goes to "local" scope, the `parallel` loops are fused and run in parallel, the epilogue is
     computed at `epilogue_at` (None: the fused parallel loop), the reduction is split into
     init + update at `reduction`, the `tile` loop is tensorized with `intrin` and the
     `register_loops` (one accumulator each) are unrolled.  The input packing stage is computed
     inside each parallel iteration (`pack_per_iteration`: the rows it needs, while they are
-    hot) or before the kernel, as a parallel loop of its own."""
+    hot) or before the kernel, as a parallel loop of its own.  `flat_width`: the
+    accumulator's pixels are flat (p = y * width + x) and the NCHW epilogue iterates them so
+    too, `lanes` at a time."""
     name = sch.get(block).name_hint
     epilogue = _inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(*parallel)
     if epilogue is not None:
-        _schedule_epilogue(sch, epilogue, outer if epilogue_at is None else epilogue_at)
+        if flat_width is not None:
+            for b in epilogue:
+                _flatten_pixels(sch, b, flat_width)
+        _schedule_epilogue(sch, epilogue, outer if epilogue_at is None else epilogue_at, lanes)
     pack = find_block(sch, "pack_data") if pack_per_iteration else None
     if pack is not None:
         sch.compute_at(pack, outer, preserve_unit_loops=True)
@@ -206,6 +230,41 @@ def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
                     pack_per_iteration=per_row)
 
 
+def _flatten_pixels(sch, block, width: int):
+    """Iterate an NCHW block over flat pixels p = y * width + x (the layout of a pixel-lane
+    accumulator), so a tile of p is one rectangle of its iteration space."""
+    sch.transform_block_layout(block, lambda n, c, y, x: (n, c, y * width + x))
+
+
+def _output_width(sch) -> int:
+    """W of the NCHW output a pixel-lane conv unpacks its flat accumulator into."""
+    return int(sch.get(sch.get_sblock("unpack")).iter_vars[-1].dom.extent)
+
+
+def schedule_conv_pixels(sch: s_tir.Schedule, family, search: bool = False) -> None:
+    """Tile, tensorize (with `family.pixel_intrinsic`) and fuse the epilogue of a pixel-lane
+    1x1 conv (qcompile.passes.pack_layout's "conv2d_pixels").
+
+    Each accumulator holds `out_block` neighbouring pixels of one channel, so the fused
+    epilogue (requantize, clip, residual add) runs on whole vectors in the output's own NCHW
+    order.  `search=True` leaves the tile sizes to MetaSchedule."""
+    lanes, registers = family.out_block, family.acc_registers
+    block = sch.get_sblock("conv2d_pixels")
+    n, o, p, cb, ci = sch.get_loops(block)
+    tiles = pixel_tiles(_extent(sch, p) // lanes, _extent(sch, o), registers)
+    pv, pi = sch.split(p, [None, lanes])
+    pt, pr = _split(sch, pv, tiles.rows, search, 8)
+    ot, orr = _split(sch, o, tiles.blocks, search, 8)
+    sch.reorder(n, pt, ot, cb, orr, pr, pi, ci)
+    pack = sch.get_sblock("pack_data")
+    out_width = _output_width(sch)
+    # the pack iterates (n, cb, y, x, ci) again: rows in parallel, x left for LLVM to vectorize
+    sch.transform_block_layout(pack, lambda b, c, q, i: (b, c, q // out_width, q % out_width, i))
+    _tensorize_tile(sch, block, parallel=[n, pt], epilogue_at=ot, reduction=cb, tile=pi,
+                    register_loops=[orr, pr], intrin=family.pixel_intrinsic,
+                    flat_width=out_width, lanes=lanes)
+
+
 def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
     """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed dense.
 
@@ -225,7 +284,15 @@ def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
                     tile=nt, register_loops=[mi, nb], intrin=intrin)
 
 
+SCHEDULES = {"conv2d_packed": schedule_conv, "conv2d_pixels": schedule_conv_pixels,
+             "dense_packed": schedule_dense}
+
+
 def packed_kind(sch: s_tir.Schedule) -> str | None:
-    """"conv2d_packed" or "dense_packed" when the scheduled function holds that reduction."""
-    return next((n for n in ("conv2d_packed", "dense_packed")
-                 if find_block(sch, n) is not None), None)
+    """The SCHEDULES key of the packed reduction the function holds, or None."""
+    return next((n for n in SCHEDULES if find_block(sch, n) is not None), None)
+
+
+def schedule_packed(sch: s_tir.Schedule, family, search: bool = False) -> None:
+    """Schedule the function's packed kernel (see packed_kind) with its SCHEDULES entry."""
+    SCHEDULES[packed_kind(sch)](sch, family, search)

@@ -30,6 +30,9 @@ class TargetFamily:
     signed_activations: bool = False  # the intrinsic takes i8 activations (u8 shifted by -128)
     cross_compiler: str | None = None  # C++ compiler linking the .so when the host is not `arch`
     qemu_cpu: str | None = None      # the CPU qemu-user emulates for `--emulate`
+    # intrinsic for 1x1 convs with pixels as lanes (out_block pixels x in_block channels, the
+    # weights broadcast); None: those convs use the packed channel-lane kernel too
+    pixel_intrinsic: str | None = None
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
@@ -98,14 +101,15 @@ def _aarch64_neon() -> dict:
 
 def _families() -> dict:
     from .arm_intrinsics import NEON_4x4_LOCAL, SDOT_4x4_LOCAL
-    from .x86_intrinsics import AVX2_8x2_LOCAL, VNNI_16x4_LOCAL
+    from .x86_intrinsics import AVX2_8x2_LOCAL, VNNI_16x4_LOCAL, VNNI_PIXELS_16x4_LOCAL
 
     arm = {"arch": "aarch64", "signed_activations": True, "cross_compiler": "aarch64-linux-gnu-g++"}
 
     return {
         "x86-avx512-vnni": TargetFamily(
             "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
-            _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw"), acc_registers=16),
+            _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw"), acc_registers=16,
+            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL),
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),

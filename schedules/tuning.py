@@ -1,6 +1,6 @@
 """MetaSchedule design spaces: which kernels are tuned, and over what.
 
-A packed int8 kernel (conv2d_packed / dense_packed) is tuned over the tile sizes of its
+A packed int8 kernel (conv2d_packed / conv2d_pixels / dense_packed) is tuned over the tile sizes of its
 tensorized default schedule (schedules.packed with search=True): the tiles are sampled with
 `sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator, ranked by the XGBoost cost
 model.  The default schedule itself is a second design space, so it is measured in the same
@@ -30,10 +30,8 @@ def is_tunable(func: tvm.tirx.PrimFunc, family) -> bool:
 def _template(family):
     def apply(sch: s_tir.Schedule):
         default = sch.copy()
-        schedule = packed.schedule_conv if packed.packed_kind(sch) == "conv2d_packed" \
-            else packed.schedule_dense
-        schedule(sch, family, search=True)
-        schedule(default, family)
+        packed.schedule_packed(sch, family, search=True)
+        packed.schedule_packed(default, family)
         # the default tiles are a design space of their own: measured alongside, so the
         # database's best is never slower than what compile would do without it
         return [sch, default]

@@ -12,6 +12,14 @@ Tensorize compares buffer scopes, so each intrinsic is registered twice: accumul
 global buffer (`VNNI_16x4`) and into a register-resident local one (`VNNI_16x4_LOCAL`, what
 the default schedules use: the accumulator tile is cached in "local" scope).
 
+`VNNI_PIXELS_16x4_LOCAL` is the same instruction with the roles of the operands swapped, for
+convolutions whose vector lanes are pixels (schedules.packed.schedule_conv_pixels):
+C[i] += sum_k u8 A[i, k] * i8 B[k] for i < 16 pixels, k < 4 input channels, A the 64
+contiguous bytes of 16 pixels x 4 channels (activations packed [N, C/4, H*W, 4]), B the 4
+weights of one output channel, broadcast to every lane.  The accumulator then holds 16
+neighbouring outputs of one channel, which is the NCHW order: the epilogue reads and writes
+whole vectors instead of transposing a channel-lane tile.
+
 `AVX2_8x2` is the exact AVX2 (no VNNI) counterpart: C[i] += sum_k u8 A[k] * i8 B[i, k] for
 i < 8, k < 2, in int32, with weights packed [N/8, K/2, 8, 2].  It does not use `vpmaddubsw`
 (u8 x i8 byte pairs summed into int16): that sum saturates, 255*127 + 255*127 = 64770 and
@@ -27,10 +35,11 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from .dot_product import dot_product_desc
+from .dot_product import dot_product_desc, pixel_dot_desc
 
 VNNI_16x4 = "qcompile_dot_16x4_u8i8i32_vnni"
 VNNI_16x4_LOCAL = "qcompile_dot_16x4_u8i8i32_vnni_local"
+VNNI_PIXELS_16x4_LOCAL = "qcompile_pixels_16x4_u8i8i32_vnni_local"
 AVX2_8x2 = "qcompile_dot_8x2_u8i8i32_avx2"
 AVX2_8x2_LOCAL = "qcompile_dot_8x2_u8i8i32_avx2_local"
 
@@ -59,6 +68,28 @@ def _vnni_16x4(scope: str):
     return dot_product_desc(16, 4, scope), impl
 
 
+def _vnni_pixels_16x4(scope: str):
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            b_word = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                A.vload([0, 0], dtype="uint8x64"),
+                T.reinterpret(T.broadcast(b_word, 16), dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return pixel_dot_desc(16, 4, scope), impl
+
+
 def _avx2_8x2(scope: str):
     @T.prim_func(s_tir=True)
     def impl(
@@ -85,5 +116,6 @@ def _avx2_8x2(scope: str):
 
 TensorIntrin.register(VNNI_16x4, *_vnni_16x4("global"), override=True)
 TensorIntrin.register(VNNI_16x4_LOCAL, *_vnni_16x4("local"), override=True)
+TensorIntrin.register(VNNI_PIXELS_16x4_LOCAL, *_vnni_pixels_16x4("local"), override=True)
 TensorIntrin.register(AVX2_8x2, *_avx2_8x2("global"), override=True)
 TensorIntrin.register(AVX2_8x2_LOCAL, *_avx2_8x2("local"), override=True)

@@ -12,7 +12,7 @@ from tvm import s_tir, te
 
 import qcompile
 from schedules import FAMILIES
-from schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4
+from schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4, VNNI_PIXELS_16x4_LOCAL
 
 
 def _has_vnni() -> bool:
@@ -60,6 +60,36 @@ def test_vnni_16x4_runs_and_matches_numpy():
     c = tvm.runtime.tensor(np.zeros((m, n), np.int32))
     lib(tvm.runtime.tensor(a), tvm.runtime.tensor(packed), c)
     np.testing.assert_array_equal(c.numpy(), a.astype(np.int32) @ w.astype(np.int32).T)
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
+def test_vnni_pixel_lanes_run_and_match_numpy():
+    """C[o, p] = sum_k W[o, k] X[k, p] with 16 pixels as the lanes: activations packed
+    [K/4, P, 4], each output channel's 4 weights broadcast to every lane."""
+    k, p, n = 24, 48, 5
+    xp = te.placeholder((k // 4, p, 4), "uint8", name="X")
+    w = te.placeholder((n, k), "int8", name="W")
+    r = te.reduce_axis((0, k), "r")
+    c = te.compute((n, p), lambda o, q: te.sum(
+        xp[r // 4, q, r % 4].astype("int32") * w[o, r].astype("int32"), axis=r), name="C")
+    sch = s_tir.Schedule(te.create_prim_func([xp, w, c]))
+    block = sch.get_sblock("C")
+    o, q, rr = sch.get_loops(block)
+    qo, qi = sch.split(q, [None, 16])
+    ro, ri = sch.split(rr, [None, 4])
+    sch.reorder(o, qo, ro, qi, ri)
+    sch.cache_write(block, 0, "local")  # the intrinsic accumulates in registers
+    sch.decompose_reduction(block, ro)
+    sch.tensorize(qi, VNNI_PIXELS_16x4_LOCAL)
+    lib = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))
+    assert "vpdpbusd" in lib.mod.inspect_source("asm")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (k, p), dtype=np.uint8)
+    wv = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    packed = x.reshape(k // 4, 4, p).transpose(0, 2, 1).copy()
+    out = tvm.runtime.tensor(np.zeros((n, p), np.int32))
+    lib(tvm.runtime.tensor(packed), tvm.runtime.tensor(wv), out)
+    np.testing.assert_array_equal(out.numpy(), wv.astype(np.int32) @ x.astype(np.int32))
 
 
 @pytest.mark.skipif(not _has_avx2(), reason="this CPU has no AVX2")

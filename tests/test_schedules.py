@@ -92,24 +92,26 @@ class _ConvAdd(nn.Module):
         return self.after(self.add.add(self.conv(x), x))
 
 
-def test_an_add_ending_a_conv_kernel_is_computed_per_tile():
+@pytest.mark.parametrize("width,kernel", [(15, "conv2d_packed"), (16, "conv2d_pixels")])
+def test_an_add_ending_a_conv_kernel_is_computed_per_tile(width, kernel):
     """qnnpack's add is computed into a buffer of its own (not inlined: see
     schedules.packed._MATERIALIZED); when it is the kernel's last block it must still run per
     register tile, inside the parallel loop: it once ran serially over the whole output after
-    the conv, and MobileNetV2 under qnnpack took 4.8 ms instead of 4.0."""
+    the conv, and MobileNetV2 under qnnpack took 4.8 ms instead of 4.0.  Both conv kernels:
+    6 x 15 pixels take the channel-lane one, 6 x 16 (whole vectors) the pixel-lane one."""
     import tvm
     from tvm import s_tir
 
     from qcompile.build.compiler import fuse, integer_module
     from schedules.default_cpu import schedule_func
 
-    xs = inputs_like((1, 8, 6, 16), n=2, scale=2.0)
+    xs = inputs_like((1, 8, 6, width), n=2, scale=2.0)
     model = quantize_eager(_ConvAdd(), xs, engine="qnnpack")
     integer, _, _ = integer_module(model, [xs[0].numpy()], "qnnpack", 2, VNNI)
     fused = fuse(integer, VNNI.tvm_target())
     kernels = [f for gv, f in fused.functions_items()
                if isinstance(f, tvm.tirx.PrimFunc) and "qadd_qnnpack" in gv.name_hint
-               and "conv2d_packed" in gv.name_hint]
+               and kernel in gv.name_hint]
     assert len(kernels) == 1, [gv.name_hint for gv, _ in fused.functions_items()]
     scheduled, how = schedule_func(kernels[0], VNNI)
     assert how == "tensorized"
@@ -119,6 +121,90 @@ def test_an_add_ending_a_conv_kernel_is_computed_per_tile():
     report = qcompile.verify(model, qcompile.compile(model, xs[:1], numerics="qnnpack",
                                                      tune_logs=False), xs, engine="qnnpack")
     assert report["bit_exact_fraction"] == 1.0, report
+
+
+class _OneByOnes(nn.Module):
+    """1x1 convs the pixel-lane kernel takes (16 x 16 pixels, whole vectors; 10 and 24
+    channels, neither a multiple of 16), one with a residual add ending it, and a stride-2
+    1x1 it does not take."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.relu0 = seeded(nn.Conv2d(3, 10, 3, padding=1), 1), nn.ReLU()
+        self.expand, self.relu1 = seeded(nn.Conv2d(10, 24, 1), 2), nn.ReLU()
+        self.project = seeded(nn.Conv2d(24, 10, 1), 3)
+        self.add = nn.quantized.FloatFunctional()
+        self.tail = seeded(nn.Conv2d(10, 7, 1, stride=2), 4)
+
+    def forward(self, x):
+        y = self.relu0(self.stem(x))
+        return self.tail(self.add.add(self.project(self.relu1(self.expand(y))), y))
+
+
+_ONE_BY_ONE_FUSE = [["body.stem", "body.relu0"], ["body.expand", "body.relu1"]]
+
+
+@pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
+@pytest.mark.parametrize("numerics", ["fbgemm", "qnnpack"])
+def test_one_by_one_convs_take_the_pixel_lane_kernel_and_stay_exact(numerics):
+    from qcompile.build.compiler import integer_module
+
+    xs = inputs_like((1, 3, 16, 16), n=3, scale=2.0)
+    model = quantize_eager(_OneByOnes(), xs, engine=numerics, fuse=_ONE_BY_ONE_FUSE)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], numerics, 2, VNNI)
+    names = [gv.name_hint for gv, _ in integer.functions_items()]
+    assert sum("conv2d_pixels" in n for n in names) == 2, names
+    assert sum("conv2d_packed" in n for n in names) == 2, names
+    compiled = qcompile.compile(model, xs[:1], numerics=numerics, target=VNNI.name,
+                                tune_logs=False)
+    assert compiled.meta["kernels"]["tensorized"] == 4, compiled.meta["kernels"]
+    report = qcompile.verify(model, compiled, xs, engine=numerics)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+@pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
+def test_pixel_and_channel_lane_kernels_agree_to_the_bit(monkeypatch):
+    """The integer contract has no PyTorch twin to compare with: the pixel-lane kernel must
+    give what the channel-lane kernel gives for the same 1x1 convs."""
+    import dataclasses
+
+    import schedules.targets
+
+    xs = inputs_like((1, 3, 16, 16), n=2, scale=2.0)
+    model = quantize_eager(_OneByOnes(), xs, fuse=_ONE_BY_ONE_FUSE)
+    with_pixels = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
+                                   tune_logs=False)
+    monkeypatch.setitem(schedules.targets.FAMILIES, VNNI.name,
+                        dataclasses.replace(VNNI, pixel_intrinsic=None))
+    without = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
+                               tune_logs=False)
+    assert "conv2d_pixels" in with_pixels.integer_module.script()
+    assert "conv2d_pixels" not in without.integer_module.script()
+    for x in xs:
+        np.testing.assert_array_equal(np.asarray(with_pixels(x)), np.asarray(without(x)))
+
+
+@pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
+def test_pixel_lane_tiles_are_a_tuning_space():
+    """MetaSchedule samples the pixel-lane kernel's tiles (schedules.packed, search=True)."""
+    import tvm
+    from tvm import s_tir
+
+    from qcompile.build.compiler import fuse, integer_module
+    from schedules import packed
+
+    xs = inputs_like((1, 3, 16, 16), n=1, scale=2.0)
+    model = quantize_eager(_OneByOnes(), xs, fuse=_ONE_BY_ONE_FUSE)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], "fbgemm", 2, VNNI)
+    fused = fuse(integer, VNNI.tvm_target())
+    func = next(f for gv, f in fused.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_pixels" in gv.name_hint)
+    sch = s_tir.Schedule(func, seed=3)
+    packed.schedule_packed(sch, VNNI, search=True)
+    assert sum(inst.kind.name == "SamplePerfectTile" for inst in sch.trace.insts) == 2
+    func = sch.mod["main"].with_attr("global_symbol", "main")
+    assert "vpdpbusd" in tvm.compile(tvm.IRModule({"main": func}), target=VNNI.tvm_target()
+                                     ).mod.inspect_source("asm")
 
 
 def _serial_blocks(func, family):

@@ -74,8 +74,9 @@ def integer_module(model, examples: list, numerics: str, threads: int, family,
         mod = frontend.import_model(model, shapes, input_dtypes=dtypes, example_inputs=examples)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
     integer = passes.lower(mod, numerics, threads)
-    integer = passes.pack_layout(integer, family.out_block, family.in_block,
-                                 family.signed_activations)
+    integer = passes.pack_layout(
+        integer, family.out_block, family.in_block, family.signed_activations,
+        pixel_lanes=family.out_block if family.pixel_intrinsic else None)
     return integer, probes, out_qp
 
 

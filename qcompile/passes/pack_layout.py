@@ -9,6 +9,10 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
   conv2d  W[O, C, KH, KW] -> Wp[O/ob, C/ib, KH, KW, ob, ib]
           x[N, C, H, W]  -> xp[N, C/ib, H+pad, W+pad, ib] (the zero-point padding is absorbed)
           acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
+  1x1 conv, stride 1, no padding, with `pixel_lanes` (a target whose intrinsic can take
+  pixels as lanes) and H*W a multiple of them: pixels are the vector lanes instead of channels
+          x[N, C, H, W]  -> xp[N, C/ib, H*W, ib]      acc[n, o, p] = sum_c xp[..] Wp[..]
+          acc[n, o, p]   -> out[n, o, p / W, p % W]   (NCHW already: no transposing epilogue)
 
 Channel counts that are not multiples of the blocks are padded with zero weights (the padded
 activations then contribute nothing).  The arithmetic is unchanged: these are the same exact
@@ -18,7 +22,7 @@ integer sums, in another memory order.
 (exact in int8) and 128 * sum(W[o, ...]), a compile-time constant per output, is added back
 when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.
 
-Block names ("pack_data", "conv2d_packed", "dense_packed") are how the schedules find these
+Block names ("pack_data", "conv2d_packed", "conv2d_pixels", "dense_packed") are how the schedules find these
 kernels.  Which blocks a target uses comes from schedules/ (the `out_block`/`in_block`
 arguments); this pass knows no target.
 """
@@ -31,7 +35,6 @@ from tvm import relax, te, tirx
 
 from .rewrite import run_rewrite
 
-PACKED_BLOCKS = ("conv2d_packed", "dense_packed")
 
 
 def _ceil_to(v: int, block: int) -> int:
@@ -128,6 +131,38 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, corre
         name="unpack")
 
 
+def _conv_pixels_te(x, wp, o_count: int):
+    """1x1 stride-1 conv, x[N, C, H, W] u8 with packed Wp -> int32 [N, o_count, H, W], its
+    accumulator [N, o_count, H*W] laid out with the pixels innermost (the vector lanes)."""
+    n, c, h, w = (int(d) for d in x.shape)
+    obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
+
+    def pack(b, cb, p, ci):
+        ch = cb * ib + ci
+        value = x[b, tirx.min(ch, c - 1), p // w, p % w]
+        return tirx.if_then_else(ch < c, value, tirx.const(0, "uint8"))
+
+    xp = te.compute((n, cbn, h * w, ib), pack, name="pack_data")
+    rc = te.reduce_axis((0, cbn), "cb")
+    ri = te.reduce_axis((0, ib), "ci")
+    acc = te.compute(
+        (n, o_count, h * w),
+        lambda b, o, p: te.sum(
+            xp[b, rc, p, ri].astype("int32") * wp[o // ob, rc, 0, 0, o % ob, ri].astype("int32"),
+            axis=[rc, ri]),
+        name="conv2d_pixels")
+    return te.compute((n, o_count, h, w), lambda b, o, y, z: acc[b, o, y * w + z],
+                      name="unpack")
+
+
+def _pixel_lanes_fit(x, w: np.ndarray, pad4, strides, lanes: int | None) -> bool:
+    """A conv the pixel-lane kernel computes: 1x1, stride 1, unpadded, H*W a multiple of
+    `lanes` (whole vectors: no partial tile, no masked store)."""
+    h, wd = int(x.ty.shape[2]), int(x.ty.shape[3])
+    return (lanes is not None and w.shape[2:] == (1, 1) and not any(pad4)
+            and list(strides) == [1, 1] and (h * wd) % lanes == 0)
+
+
 def _shift_correction(w: np.ndarray, out_axis: int):
     """128 * sum of each output's weights: what shifting the activations by -128 takes away."""
     axes = tuple(a for a in range(w.ndim) if a != out_axis)
@@ -140,7 +175,7 @@ def _weight(expr):
     return None
 
 
-def _rewrite(ctx, call, ob: int, ib: int, signed: bool):
+def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None):
     if not isinstance(call.op, tvm.ir.Op):
         return None
     name = call.op.name
@@ -175,19 +210,24 @@ def _rewrite(ctx, call, ob: int, ib: int, signed: bool):
     elif any(pad4):
         return None  # conv2d's own padding pads with 0: leave such a conv to the generic path
     wp = pack_conv_weight(w, ob, ib)
+    strides = [int(s) for s in attrs.strides]
+    if not signed and _pixel_lanes_fit(x_orig, w, pad4, strides, pixel_lanes):
+        return ctx.call_te(_conv_pixels_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]),
+                           primfunc_name_hint="conv2d_pixels")
     correction = [_shift_correction(w, 0)] if signed else []
     return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
-                       pad_value, [int(s) for s in attrs.strides],
+                       pad_value, strides,
                        [int(d) for d in attrs.dilation], *correction,
                        primfunc_name_hint="conv2d_packed")
 
 
 def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int,
-                signed_activations: bool = False) -> tvm.IRModule:
+                signed_activations: bool = False, pixel_lanes: int | None = None) -> tvm.IRModule:
     """Rewrite u8 x i8 conv2d (groups 1) / matmul with constant weights into packed kernels.
 
     `out_block` x `in_block` is the weight tile of the target's dot-product instruction
     (16 x 4 for AVX-512 VNNI, 4 x 4 for ARM); `signed_activations`: the instruction takes
-    i8 x i8 (activations packed shifted by -128, see the module docstring)."""
+    i8 x i8 (activations packed shifted by -128, see the module docstring); `pixel_lanes`:
+    the target also has a pixel-lane intrinsic of that many lanes (1x1 convs use it)."""
     return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block,
-                                                       signed_activations))
+                                                       signed_activations, pixel_lanes))
