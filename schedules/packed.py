@@ -9,6 +9,9 @@ family's dot-product intrinsic, accumulating into a register tile held in "local
   conv2d_pixels[n, o, p]:         parallel(n, p/PB) . o/OB . cb . [OB . PB] . tile
                                   (a 1x1 conv with pixels as lanes: the tile is 16 pixels of
                                   one channel; its input packed first)
+  conv2d_pixel_rows[n, o, y, x]:  parallel(n, y) . x/XB . o/OB . cb . ky . kx . [OB . XB] . tile
+                                  (any other conv whose output width is whole vectors: the
+                                  stems; its padded, stride-phase-split input packed first)
   dense_packed[..., m, n]:        parallel(n/NB, m/MB) . k/KC . k . [MB . NB] . tile
 
 OB x XB (MB x NB) accumulators stay in vector registers for the whole reduction; the epilogue
@@ -154,7 +157,7 @@ def _pack_stage(sch, block_name: str):
     if pack is None:  # no input packing in this kernel
         return
     loops = sch.get_loops(pack)
-    if len(loops) == 5:  # a conv's
+    if len(loops) >= 5:  # a conv's: (n, cb, y, x, ci), or (n, cb, y, phase, x, ci)
         sch.parallel(sch.fuse(*loops[:3]))
         _interleave(sch, pack)
         return
@@ -265,6 +268,24 @@ def schedule_conv_pixels(sch: s_tir.Schedule, family, search: bool = False) -> N
                     flat_width=out_width, lanes=lanes)
 
 
+def schedule_conv_pixel_rows(sch: s_tir.Schedule, family, search: bool = False) -> None:
+    """Tile, tensorize (with `family.pixel_intrinsic`) and fuse the epilogue of a conv whose
+    rows of output pixels are the lanes (qcompile.passes.pack_layout's "conv2d_pixel_rows").
+
+    One output row per parallel iteration, tiles of whole vectors x channels; the epilogue
+    runs on whole vectors in NCHW order.  `search=True` leaves the tile sizes to MetaSchedule."""
+    lanes, registers = family.out_block, family.acc_registers
+    block = sch.get_sblock("conv2d_pixel_rows")
+    n, o, y, x, cb, ky, kx, ci = sch.get_loops(block)
+    tiles = pixel_tiles(_extent(sch, x) // lanes, _extent(sch, o), registers)
+    xv, xi = sch.split(x, [None, lanes])
+    xt, xr = _split(sch, xv, tiles.rows, search, 8)
+    ot, orr = _split(sch, o, tiles.blocks, search, 8)
+    sch.reorder(n, y, xt, ot, cb, ky, kx, orr, xr, xi, ci)
+    _tensorize_tile(sch, block, parallel=[n, y], epilogue_at=ot, reduction=cb, tile=xi,
+                    register_loops=[orr, xr, kx], intrin=family.pixel_intrinsic, lanes=lanes)
+
+
 def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
     """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed dense.
 
@@ -285,7 +306,7 @@ def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
 
 
 SCHEDULES = {"conv2d_packed": schedule_conv, "conv2d_pixels": schedule_conv_pixels,
-             "dense_packed": schedule_dense}
+             "conv2d_pixel_rows": schedule_conv_pixel_rows, "dense_packed": schedule_dense}
 
 
 def packed_kind(sch: s_tir.Schedule) -> str | None:

@@ -54,14 +54,14 @@ def _vnni_16x4(scope: str):
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_bytes = T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64")
-            b_bytes = B.vload([0, 0], dtype="int8x64")
+            # one expression: named temporaries become local buffers, which TVM 0.27
+            # allocates with TVMBackendAllocWorkspace in every parallel iteration
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 C.vload([0], dtype="int32x16"),
-                a_bytes,
-                b_bytes,
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"),
+                                          16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"),
                 dtype="int32x16",
             )
 
@@ -78,12 +78,12 @@ def _vnni_pixels_16x4(scope: str):
         with T.sblock("root"):
             T.reads(C[0:16], A[0:16, 0:4], B[0:4])
             T.writes(C[0:16])
-            b_word = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 C.vload([0], dtype="int32x16"),
                 A.vload([0, 0], dtype="uint8x64"),
-                T.reinterpret(T.broadcast(b_word, 16), dtype="int8x64"),
+                T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"),
+                                          16), dtype="int8x64"),
                 dtype="int32x16",
             )
 

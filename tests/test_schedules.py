@@ -123,55 +123,60 @@ def test_an_add_ending_a_conv_kernel_is_computed_per_tile(width, kernel):
     assert report["bit_exact_fraction"] == 1.0, report
 
 
-class _OneByOnes(nn.Module):
-    """1x1 convs the pixel-lane kernel takes (16 x 16 pixels, whole vectors; 10 and 24
-    channels, neither a multiple of 16), one with a residual add ending it, and a stride-2
-    1x1 it does not take."""
+class _PixelLaneConvs(nn.Module):
+    """Convs the pixel-lane kernels take, with channel counts no multiple of 16: a 7x7
+    stride-2 stem padded with the zero point and a 3x3 (rows of 16 output pixels:
+    "conv2d_pixel_rows"), 1x1s over 16 x 16 pixels ("conv2d_pixels"), one ended by a residual
+    add; and a stride-2 1x1 with 8-pixel rows, which stays on the channel-lane kernel."""
 
     def __init__(self):
         super().__init__()
-        self.stem, self.relu0 = seeded(nn.Conv2d(3, 10, 3, padding=1), 1), nn.ReLU()
+        self.stem, self.relu0 = seeded(nn.Conv2d(3, 10, 7, stride=2, padding=3), 1), nn.ReLU()
         self.expand, self.relu1 = seeded(nn.Conv2d(10, 24, 1), 2), nn.ReLU()
         self.project = seeded(nn.Conv2d(24, 10, 1), 3)
         self.add = nn.quantized.FloatFunctional()
-        self.tail = seeded(nn.Conv2d(10, 7, 1, stride=2), 4)
+        self.mid = seeded(nn.Conv2d(10, 12, 3, padding=1), 4)
+        self.tail = seeded(nn.Conv2d(12, 7, 1, stride=2), 5)
 
     def forward(self, x):
         y = self.relu0(self.stem(x))
-        return self.tail(self.add.add(self.project(self.relu1(self.expand(y))), y))
+        y = self.add.add(self.project(self.relu1(self.expand(y))), y)
+        return self.tail(self.mid(y))
 
 
-_ONE_BY_ONE_FUSE = [["body.stem", "body.relu0"], ["body.expand", "body.relu1"]]
+_PIXEL_FUSE = [["body.stem", "body.relu0"], ["body.expand", "body.relu1"]]
+_PIXEL_INPUT = (1, 3, 32, 32)
 
 
 @pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
 @pytest.mark.parametrize("numerics", ["fbgemm", "qnnpack"])
-def test_one_by_one_convs_take_the_pixel_lane_kernel_and_stay_exact(numerics):
+def test_pixel_lane_convs_are_taken_and_stay_exact(numerics):
     from qcompile.build.compiler import integer_module
 
-    xs = inputs_like((1, 3, 16, 16), n=3, scale=2.0)
-    model = quantize_eager(_OneByOnes(), xs, engine=numerics, fuse=_ONE_BY_ONE_FUSE)
+    xs = inputs_like(_PIXEL_INPUT, n=3, scale=2.0)
+    model = quantize_eager(_PixelLaneConvs(), xs, engine=numerics, fuse=_PIXEL_FUSE)
     integer, _, _ = integer_module(model, [xs[0].numpy()], numerics, 2, VNNI)
     names = [gv.name_hint for gv, _ in integer.functions_items()]
-    assert sum("conv2d_pixels" in n for n in names) == 2, names
-    assert sum("conv2d_packed" in n for n in names) == 2, names
+    counts = {k: sum(n.startswith(k) for n in names)
+              for k in ("conv2d_pixels", "conv2d_pixel_rows", "conv2d_packed")}
+    assert counts == {"conv2d_pixels": 2, "conv2d_pixel_rows": 2, "conv2d_packed": 1}, names
     compiled = qcompile.compile(model, xs[:1], numerics=numerics, target=VNNI.name,
                                 tune_logs=False)
-    assert compiled.meta["kernels"]["tensorized"] == 4, compiled.meta["kernels"]
+    assert compiled.meta["kernels"]["tensorized"] == 5, compiled.meta["kernels"]
     report = qcompile.verify(model, compiled, xs, engine=numerics)
     assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
 
 
 @pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
 def test_pixel_and_channel_lane_kernels_agree_to_the_bit(monkeypatch):
-    """The integer contract has no PyTorch twin to compare with: the pixel-lane kernel must
-    give what the channel-lane kernel gives for the same 1x1 convs."""
+    """The integer contract has no PyTorch twin to compare with: the pixel-lane kernels must
+    give what the channel-lane kernel gives for the same convs."""
     import dataclasses
 
     import schedules.targets
 
-    xs = inputs_like((1, 3, 16, 16), n=2, scale=2.0)
-    model = quantize_eager(_OneByOnes(), xs, fuse=_ONE_BY_ONE_FUSE)
+    xs = inputs_like(_PIXEL_INPUT, n=2, scale=2.0)
+    model = quantize_eager(_PixelLaneConvs(), xs, fuse=_PIXEL_FUSE)
     with_pixels = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
                                    tune_logs=False)
     monkeypatch.setitem(schedules.targets.FAMILIES, VNNI.name,
@@ -186,25 +191,26 @@ def test_pixel_and_channel_lane_kernels_agree_to_the_bit(monkeypatch):
 
 @pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
 def test_pixel_lane_tiles_are_a_tuning_space():
-    """MetaSchedule samples the pixel-lane kernel's tiles (schedules.packed, search=True)."""
+    """MetaSchedule samples the pixel-lane kernels' tiles (schedules.packed, search=True)."""
     import tvm
     from tvm import s_tir
 
     from qcompile.build.compiler import fuse, integer_module
     from schedules import packed
 
-    xs = inputs_like((1, 3, 16, 16), n=1, scale=2.0)
-    model = quantize_eager(_OneByOnes(), xs, fuse=_ONE_BY_ONE_FUSE)
+    xs = inputs_like(_PIXEL_INPUT, n=1, scale=2.0)
+    model = quantize_eager(_PixelLaneConvs(), xs, fuse=_PIXEL_FUSE)
     integer, _, _ = integer_module(model, [xs[0].numpy()], "fbgemm", 2, VNNI)
     fused = fuse(integer, VNNI.tvm_target())
-    func = next(f for gv, f in fused.functions_items()
-                if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_pixels" in gv.name_hint)
-    sch = s_tir.Schedule(func, seed=3)
-    packed.schedule_packed(sch, VNNI, search=True)
-    assert sum(inst.kind.name == "SamplePerfectTile" for inst in sch.trace.insts) == 2
-    func = sch.mod["main"].with_attr("global_symbol", "main")
-    assert "vpdpbusd" in tvm.compile(tvm.IRModule({"main": func}), target=VNNI.tvm_target()
-                                     ).mod.inspect_source("asm")
+    for kind in ("conv2d_pixels", "conv2d_pixel_rows"):
+        func = next(f for gv, f in fused.functions_items()
+                    if isinstance(f, tvm.tirx.PrimFunc) and kind + "_" in gv.name_hint)
+        sch = s_tir.Schedule(func, seed=3)
+        packed.schedule_packed(sch, VNNI, search=True)
+        assert sum(inst.kind.name == "SamplePerfectTile" for inst in sch.trace.insts) == 2
+        func = sch.mod["main"].with_attr("global_symbol", "main")
+        assert "vpdpbusd" in tvm.compile(tvm.IRModule({"main": func}), target=VNNI.tvm_target()
+                                         ).mod.inspect_source("asm")
 
 
 def _serial_blocks(func, family):

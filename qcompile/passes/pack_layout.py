@@ -9,10 +9,16 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
   conv2d  W[O, C, KH, KW] -> Wp[O/ob, C/ib, KH, KW, ob, ib]
           x[N, C, H, W]  -> xp[N, C/ib, H+pad, W+pad, ib] (the zero-point padding is absorbed)
           acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
-  1x1 conv, stride 1, no padding, with `pixel_lanes` (a target whose intrinsic can take
-  pixels as lanes) and H*W a multiple of them: pixels are the vector lanes instead of channels
+  With `pixel_lanes` (a target whose intrinsic can take pixels as lanes), pixels are the
+  vector lanes instead of channels, and the accumulator is NCHW already (no transposing
+  epilogue):
+  1x1 conv, stride 1, unpadded, H*W a multiple of the lanes: pixels flattened
           x[N, C, H, W]  -> xp[N, C/ib, H*W, ib]      acc[n, o, p] = sum_c xp[..] Wp[..]
-          acc[n, o, p]   -> out[n, o, p / W, p % W]   (NCHW already: no transposing epilogue)
+          acc[n, o, p]   -> out[n, o, p / W, p % W]
+  any other conv (dilation 1) whose output width is a multiple of the lanes: rows of pixels,
+  the padded input split by stride phase so each tap reads 16 consecutive bytes-quads
+          x[N, C, H, W]  -> xp[N, C/ib, H+pad, SW, (W+pad)/SW, ib]
+          acc[n, o, y, x] = sum xp[n, c, y*SH + ky, kx % SW, x + kx / SW, ci] Wp[..]
 
 Channel counts that are not multiples of the blocks are padded with zero weights (the padded
 activations then contribute nothing).  The arithmetic is unchanged: these are the same exact
@@ -22,7 +28,7 @@ integer sums, in another memory order.
 (exact in int8) and 128 * sum(W[o, ...]), a compile-time constant per output, is added back
 when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.
 
-Block names ("pack_data", "conv2d_packed", "conv2d_pixels", "dense_packed") are how the schedules find these
+Block names ("pack_data", "conv2d_packed", "conv2d_pixels", "conv2d_pixel_rows", "dense_packed") are how the schedules find these
 kernels.  Which blocks a target uses comes from schedules/ (the `out_block`/`in_block`
 arguments); this pass knows no target.
 """
@@ -155,12 +161,51 @@ def _conv_pixels_te(x, wp, o_count: int):
                       name="unpack")
 
 
-def _pixel_lanes_fit(x, w: np.ndarray, pad4, strides, lanes: int | None) -> bool:
-    """A conv the pixel-lane kernel computes: 1x1, stride 1, unpadded, H*W a multiple of
-    `lanes` (whole vectors: no partial tile, no masked store)."""
+def _conv_pixel_rows_te(x, wp, o_count: int, pad4, pad_value: int, strides):
+    """Conv (dilation 1) with rows of pixels as the lanes: x[N, C, H, W] u8 (unpadded) with
+    packed Wp -> int32 [N, o_count, OH, OW], NCHW; the input packed padded and split by
+    stride phase, so a tap's 16 outputs read 16 consecutive pixel quads."""
+    n, c, h, w = (int(d) for d in x.shape)
+    obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
+    top, left, bottom, right = pad4
+    sh, sw = strides
+    oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    quads = ow + (kw - 1) // sw  # pixel positions each phase plane needs
+
+    def pack(b, cb, yy, phase, q, ci):
+        ch, y_in, x_in = cb * ib + ci, yy - top, q * sw + phase - left
+        inside = tirx.all(ch < c, y_in >= 0, y_in < h, x_in >= 0, x_in < w)
+        value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(y_in, h - 1), 0),
+                  tirx.max(tirx.min(x_in, w - 1), 0)]
+        return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+
+    xp = te.compute((n, cbn, h + top + bottom, sw, quads, ib), pack, name="pack_data")
+    rc = te.reduce_axis((0, cbn), "cb")
+    ry = te.reduce_axis((0, kh), "ky")
+    rx = te.reduce_axis((0, kw), "kx")
+    ri = te.reduce_axis((0, ib), "ci")
+    return te.compute(
+        (n, o_count, oh, ow),
+        lambda b, o, y, z: te.sum(
+            xp[b, rc, y * sh + ry, rx % sw, z + rx // sw, ri].astype("int32")
+            * wp[o // ob, rc, ry, rx, o % ob, ri].astype("int32"), axis=[rc, ry, rx, ri]),
+        name="conv2d_pixel_rows")
+
+
+def _pixel_kernel(x, w: np.ndarray, pad4, strides, dilation, lanes: int | None) -> str | None:
+    """Which pixel-lane kernel computes this conv, if any: "conv2d_pixels" (1x1, stride 1,
+    unpadded, H*W a multiple of `lanes`) or "conv2d_pixel_rows" (output width a multiple of
+    `lanes`, dilation 1).  Whole vectors only: no partial tile, no masked store."""
+    if lanes is None:
+        return None
     h, wd = int(x.ty.shape[2]), int(x.ty.shape[3])
-    return (lanes is not None and w.shape[2:] == (1, 1) and not any(pad4)
-            and list(strides) == [1, 1] and (h * wd) % lanes == 0)
+    if w.shape[2:] == (1, 1) and not any(pad4) and list(strides) == [1, 1]:
+        if (h * wd) % lanes == 0:
+            return "conv2d_pixels"
+    out_w = (wd + pad4[1] + pad4[3] - w.shape[3]) // strides[1] + 1
+    if list(dilation) == [1, 1] and out_w % lanes == 0:
+        return "conv2d_pixel_rows"
+    return None
 
 
 def _shift_correction(w: np.ndarray, out_axis: int):
@@ -210,14 +255,17 @@ def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None)
     elif any(pad4):
         return None  # conv2d's own padding pads with 0: leave such a conv to the generic path
     wp = pack_conv_weight(w, ob, ib)
-    strides = [int(s) for s in attrs.strides]
-    if not signed and _pixel_lanes_fit(x_orig, w, pad4, strides, pixel_lanes):
+    strides, dilation = [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation]
+    pixels = None if signed else _pixel_kernel(x_orig, w, pad4, strides, dilation, pixel_lanes)
+    if pixels == "conv2d_pixels":
         return ctx.call_te(_conv_pixels_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]),
-                           primfunc_name_hint="conv2d_pixels")
+                           primfunc_name_hint=pixels)
+    if pixels == "conv2d_pixel_rows":
+        return ctx.call_te(_conv_pixel_rows_te, ctx.new(x_orig), relax.const(wp),
+                           int(w.shape[0]), pad4, pad_value, strides, primfunc_name_hint=pixels)
     correction = [_shift_correction(w, 0)] if signed else []
     return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
-                       pad_value, strides,
-                       [int(d) for d in attrs.dilation], *correction,
+                       pad_value, strides, dilation, *correction,
                        primfunc_name_hint="conv2d_packed")
 
 
