@@ -283,7 +283,10 @@ def schedule_conv_pixel_rows(sch: s_tir.Schedule, family, search: bool = False) 
     ot, orr = _split(sch, o, tiles.blocks, search, 8)
     sch.reorder(n, y, xt, ot, cb, ky, kx, orr, xr, xi, ci)
     _tensorize_tile(sch, block, parallel=[n, y], epilogue_at=ot, reduction=cb, tile=xi,
-                    register_loops=[orr, xr, kx], intrin=family.pixel_intrinsic, lanes=lanes)
+                    register_loops=[orr, xr], intrin=family.pixel_intrinsic, lanes=lanes)
+    # each tap's stride phase and offset become constants: ResNet-18's 7x7/2 stem took
+    # 0.80 ms per call with kx rolled, 0.41 unrolled (0.65 on the channel-lane kernel)
+    sch.unroll(kx)
 
 
 def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
