@@ -1,12 +1,12 @@
 """MetaSchedule design spaces: which kernels are tuned, and over what.
 
-A packed int8 kernel (conv2d_packed / conv2d_pixels / dense_packed) is tuned over the tile sizes of its
-tensorized default schedule (schedules.packed with search=True): the tiles are sampled with
-`sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator, ranked by the XGBoost cost
-model.  The default schedule itself is a second design space, so it is measured in the same
-conditions and a tuned record only wins by being faster.  Every candidate keeps the packed
-layout and the family's intrinsic, so tensorization stays correct by construction (and the
-tuner's correctness gate checks it anyway).
+A packed int8 kernel (schedules.packed.SCHEDULES: convs, pixel-lane convs, dense) is tuned
+over the tile sizes of its tensorized default schedule (schedules.packed with search=True):
+the tiles are sampled with `sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator,
+ranked by the XGBoost cost model.  The default schedule itself is a second design space, so
+it is measured in the same conditions and a tuned record only wins by being faster.  Every
+candidate keeps the packed layout and the family's intrinsic, so tensorization stays correct
+by construction (and the tuner's correctness gate checks it anyway).
 Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks.
 """
 

@@ -16,7 +16,7 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
           x[N, C, H, W]  -> xp[N, C/ib, H*W, ib]      acc[n, o, p] = sum_c xp[..] Wp[..]
           acc[n, o, p]   -> out[n, o, p / W, p % W]
   any other conv (dilation 1) whose output width is a multiple of the lanes: rows of pixels,
-  the padded input split by stride phase so each tap reads 16 consecutive bytes-quads
+  the padded input split by stride phase so each tap reads 16 consecutive pixel quads
           x[N, C, H, W]  -> xp[N, C/ib, H+pad, SW, (W+pad)/SW, ib]
           acc[n, o, y, x] = sum xp[n, c, y*SH + ky, kx % SW, x + kx / SW, ci] Wp[..]
 
@@ -28,9 +28,10 @@ integer sums, in another memory order.
 (exact in int8) and 128 * sum(W[o, ...]), a compile-time constant per output, is added back
 when unpacking: sum (a - 128) w + 128 sum w = sum a w, for every tap, padding included.
 
-Block names ("pack_data", "conv2d_packed", "conv2d_pixels", "conv2d_pixel_rows", "dense_packed") are how the schedules find these
-kernels.  Which blocks a target uses comes from schedules/ (the `out_block`/`in_block`
-arguments); this pass knows no target.
+Block names ("pack_data", "conv2d_packed", "conv2d_pixels", "conv2d_pixel_rows",
+"dense_packed") are how the schedules find these kernels.  Which blocks a target uses comes
+from schedules/ (the `out_block`/`in_block`/`pixel_lanes` arguments); this pass knows no
+target.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import tvm
 from tvm import relax, te, tirx
 
 from .rewrite import run_rewrite
-
 
 
 def _ceil_to(v: int, block: int) -> int:
@@ -141,7 +141,7 @@ def _conv_pixels_te(x, wp, o_count: int):
     """1x1 stride-1 conv, x[N, C, H, W] u8 with packed Wp -> int32 [N, o_count, H, W], its
     accumulator [N, o_count, H*W] laid out with the pixels innermost (the vector lanes)."""
     n, c, h, w = (int(d) for d in x.shape)
-    obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
+    _, cbn, _, _, ob, ib = (int(d) for d in wp.shape)
 
     def pack(b, cb, p, ci):
         ch = cb * ib + ci
@@ -166,7 +166,7 @@ def _conv_pixel_rows_te(x, wp, o_count: int, pad4, pad_value: int, strides):
     packed Wp -> int32 [N, o_count, OH, OW], NCHW; the input packed padded and split by
     stride phase, so a tap's 16 outputs read 16 consecutive pixel quads."""
     n, c, h, w = (int(d) for d in x.shape)
-    obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
+    _, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
     top, left, bottom, right = pad4
     sh, sw = strides
     oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
