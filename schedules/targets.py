@@ -30,8 +30,9 @@ class TargetFamily:
     signed_activations: bool = False  # the intrinsic takes i8 activations (u8 shifted by -128)
     cross_compiler: str | None = None  # C++ compiler linking the .so when the host is not `arch`
     qemu_cpu: str | None = None      # the CPU qemu-user emulates for `--emulate`
-    # intrinsic for 1x1 convs with pixels as lanes (out_block pixels x in_block channels, the
-    # weights broadcast); None: those convs use the packed channel-lane kernel too
+    # intrinsic for convs with pixels as lanes (out_block pixels x in_block channels, the
+    # weights broadcast: pack_layout's conv2d_pixels / conv2d_pixel_rows); None: every conv
+    # uses the channel-lane dot_intrinsic
     pixel_intrinsic: str | None = None
 
     def tvm_target(self) -> tvm.target.Target:

@@ -13,9 +13,10 @@ global buffer (`VNNI_16x4`) and into a register-resident local one (`VNNI_16x4_L
 the default schedules use: the accumulator tile is cached in "local" scope).
 
 `VNNI_PIXELS_16x4_LOCAL` is the same instruction with the roles of the operands swapped, for
-convolutions whose vector lanes are pixels (schedules.packed.schedule_conv_pixels):
-C[i] += sum_k u8 A[i, k] * i8 B[k] for i < 16 pixels, k < 4 input channels, A the 64
-contiguous bytes of 16 pixels x 4 channels (activations packed [N, C/4, H*W, 4]), B the 4
+convolutions whose vector lanes are pixels (schedules.packed.schedule_conv_pixels and
+schedule_conv_pixel_rows): C[i] += sum_k u8 A[i, k] * i8 B[k] for i < 16 pixels, k < 4 input
+channels, A the 64 contiguous bytes of 16 pixels x 4 channels (activations packed with 4
+channels innermost: [N, C/4, H*W, 4], or by rows and stride phase), B the 4
 weights of one output channel, broadcast to every lane.  The accumulator then holds 16
 neighbouring outputs of one channel, which is the NCHW order: the epilogue reads and writes
 whole vectors instead of transposing a channel-lane tile.

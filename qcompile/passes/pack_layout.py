@@ -100,10 +100,20 @@ def _dense_te(x, wp, n_out: int, correction=None):
                       name="unpack")
 
 
+def _read_padded(x, b, ch, y, z, pad_value: int):
+    """x[b, ch, y, z] (u8), or `pad_value` where (ch, y, z) is outside x: a channel past the
+    last (zero weights meet it) or a row/column of the padding."""
+    _, c, h, w = (int(d) for d in x.shape)
+    inside = tirx.all(ch < c, y >= 0, y < h, z >= 0, z < w)
+    value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(y, h - 1), 0),
+              tirx.max(tirx.min(z, w - 1), 0)]
+    return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+
+
 def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, correction=None):
     """x[N, C, H, W] u8 (unpadded) with packed Wp -> int32 [N, o_count, OH, OW];
     `correction` [o_count] int32: activations packed shifted to i8, the correction added back."""
-    n, c, h, w = (int(d) for d in x.shape)
+    n, _, h, w = (int(d) for d in x.shape)
     obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
     top, left, bottom, right = pad4
     hp, wpd = h + top + bottom, w + left + right
@@ -113,11 +123,7 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, corre
     ow = (wpd - dw * (kw - 1) - 1) // sw + 1
 
     def pack(b, cb, y, z, ci):
-        ch, yy, zz = cb * ib + ci, y - top, z - left
-        inside = tirx.all(ch < c, yy >= 0, yy < h, zz >= 0, zz < w)
-        value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(yy, h - 1), 0),
-                  tirx.max(tirx.min(zz, w - 1), 0)]
-        value = tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+        value = _read_padded(x, b, cb * ib + ci, y - top, z - left, pad_value)
         return value if correction is None else _shifted(value)
 
     xp = te.compute((n, cbn, hp, wpd, ib), pack, name="pack_data")
@@ -165,7 +171,7 @@ def _conv_pixel_rows_te(x, wp, o_count: int, pad4, pad_value: int, strides):
     """Conv (dilation 1) with rows of pixels as the lanes: x[N, C, H, W] u8 (unpadded) with
     packed Wp -> int32 [N, o_count, OH, OW], NCHW; the input packed padded and split by
     stride phase, so a tap's 16 outputs read 16 consecutive pixel quads."""
-    n, c, h, w = (int(d) for d in x.shape)
+    n, _, h, w = (int(d) for d in x.shape)
     _, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
     top, left, bottom, right = pad4
     sh, sw = strides
@@ -173,11 +179,7 @@ def _conv_pixel_rows_te(x, wp, o_count: int, pad4, pad_value: int, strides):
     quads = ow + (kw - 1) // sw  # pixel positions each phase plane needs
 
     def pack(b, cb, yy, phase, q, ci):
-        ch, y_in, x_in = cb * ib + ci, yy - top, q * sw + phase - left
-        inside = tirx.all(ch < c, y_in >= 0, y_in < h, x_in >= 0, x_in < w)
-        value = x[b, tirx.min(ch, c - 1), tirx.max(tirx.min(y_in, h - 1), 0),
-                  tirx.max(tirx.min(x_in, w - 1), 0)]
-        return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
+        return _read_padded(x, b, cb * ib + ci, yy - top, q * sw + phase - left, pad_value)
 
     xp = te.compute((n, cbn, h + top + bottom, sw, quads, ib), pack, name="pack_data")
     rc = te.reduce_axis((0, cbn), "cb")
@@ -276,6 +278,7 @@ def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int,
     `out_block` x `in_block` is the weight tile of the target's dot-product instruction
     (16 x 4 for AVX-512 VNNI, 4 x 4 for ARM); `signed_activations`: the instruction takes
     i8 x i8 (activations packed shifted by -128, see the module docstring); `pixel_lanes`:
-    the target also has a pixel-lane intrinsic of that many lanes (1x1 convs use it)."""
+    the target also has a pixel-lane intrinsic of that many lanes (the convs _pixel_kernel
+    picks use it)."""
     return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block,
                                                        signed_activations, pixel_lanes))
