@@ -42,8 +42,9 @@ def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tun
          numerics=None, **options):
     """Tune the model's int8 kernels with MetaSchedule (XGBoost cost model) into `work_dir`.
 
-    Resumable (a rerun continues from the database in `work_dir`); every candidate passes a
-    correctness gate before it enters the database.  Options: threads, rpc_tracker
+    Each kernel gets its share of `trials`; resumable (a rerun continues from the database in
+    `work_dir`, tuning the kernels below their share); every candidate passes a correctness
+    gate before it enters the database.  Options: threads, rpc_tracker
     ("host:port"), rpc_key, trials_per_iter, trials_per_task (overrides `trials`), out (a print
     function).  Returns a report dict."""
     from .tuning import tune_model

@@ -371,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tune", help="tune the int8 kernels with MetaSchedule (resumable)")
     model_args(s)
     s.add_argument("--target", default="x86", help=target_help)
-    s.add_argument("--trials", type=int, default=200, help="total trials (a rerun counts the "
-                   "ones already in the work dir)")
+    s.add_argument("--trials", type=int, default=200, help="total trials, split evenly among "
+                   "the kernels (a rerun tunes the kernels below their share)")
     s.add_argument("--work-dir", required=True)
     s.add_argument("--trials-per-task", type=int, default=None,
                    help="trials per extracted kernel (overrides --trials)")

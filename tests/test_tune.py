@@ -132,3 +132,44 @@ def test_corrupt_tune_log_line_is_skipped_with_a_warning(small_conv, tmp_path):
     assert compiled.meta["kernels"]["tuned"] == 0
     out = compiled(xs[0])
     assert np.isfinite(out).all()
+
+
+def _stack(layers: int):
+    """conv 3x3 + relu, then 1x1 convs: the first `layers` of them, quantized (fbgemm).  The
+    first conv's kernel is the same in every stack of two or more layers."""
+    convs = [torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.Conv2d(32, 16, 1),
+             torch.nn.Conv2d(16, 8, 1)][:layers]
+    modules, fuse = [], []
+    for i, conv in enumerate(convs):
+        modules.append(seeded(conv, 4 + i))
+        if i < len(convs) - 1:
+            fuse.append([f"body.{len(modules) - 1}", f"body.{len(modules)}"])
+            modules.append(torch.nn.ReLU())
+    xs = inputs_like((1, 16, 14, 14), n=3, scale=2.0)
+    return quantize_eager(torch.nn.Sequential(*modules), xs, fuse=fuse), xs
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="tunes the AVX-512 VNNI kernels")
+def test_a_rerun_tunes_only_the_kernels_below_their_share(tmp_path):
+    """Kernels new to a work dir (a model grown by a layer, or workloads changed with the
+    code) are tuned on a rerun; a kernel that has its share is left alone."""
+    family = resolve_family("x86-avx512-vnni")
+    work = str(tmp_path / "work")
+    model, xs = _stack(2)
+    first = qcompile.tune(model, xs[:1], target=family.name, trials_per_task=1, work_dir=work,
+                          trials_per_iter=1, out=lambda line: None)
+    assert first["trials_run"] == 2 and len(first["tasks"]) == 2, first["tasks"]
+
+    # the grown stack: the first conv's kernel is unchanged, the second now ends in a relu
+    # and writes uint8 (a new workload), the third is new
+    model, xs = _stack(3)
+    lines = []
+    second = qcompile.tune(model, xs[:1], target=family.name, trials_per_task=1, work_dir=work,
+                           trials_per_iter=1, out=lines.append)
+    assert second["trials_before"] == 1 and second["trials_run"] == 2, second
+    assert "2 to run on the 2 tasks below their share" in lines[0], lines[0]
+    had = [t["name"] for t in second["tasks"] if t["trials_before"]]
+    assert len(had) == 1, second["tasks"]
+    measured = [line for line in lines if "trials | task" in line]
+    assert len(measured) == 2 and not any(had[0] + ":" in line for line in measured), measured
+    assert all(t["best_ms"] is not None for t in second["tasks"]), second["tasks"]

@@ -4,9 +4,10 @@
       -> MetaSchedule (evolutionary search, XGBoost cost model, the family's design space)
       -> GatedDatabase (bit-exact check against the untuned kernel) -> JSON database in work_dir
 
-A rerun with the same work_dir continues: the trials already in the database count toward
-`trials`, and the search starts from the best records.  Every measured record is written as it
-is committed, so an interrupted run loses nothing it measured.
+Each task (kernel) gets an even share of `trials`.  A rerun with the same work_dir continues:
+each task's records in the database count toward its share, only the tasks below their share
+are tuned, and the search starts from the best records.  Every measured record is written as
+it is committed, so an interrupted run loses nothing it measured.
 """
 
 from __future__ import annotations
@@ -147,17 +148,23 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     if not tasks:
         raise QCompileError("the model has no packed int8 conv2d/dense kernel to tune")
     names = [t.task_name for t in tasks]
-    if trials_per_task:
-        trials = trials_per_task * len(tasks)
+    # every task's share of the trials; a rerun tunes the tasks below their share (an
+    # interrupted run's, or kernels that are new since: a global count would spend the rest
+    # on whichever tasks the scheduler favours, records or not)
+    share = trials_per_task or -(-trials // len(tasks))
+    trials = share * len(tasks)
     inner = ms.database.JSONDatabase(os.path.join(work_dir, WORKLOADS),
                                      os.path.join(work_dir, RECORDS))
     done_before, best_before = zip(*(_trials_in(inner, t.dispatched[0]) for t in tasks))
-    remaining = max(0, trials - sum(done_before))
-    out(f"[tune] {len(tasks)} tasks ({', '.join(names)}); {sum(done_before)} trials already in "
-        f"{work_dir}, {remaining} to run")
+    needs = [max(0, share - done) for done in done_before]
+    todo = [i for i, need in enumerate(needs) if need]
+    remaining = sum(needs)
+    out(f"[tune] {len(tasks)} tasks ({', '.join(names)}), {share} trials each; "
+        f"{sum(done_before)} trials already in {work_dir}; {remaining} to run on the "
+        f"{len(todo)} tasks below their share")
     gate = CorrectnessGate(target_obj, execute=remote)
     progress = Progress(names, [t.weight for t in tasks], remaining, work_dir,
-                        trials_before=sum(done_before), out=out)
+                        trials_before=sum(done_before), out=out, tuned=todo)
     for i, best in enumerate(best_before):
         if best is not None:
             progress.seed_best(i, best)
@@ -170,12 +177,12 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                            search_strategy=ms.search_strategy.EvolutionarySearch(),
                            task_name=t.task_name, logger=logger, rand_state=seed + i,
                            num_threads=threads).clone()
-            for i, (t, logger) in enumerate(zip(tasks, loggers))]
+            for i, (t, logger) in enumerate(zip(tasks, loggers)) if i in todo]
         try:
             with _quiet_console():
                 ms.tune_tasks(
-                    tasks=contexts, task_weights=[float(t.weight) for t in tasks],
-                    work_dir=work_dir, max_trials_global=remaining,
+                    tasks=contexts, task_weights=[float(tasks[i].weight) for i in todo],
+                    work_dir=work_dir, max_trials_global=remaining, max_trials_per_task=share,
                     num_trials_per_iter=trials_per_iter,
                     builder=_builder(family),
                     runner=runner,
@@ -196,9 +203,9 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
         "trials_run": progress.done, "candidates_checked": gate.checked,
         "candidates_rejected": len(gate.rejected), "rejections": gate.rejected[:20],
         "estimated_model_ms": progress.estimate_ms(), "tuning_curve": curve,
-        "tasks": [{"name": n, "calls": int(t.weight),
+        "tasks": [{"name": n, "calls": int(t.weight), "trials_before": d,
                    "best_ms": None if b is None else b * 1e3}
-                  for n, t, b in zip(names, tasks, progress.best)],
+                  for n, t, d, b in zip(names, tasks, done_before, progress.best)],
         "cpu": _cpu_name(), "date": datetime.date.today().isoformat(),
     }
     with open(os.path.join(work_dir, PROVENANCE), "w") as f:

@@ -23,9 +23,12 @@ CURVE_PNG = "tuning_curve.png"
 class Progress(ms.measure_callback.PyMeasureCallback):
     """Prints trials done / total, each task's best latency, the model estimate and an ETA."""
 
-    def __init__(self, task_names, weights, trials_total, work_dir, trials_before=0, out=print):
+    def __init__(self, task_names, weights, trials_total, work_dir, trials_before=0, out=print,
+                 tuned=None):
         super().__init__()
         self.names, self.weights = list(task_names), list(weights)
+        # the scheduler's task ids index the tasks being tuned: `tuned`, a subset of them all
+        self.tuned = list(range(len(self.names))) if tuned is None else list(tuned)
         self.best = [None] * len(self.names)
         self.trials_total, self.trials_before = trials_total, trials_before
         self.done = 0
@@ -43,6 +46,7 @@ class Progress(ms.measure_callback.PyMeasureCallback):
         return sum(w * b for w, b in zip(self.weights, self.best)) * 1e3
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        task_id = self.tuned[task_id]
         self.done += len(measure_candidates)
         for result in runner_results:
             secs = [float(s) for s in (result.run_secs or [])]
