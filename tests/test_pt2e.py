@@ -86,6 +86,22 @@ class _ResidualBlock(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 1), 1))
 
 
+def test_the_conv_scale_product_stays_double():
+    """numerics.pt2e computes a conv's value as f(double(acc) * (double(sx) * double(sw))); the
+    per-channel products reach the kernel as a float64 array (relax.const makes a float64
+    array float32 unless told, and the conv values then moved by a float32 rounding of
+    sx * sw: MobileNetV2 xnnpack 0.9940 / 4 LSB against eager instead of 0.9958 / 2)."""
+    import tvm
+
+    gm, calib = _quantize(_ResidualBlock(full=True), (1, 5, 12, 12), "x86")
+    compiled = qcompile.compile(gm, calib[:1], tune_logs=False)
+    kernels = [f for _, f in compiled.integer_module.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and "epilogue_pt2e" in f.script()]
+    assert kernels
+    for func in kernels:
+        assert "float64" in [str(p.ty.dtype) for p in func.params], func.script()
+
+
 @pytest.mark.parametrize("quantizer", ["x86", "xnnpack"])
 def test_small_graph_every_quantized_tensor_is_exact(quantizer):
     """Residual conv+add+relu (fused into the conv by the x86 quantizer), int8 activations
