@@ -25,8 +25,8 @@ LANES = 16
 # Output rows per step (the first that divides the output height): their taps unrolled
 # together share input row loads, and the epilogue's per-channel constants are loaded once per
 # step.  MobileNetV2's depthwise kernels timed alone against one row per step (ad-hoc script,
-# interleaved, 2 threads): 8-18 % faster at 56 and 28 rows, within +-5 % elsewhere, 6 % in
-# all; the whole model 1-5 % faster (interleaved A/B, two runs).
+# interleaved, 2 threads, quiet machine): 8-18 % faster at 56 and 28 output rows, within
+# +-5 % elsewhere, 6 % in all; the whole model 1-2 % faster (interleaved A/B, two runs).
 ROWS = (4, 2, 1)
 
 
