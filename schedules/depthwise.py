@@ -40,12 +40,12 @@ def window_kind(sch: s_tir.Schedule) -> str | None:
 
 def schedule_depthwise(sch: s_tir.Schedule) -> None:
     """Vectorize a window reduction (depthwise pairs, max-pool taps) along the output width,
-    fuse the epilogue per row."""
+    a step of ROWS output rows at a time, and fuse the epilogue per step."""
     name = window_kind(sch)
     block = sch.get_sblock(name)
     b, c, i, j, *reduction = sch.get_loops(block)
-    rows = next(r for r in ROWS if int(sch.get(i).extent) % r == 0)
-    io, ii = sch.split(i, [None, rows])
+    step = next(r for r in ROWS if int(sch.get(i).extent) % r == 0)
+    io, ii = sch.split(i, [None, step])
     jo, ji = sch.split(j, [None, LANES])
     sch.reorder(b, c, io, ii, jo, *reduction, ji)
     epilogue = _inline_epilogue(sch, block)

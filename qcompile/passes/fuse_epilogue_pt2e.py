@@ -67,7 +67,7 @@ def _kernel(ctx, pieces, out):
     sw = np.atleast_1d(const_value(m[SW], ctx)).reshape(-1).astype(np.float32)
     # double(sx) * double(sw): exact (two float32 significands fit in a double's)
     ats = np.float64(sx) * sw.astype(np.float64)
-    # the dtype said: relax.const makes a float64 array float32 unless told
+    # with the dtype given: relax.const makes a float64 array float32 otherwise
     args = [ctx.new(acc), relax.const(ats, "float64")]
     bias = const_value(m[BIAS]).reshape(-1).astype(np.float32) if BIAS in m else None
     if bias is not None:
