@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .packed import _inline_epilogue, _schedule_epilogue, find_block
+from .packed import _extent, _inline_epilogue, _schedule_epilogue, find_block
 
 LANES = 16
 # Output rows per step (the first that divides the output height): their taps unrolled
@@ -44,7 +44,7 @@ def schedule_depthwise(sch: s_tir.Schedule) -> None:
     name = window_kind(sch)
     block = sch.get_sblock(name)
     b, c, i, j, *reduction = sch.get_loops(block)
-    step = next(r for r in ROWS if int(sch.get(i).extent) % r == 0)
+    step = next(r for r in ROWS if _extent(sch, i) % r == 0)
     io, ii = sch.split(i, [None, step])
     jo, ji = sch.split(j, [None, LANES])
     sch.reorder(b, c, io, ii, jo, *reduction, ji)
