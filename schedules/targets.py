@@ -34,6 +34,9 @@ class TargetFamily:
     # weights broadcast: pack_layout's conv2d_pixels / conv2d_pixel_rows); None: every conv
     # uses the channel-lane dot_intrinsic
     pixel_intrinsic: str | None = None
+    # channel-lane convs hand their outputs to each other in [N, C/B, H, W, B] with this B
+    # (their accumulator's channels): qcompile.passes.block_activations; None: NCHW throughout
+    activation_block: int | None = None
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
@@ -110,7 +113,7 @@ def _families() -> dict:
         "x86-avx512-vnni": TargetFamily(
             "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
             _x86_vnni, VNNI_16x4_LOCAL, 16, 4, ("avx512_vnni", "avx512bw"), acc_registers=16,
-            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL),
+            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16),
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),

@@ -16,15 +16,19 @@ from schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
 from ..errors import QCompileError
+from ..passes.block_activations import pass_for as block_activations_pass
 from ..numerics import check_contract
 
 _META_SUFFIX = ".json"
 
 
-def _fusion_passes(target):
+def _fusion_passes(target, family=None):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    return cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+    layout = []
+    if family is not None and family.activation_block:
+        layout = [block_activations_pass(family.activation_block)]
+    return cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + layout
 
 
 def build_pipeline(target: tvm.target.Target, family=None, report: dict | None = None,
@@ -41,17 +45,17 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
         with target:
             apply_db = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
             seq = tvm.transform.Sequential(
-                _fusion_passes(target) + apply_db + [default_schedule(family, report)]
+                _fusion_passes(target, family) + apply_db + [default_schedule(family, report)]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return seq(mod)
 
     return _pipeline
 
 
-def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Legalize and fuse as the build does: the PrimFuncs tuning works on."""
+def fuse(mod: tvm.IRModule, target: tvm.target.Target, family=None) -> tvm.IRModule:
+    """Legalize and fuse as the build does for `family`: the PrimFuncs tuning works on."""
     with target:
-        return tvm.transform.Sequential(_fusion_passes(target))(mod)
+        return tvm.transform.Sequential(_fusion_passes(target, family))(mod)
 
 
 def input_specs(arrays: list) -> tuple[list, list]:

@@ -43,7 +43,7 @@ def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
     integer, _, _ = integer_module(model, [_as_numpy(x) for x in example_inputs], numerics,
                                    threads, family)
     target = family.tvm_target()
-    fused = fuse(integer, target)
+    fused = fuse(integer, target, family)
     tasks = ms.relax_integration.extract_tasks(fused, target)
     return [t for t in tasks if is_tunable(t.dispatched[0]["main"], family)]
 
