@@ -143,13 +143,19 @@ def find_block(sch: s_tir.Schedule, name: str):
         return None
 
 
+def reads_blocked(sch, block) -> bool:
+    """True when the block reads a channel-blocked [N, C/B, H, W, B] activation
+    (qcompile.passes.block_activations) instead of NCHW."""
+    return any(len(r.source.shape) == 5 for r in sch.get(block).reads)
+
+
 def _interleave(sch, pack):
     """A conv's pack (n, cb, y, x, ci) interleaves `in_block` channel planes: its ci loop is
     unrolled and the x loop left scalar, so LLVM vectorizes x as one interleaved store group
     (one wide load per plane, shuffles, wide stores).  Vectorizing ci itself (in_block lanes)
     loads each byte alone: 5x slower on Zen 4.  An input already channel-blocked
     (qcompile.passes.block_activations) is packed pixel by pixel: ci (the block) vectorized."""
-    if any(len(r.source.shape) == 5 for r in sch.get(pack).reads):
+    if reads_blocked(sch, pack):
         sch.vectorize(sch.get_loops(pack)[-1])
         return
     sch.unroll(sch.get_loops(pack)[-1])

@@ -66,3 +66,21 @@ def seeded(module: nn.Module, seed=0) -> nn.Module:
 
 def as_numpy(x):
     return x.detach().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def assert_builds_agree(model, inputs, monkeypatch, family, numerics="integer", **changes):
+    """Compile for `family` as it is and with the fields `changes` replaced (a kernel kind or a
+    layout switched off), require equal outputs on every input; return (as_is, changed)."""
+    import dataclasses
+
+    import schedules.targets
+
+    as_is = qcompile.compile(model, inputs[:1], numerics=numerics, target=family.name,
+                             tune_logs=False)
+    monkeypatch.setitem(schedules.targets.FAMILIES, family.name,
+                        dataclasses.replace(family, **changes))
+    changed = qcompile.compile(model, inputs[:1], numerics=numerics, target=family.name,
+                               tune_logs=False)
+    for x in inputs:
+        np.testing.assert_array_equal(np.asarray(as_is(x)), np.asarray(changed(x)))
+    return as_is, changed

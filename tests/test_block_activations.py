@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import pytest
 import torch.nn as nn
 
 import qcompile
 from schedules import resolve_family
 
-from helpers import inputs_like, quantize_eager, seeded
+from helpers import assert_builds_agree, inputs_like, quantize_eager, seeded
 
 VNNI = resolve_family("x86-avx512-vnni")
 pytestmark = pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
@@ -78,14 +75,5 @@ def test_blocked_activations_stay_exact(numerics):
 def test_blocked_and_nchw_activations_agree_to_the_bit(monkeypatch):
     """The integer contract has no PyTorch twin: the blocked build must give what the NCHW
     build gives (only the memory order differs)."""
-    import schedules.targets
-
     model, xs = _model(n=2)
-    blocked = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
-                               tune_logs=False)
-    monkeypatch.setitem(schedules.targets.FAMILIES, VNNI.name,
-                        dataclasses.replace(VNNI, activation_block=None))
-    nchw = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
-                            tune_logs=False)
-    for x in xs:
-        np.testing.assert_array_equal(np.asarray(blocked(x)), np.asarray(nchw(x)))
+    assert_builds_agree(model, xs, monkeypatch, VNNI, activation_block=None)

@@ -13,7 +13,7 @@ import qcompile
 from qcompile.passes.pack_layout import pack_conv_weight, pack_dense_weight
 from schedules import resolve_family
 
-from helpers import inputs_like, quantize_eager, seeded
+from helpers import assert_builds_agree, inputs_like, quantize_eager, seeded
 
 VNNI = resolve_family("x86-avx512-vnni")
 
@@ -171,22 +171,12 @@ def test_pixel_lane_convs_are_taken_and_stay_exact(numerics):
 def test_pixel_and_channel_lane_kernels_agree_to_the_bit(monkeypatch):
     """The integer contract has no PyTorch twin to compare with: the pixel-lane kernels must
     give what the channel-lane kernel gives for the same convs."""
-    import dataclasses
-
-    import schedules.targets
-
     xs = inputs_like(_PIXEL_INPUT, n=2, scale=2.0)
     model = quantize_eager(_PixelLaneConvs(), xs, fuse=_PIXEL_FUSE)
-    with_pixels = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
-                                   tune_logs=False)
-    monkeypatch.setitem(schedules.targets.FAMILIES, VNNI.name,
-                        dataclasses.replace(VNNI, pixel_intrinsic=None))
-    without = qcompile.compile(model, xs[:1], numerics="integer", target=VNNI.name,
-                               tune_logs=False)
+    with_pixels, without = assert_builds_agree(model, xs, monkeypatch, VNNI,
+                                               pixel_intrinsic=None)
     assert "conv2d_pixels" in with_pixels.integer_module.script()
     assert "conv2d_pixels" not in without.integer_module.script()
-    for x in xs:
-        np.testing.assert_array_equal(np.asarray(with_pixels(x)), np.asarray(without(x)))
 
 
 @pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")

@@ -16,8 +16,8 @@ from schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
 from ..errors import QCompileError
-from ..passes.block_activations import pass_for as block_activations_pass
 from ..numerics import check_contract
+from ..passes.block_activations import pass_for as block_activations_pass
 
 _META_SUFFIX = ".json"
 

@@ -21,25 +21,17 @@ its own copy of the function.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import tvm
 from tvm import relax, s_tir, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from schedules.packed import find_block, reads_blocked
 
 CONV_BLOCK = "conv2d_packed"
 
 
 def _blocks(sch):
     return sch.get_child_blocks(sch.get_sblock("root"))
-
-
-def _has_block(func, name: str) -> bool:
-    try:
-        s_tir.Schedule(func).get_sblock(name)
-    except Exception:  # noqa: BLE001 - no block of that name
-        return False
-    return True
 
 
 def _shape(buf) -> list[int]:
@@ -64,8 +56,8 @@ def _block_func(func: tirx.PrimFunc, inputs: tuple, output: bool, block: int) ->
             if k is not None:
                 sch.transform_layout(b, ("read", k), m)
                 break
-    pack = next((b for b in _blocks(sch) if sch.get(b).name_hint == "pack_data"), None)
-    if pack is not None and any(len(r.source.shape) == 5 for r in sch.get(pack).reads):
+    pack = find_block(sch, "pack_data")
+    if pack is not None and reads_blocked(sch, pack):
         # the conv's input is blocked: its packed input [N, C/ib, Hp, Wp, ib] becomes
         # [N, C/B, Hp, Wp, B] too, iterated in that order (a B-byte copy per pixel)
         ib = _shape(sch.get(pack).writes[0].source)[-1]
@@ -89,44 +81,35 @@ def _block_func(func: tirx.PrimFunc, inputs: tuple, output: bool, block: int) ->
 def _conv_calls(main: relax.Function, mod: tvm.IRModule):
     """(call_tir bindings of channel-lane conv functions, every var used elsewhere)."""
     call_tir = tvm.ir.Op.get("relax.call_tir")
-    convs, other_uses = {}, set()
+    convs, other_uses, is_conv = {}, set(), {}
 
     def visit(binding):
         value = binding.value
         if isinstance(value, relax.Call) and value.op.same_as(call_tir):
             gv = value.args[0]
-            func = mod[gv]
-            if isinstance(func, tirx.PrimFunc) and _has_block(func, CONV_BLOCK):
+            if gv not in is_conv:  # one look per function, however many calls it has
+                func = mod[gv]
+                is_conv[gv] = (isinstance(func, tirx.PrimFunc)
+                               and find_block(s_tir.Schedule(func), CONV_BLOCK) is not None)
+            if is_conv[gv]:
                 convs[binding.var] = value
                 return
-        for v in relax.analysis.free_vars(value):
-            other_uses.add(v)
+        other_uses.update(relax.analysis.free_vars(value))
 
     for blk in main.body.blocks:
         for binding in blk.bindings:
             visit(binding)
-    for v in relax.analysis.free_vars(main.body.body):
-        other_uses.add(v)
+    other_uses.update(relax.analysis.free_vars(main.body.body))
     return convs, other_uses
 
 
-def plan(mod: tvm.IRModule, block: int) -> set:
-    """The relax vars (conv outputs) that can be kept blocked."""
-    main = mod["main"]
-    convs, other_uses = _conv_calls(main, mod)
-    used_by = defaultdict(int)
-    for call in convs.values():
-        for arg in call.args[1].fields:
-            used_by[arg] += 1
-    chosen = set()
-    for var, call in convs.items():
-        ty = var.ty
-        if var in other_uses or not used_by[var] or ty.ndim != 4 or ty.dtype != "uint8":
-            continue
-        if int(ty.shape[1]) % block:
-            continue
-        chosen.add(var)
-    return chosen
+def plan(convs: dict, other_uses: set, block: int) -> set:
+    """The conv outputs (relax vars) that can be kept blocked: uint8 NCHW with whole blocks
+    of channels, read by channel-lane convs only (`convs`, `other_uses`: _conv_calls')."""
+    conv_args = {arg for call in convs.values() for arg in call.args[1].fields}
+    return {var for var in convs
+            if var in conv_args and var not in other_uses and var.ty.ndim == 4
+            and var.ty.dtype == "uint8" and int(var.ty.shape[1]) % block == 0}
 
 
 @mutator
@@ -160,10 +143,10 @@ class _Relayout(PyExprMutator):
 
 def block_activations(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     """Keep conv-to-conv activations in [N, C/block, H, W, block] (see the module docstring)."""
-    chosen = plan(mod, block)
+    convs, other_uses = _conv_calls(mod["main"], mod)
+    chosen = plan(convs, other_uses, block)
     if not chosen:
         return mod
-    convs, _ = _conv_calls(mod["main"], mod)
     calls = {}
     for var, call in convs.items():
         inputs = tuple(i for i, a in enumerate(call.args[1].fields) if a in chosen)
