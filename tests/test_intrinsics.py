@@ -50,7 +50,7 @@ def _count(asm: str, instruction: str) -> int:
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
 def test_vnni_16x4_runs_and_matches_numpy():
     m, k, n = 8, 64, 48
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    target = FAMILIES["x86-avx512-vnni"].tvm_target()
     lib = tvm.compile(_packed_dense(m, k, n), target=target)
     assert "vpdpbusd" in lib.mod.inspect_source("asm")
     rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def test_vnni_pixel_lanes_run_and_match_numpy():
     sch.cache_write(block, 0, "local")  # the intrinsic accumulates in registers
     sch.decompose_reduction(block, ro)
     sch.tensorize(qi, VNNI_PIXELS_16x4_LOCAL)
-    lib = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))
+    lib = tvm.compile(sch.mod, target=FAMILIES["x86-avx512-vnni"].tvm_target())
     assert "vpdpbusd" in lib.mod.inspect_source("asm")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (k, p), dtype=np.uint8)
@@ -96,7 +96,7 @@ def test_vnni_pixel_lanes_run_and_match_numpy():
 def test_avx2_8x2_is_exact_on_the_full_u8_i8_range():
     """vpmaddwd on widened operands: exact where vpmaddubsw would saturate its int16 pair sum."""
     m, k, n = 8, 64, 48
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    target = FAMILIES["x86-avx2"].tvm_target()
     lib = tvm.compile(_packed_dense(m, k, n, AVX2_8x2, 8, 2), target=target)
     asm = lib.mod.inspect_source("asm")
     assert _count(asm, "vpmaddwd") > 0

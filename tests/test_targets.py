@@ -1,0 +1,39 @@
+"""The x86 families compile for every CPU their summary names: no instruction outside them."""
+
+from __future__ import annotations
+
+import tvm
+from tvm.target import codegen
+
+from schedules import FAMILIES
+
+# LLVM features that tune code generation but add no instruction
+_TUNING = ("fast-", "slow-", "branchfusion", "sbb-dep-breaking", "macrofusion", "false-deps-",
+           "no-bypass-delay", "prefer-", "tuning-", "idivq-to-divl", "lea-", "ermsb",
+           "allow-light-256-bit", "fsrm", "invpcid")
+
+
+def _features(target) -> set:
+    return {str(f) for f in codegen.llvm_get_cpu_features(tvm.target.Target(target))}
+
+
+def _instruction_sets(features: set) -> set:
+    return {f for f in features if not f.startswith(_TUNING)}
+
+
+def test_vnni_family_code_runs_on_ice_lake_and_zen4():
+    """Plain znver4 lets LLVM emit SSE4A (insertq/extrq): SIGILL on Intel (MobileNetV2 did)."""
+    family = _instruction_sets(_features(FAMILIES["x86-avx512-vnni"].target()))
+    for cpu in ("icelake-server", "znver4"):
+        extra = family - _features({"kind": "llvm", "mcpu": cpu})
+        assert not extra, f"x86-avx512-vnni uses {sorted(extra)}, which {cpu} lacks"
+    assert {"avx512vnni", "avx512bw", "avx512vbmi"} <= family
+
+
+def test_avx2_family_code_runs_on_haswell_and_zen1():
+    family = _instruction_sets(_features(FAMILIES["x86-avx2"].target()))
+    for cpu in ("haswell", "znver1"):
+        extra = family - _features({"kind": "llvm", "mcpu": cpu})
+        assert not extra, f"x86-avx2 uses {sorted(extra)}, which {cpu} lacks"
+    assert "avx512f" not in family
+
