@@ -157,7 +157,7 @@ def default_schedule(family=None, report: dict | None = None) -> tvm.transform.P
     """Schedule every unscheduled PrimFunc: tensorized where the family has an intrinsic for
     a packed kernel, else the generic parallel + vector schedule.  `report` (a dict) receives
     {function name: "tensorized" | "generic" | "tuned"} ("tuned": scheduled already, by a
-    tuning database)."""
+    tuning database; an entry already there is kept)."""
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -169,8 +169,8 @@ def default_schedule(family=None, report: dict | None = None) -> tvm.transform.P
                 how = "tuned"
             else:
                 updates[gvar], how = schedule_func(func, family)
-            if report is not None:
-                report[gvar.name_hint] = how
+            if report is not None:  # keeps a "tuned_near" from the tune-log pass
+                report.setdefault(gvar.name_hint, how)
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod

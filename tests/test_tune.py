@@ -63,11 +63,15 @@ def _half_broken_space(family):
                                          mutator_probs={ms.mutator.MutateTileSize(): 1.0})
 
 
+def _small_conv_model(calibration):
+    body = torch.nn.Sequential(seeded(torch.nn.Conv2d(16, 32, 3, padding=1), 4), torch.nn.ReLU())
+    return quantize_eager(body, calibration, fuse=[["body.0", "body.1"]])
+
+
 @pytest.fixture(scope="module")
 def small_conv():
-    body = torch.nn.Sequential(seeded(torch.nn.Conv2d(16, 32, 3, padding=1), 4), torch.nn.ReLU())
     xs = inputs_like((1, 16, 14, 14), n=3, scale=2.0)
-    return quantize_eager(body, xs, fuse=[["body.0", "body.1"]]), xs
+    return _small_conv_model(xs), xs
 
 
 class _Stop(Exception):
@@ -116,6 +120,16 @@ def test_tune_interrupted_resumed_gated_and_applied(small_conv, tmp_path):
     compiled = qcompile.compile(model, xs[:1], target=family.name, tune_logs=work)
     assert compiled.meta["kernels"]["tuned"] == 1, compiled.meta["kernels"]
     report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+    # 5. the same layers calibrated on other data (other scale and zero point literals in the
+    # kernel) take the record too, through the lookup up to quantization constants
+    other_xs = inputs_like((1, 16, 14, 14), n=3, scale=3.0, shift=0.5, seed=1)
+    other = _small_conv_model(other_xs)
+    compiled = qcompile.compile(other, other_xs[:1], target=family.name, tune_logs=work)
+    assert compiled.meta["kernels"]["tuned_near"] == 1, compiled.meta["kernels"]
+    assert compiled.meta["kernels"]["tuned"] == 0, compiled.meta["kernels"]
+    report = qcompile.verify(other, compiled, other_xs)
     assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
 
 

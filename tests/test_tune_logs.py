@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 import tvm_ffi
 
+from qcompile.build import compiler
 from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
 from schedules import FAMILIES
+
+from helpers import inputs_like, quantize_eager, seeded
 
 FAMILY = FAMILIES["x86-avx512-vnni"]
 ROOT = os.path.join(logs.shipped_root(), FAMILY.name)
@@ -59,3 +63,24 @@ def test_bert_ffn_log_passes_the_gate():
 @pytest.mark.parametrize("directory", DATABASES, ids=os.path.basename)
 def test_every_shipped_log_passes_the_gate(directory):
     _check(directory)
+
+
+def _conv_kernel(size: int, scale: float, shift: float):
+    """The fused PrimFunc of one quantized conv (no activation: its output zero point moves
+    with the calibration), calibrated on inputs of the given scale and shift."""
+    xs = inputs_like((1, 16, size, size), n=2, scale=scale, shift=shift)
+    model = quantize_eager(seeded(torch.nn.Conv2d(16, 32, 3, padding=1), 4), xs)
+    integer, _, _ = compiler.integer_module(model, [xs[0].numpy()], "fbgemm", 2, FAMILY)
+    fused = compiler.fuse(integer, FAMILY.tvm_target(), FAMILY)
+    (conv,) = [f for g, f in fused.functions.items() if "conv" in g.name_hint]
+    return conv
+
+
+def test_kernel_key_ignores_quantization_constants_and_keeps_shapes():
+    """A zoo model calibrated on another CPU has other scale and zero point literals in its
+    kernels: MetaSchedule's exact lookup misses them, kernel_shape_key does not."""
+    base = _conv_kernel(14, 2.0, 0.0)
+    recalibrated = _conv_kernel(14, 3.0, 0.5)
+    assert not tvm_ffi.structural_equal(base, recalibrated)
+    assert logs.kernel_shape_key(base) == logs.kernel_shape_key(recalibrated)
+    assert logs.kernel_shape_key(base) != logs.kernel_shape_key(_conv_kernel(12, 2.0, 0.0))

@@ -32,11 +32,12 @@ def _fusion_passes(target, family=None):
 
 
 def build_pipeline(target: tvm.target.Target, family=None, report: dict | None = None,
-                   tuned: bool = False) -> tvm.transform.Pass:
+                   tuned: bool = False, near=None) -> tvm.transform.Pass:
     """Relax's CPU pipeline with our schedules between fusion and lowering.
 
     `tuned`: first apply the tuning database in scope (`with database:`) to the fused
-    PrimFuncs; the rest get our default schedule.  `family` (schedules.TargetFamily) picks
+    PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it has only with other float
+    constants; the rest get our default schedule.  `family` (schedules.TargetFamily) picks
     the tensorized schedules; `report` collects how each PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
@@ -44,6 +45,10 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
     def _pipeline(mod, _ctx):
         with target:
             apply_db = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
+            if tuned and near is not None:
+                from ..tuning.logs import apply_near_records
+
+                apply_db.append(apply_near_records(near, report))
             seq = tvm.transform.Sequential(
                 _fusion_passes(target, family) + apply_db + [default_schedule(family, report)]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
@@ -212,9 +217,11 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log_dirs = logs.resolve_tune_logs(tune_logs, family.name)
-    database = logs.load_databases(log_dirs)
+    databases = logs.open_databases(log_dirs)
+    database = logs.union(databases)
     schedules_used = {}
-    pipeline = build_pipeline(tvm_target, family, schedules_used, tuned=database is not None)
+    pipeline = build_pipeline(tvm_target, family, schedules_used, tuned=database is not None,
+                              near=logs.NearRecords(databases))
     if database is not None:
         with database:
             executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
@@ -222,7 +229,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
         executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
     timings["build_s"] = time.perf_counter() - t0
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
-               for how in ("tuned", "tensorized", "window", "generic")}
+               for how in ("tuned", "tuned_near", "tensorized", "window", "generic")}
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
@@ -239,8 +246,11 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
 def schedule_summary(kernels: dict, log_dirs: list) -> str:
     """How the kernels were scheduled: from tune logs, tensorized default, generic default."""
     total = sum(len(v) for v in kernels.values())
-    lines = [f"kernels: {len(kernels['tuned'])} of {total} from tune logs "
-             f"({len(log_dirs)} database(s)), {len(kernels['tensorized'])} tensorized by default, "
+    tuned = len(kernels["tuned"]) + len(kernels["tuned_near"])
+    near = (f"; {len(kernels['tuned_near'])} of them recorded for other quantization constants"
+            if kernels["tuned_near"] else "")
+    lines = [f"kernels: {tuned} of {total} from tune logs "
+             f"({len(log_dirs)} database(s){near}), {len(kernels['tensorized'])} tensorized by default, "
              f"{len(kernels['window'])} window (depthwise, max pool), "
              f"{len(kernels['generic'])} generic"]
     if log_dirs and kernels["tensorized"]:

@@ -4,15 +4,25 @@ Layout: a database is a directory holding MetaSchedule's database_workload.json 
 database_tuning_record.json (plus provenance.json).  Shipped logs live under
 tune_logs/<target family>/<model>/; compile() applies every database of its family by default.
 A line that does not parse is skipped with a warning; the rest of the log is used.
+
+Kernels are looked up as MetaSchedule does (structural equality), then, for the ones not
+found, up to their quantization constants (`NearRecords`): a requantize or residual-add
+scale or zero point is a literal in the kernel, and it moves when the same model is
+calibrated on another CPU (fp32 conv results differ in their last bits), while the tuned
+schedule does not depend on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 
+import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 WORKLOADS = "database_workload.json"
@@ -71,17 +81,22 @@ def open_database(directory: str) -> ms.database.Database:
     return ms.database.JSONDatabase(workloads, records, allow_missing=False)
 
 
-def load_databases(directories: list[str]) -> ms.database.Database | None:
-    """The union of the given database directories (None if there are none)."""
+def open_databases(directories: list[str]) -> list[ms.database.Database]:
+    """The given database directories, opened (one that cannot be is warned about and left)."""
     dbs = []
     for d in directories:
         try:
             dbs.append(open_database(d))
         except (ValueError, OSError) as err:
-            warnings.warn(f"tuning database {d} not used: {err}", stacklevel=2)
-    if not dbs:
+            warnings.warn(f"tuning database {d} not used: {err}", stacklevel=3)
+    return dbs
+
+
+def union(databases: list[ms.database.Database]) -> ms.database.Database | None:
+    """One database answering for all of `databases` (None if there are none)."""
+    if not databases:
         return None
-    return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)
+    return databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)
 
 
 def resolve_tune_logs(tune_logs, family_name: str) -> list[str]:
@@ -99,3 +114,110 @@ def resolve_tune_logs(tune_logs, family_name: str) -> list[str]:
     for p in paths:
         dirs.extend(database_dirs(os.fspath(p)))
     return dirs
+
+
+# a float literal in TVMScript: T.float32(0.0202...) or a bare 0.5 / -1.5e-05
+_FLOAT_LITERAL = re.compile(r"T\.float(?:16|32|64)\([^()]*\)|(?<![\w.])-?\d+\.\d*(?:e[-+]?\d+)?")
+_INT_LITERAL = re.compile(r"(?<![\w.])\d+(?![\w.])")
+_STORE = re.compile(r"^(\s*\w+\[[^=]*\] = )(.*)$")
+
+
+def _blank_store_constants(line: str) -> str:
+    """A buffer store with the integer literals of its value blanked outside [] (a zero point,
+    a clip bound), the indices kept: they and the loops carry the kernel's shape."""
+    match = _STORE.match(line)
+    if not match:
+        return line
+    head, value = match.groups()
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(value + "["):
+        if ch in "[]" or i == len(value):
+            piece = value[start:i]
+            out.append(_INT_LITERAL.sub("i", piece) if depth == 0 else piece)
+            out.append(ch if i < len(value) else "")
+            depth += 1 if ch == "[" else -1
+            start = i + 1
+    return head + "".join(out)
+# a measured run at or above this is MetaSchedule's "failed" marker, not a time
+_FAILED_SECS = 1e9
+
+
+def kernel_shape_key(func: tvm.tirx.PrimFunc) -> str:
+    """A PrimFunc's identity up to its quantization constants: the hash of its TVMScript (as
+    MetaSchedule normalizes it for a database) with every float literal blanked, and the
+    integer literals of stored values (zero points, clip bounds) too; loops, buffer shapes,
+    indices and block regions are kept as they are.  A trace replayed on another calibration
+    of the same kernel is still correct: schedule primitives do not change what it computes."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    text = _FLOAT_LITERAL.sub("f", _normalize_mod(func)["main"].script())
+    text = "\n".join(_blank_store_constants(line) for line in text.splitlines())
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class NearRecords:
+    """The fastest record per kernel shape (kernel_shape_key) over some databases, for the
+    kernels MetaSchedule's exact lookup misses.  Built on first use."""
+
+    def __init__(self, databases: list[ms.database.Database]):
+        self.databases = list(databases)
+        self._best = None
+
+    def _build(self) -> dict:
+        best, keys = {}, {}
+        for database in self.databases:
+            for record in database.get_all_tuning_records():
+                secs = [float(s) for s in (record.run_secs or [])]
+                if not secs or max(secs) >= _FAILED_SECS:
+                    continue
+                mean = sum(secs) / len(secs)
+                workload = record.workload.mod
+                whash = tvm_ffi.structural_hash(workload)
+                if whash not in keys:
+                    keys[whash] = kernel_shape_key(workload["main"])
+                key = keys[whash]
+                if key not in best or mean < best[key][0]:
+                    best[key] = (mean, record)
+        return {key: record for key, (_, record) in best.items()}
+
+    def lookup(self, func: tvm.tirx.PrimFunc):
+        """The best record for a kernel equal to `func` up to its constants, or None."""
+        if self._best is None:
+            self._best = self._build()
+        return self._best.get(kernel_shape_key(func)) if self._best else None
+
+
+def apply_near_records(near: NearRecords, report: dict | None = None) -> tvm.transform.Pass:
+    """Schedule each PrimFunc the exact lookup left unscheduled with the trace of a record
+    for the same kernel up to its quantization constants (its own constants kept).  `report` receives
+    {function name: "tuned_near"} for each."""
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    @tvm.transform.module_pass(opt_level=0, name="qcompile.ApplyNearTuningRecords")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tvm.tirx.PrimFunc) or (
+                    func.attrs is not None and func.attrs.get("tirx.is_scheduled", False)):
+                continue
+            record = near.lookup(func)
+            if record is None:
+                continue
+            sch = s_tir.Schedule(_normalize_mod(func))
+            try:
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:  # the default does it
+                warnings.warn(f"tune log record for {gvar.name_hint} does not apply: "
+                              f"{str(err).splitlines()[0]}", stacklevel=1)
+                continue
+            tuned = sch.mod["main"]
+            updates[gvar] = tvm.tirx.PrimFunc(tuned.params, tuned.body, tuned.ret_type,
+                                              attrs=func.attrs).with_attr("tirx.is_scheduled", True)
+            if report is not None:
+                report[gvar.name_hint] = "tuned_near"
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
