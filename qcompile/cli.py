@@ -453,7 +453,7 @@ def main(argv=None) -> int:
         args.fn(args)
     except QCompileError as err:
         print(f"qcompile: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     return 0
 
 

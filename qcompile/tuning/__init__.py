@@ -15,18 +15,21 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import gc
 import json
 import logging
 import os
 import platform
+import signal
 import tempfile
 
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from schedules import resolve_family
 from schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics, is_tunable
 
-from ..errors import QCompileError
+from ..errors import QCompileError, TuningInterrupted
 from ..numerics import check_contract
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
 from .logs import PROVENANCE, RECORDS, WORKLOADS
@@ -115,6 +118,51 @@ def _quiet_console():
             h.setLevel(level)
 
 
+@contextlib.contextmanager
+def _stop_on_ctrl_c():
+    """The first Ctrl-C asks the run to stop after the next measured batch (its records go to
+    the database first; other tasks' candidates still in flight are dropped); a second one
+    interrupts at once (default_int_handler).  Raising at
+    an arbitrary point inside MetaSchedule's C++ can end in std::terminate, and TVM's FFI turns
+    a KeyboardInterrupt raised in one of its Python callbacks into a bare RuntimeError: hence
+    the flag, checked by _StopWhenAsked after each batch."""
+    state = {"interrupted": False}
+
+    def handler(_signum, _frame):
+        state["interrupted"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.write(2, b"\n[tune] Ctrl-C: stopping when the next measured batch is saved (in the "
+                    b"first round, minutes: every task is searched first); Ctrl-C again stops "
+                    b"at once\n")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield state
+        return
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _StopRequested(Exception):
+    pass
+
+
+@derived_object
+class _StopWhenAsked(ms.measure_callback.PyMeasureCallback):
+    """Ends the run after a measured batch (records committed) once Ctrl-C asked for it."""
+
+    def __init__(self, state: dict):
+        super().__init__()
+        self.state = state
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if self.state["interrupted"]:
+            raise _StopRequested()
+
+
 def _trials_in(database, mod) -> tuple[int, float | None]:
     """(records, best seconds) the database holds for a workload."""
     if not database.has_workload(mod):
@@ -178,8 +226,9 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                            task_name=t.task_name, logger=logger, rand_state=seed + i,
                            num_threads=threads).clone()
             for i, (t, logger) in enumerate(zip(tasks, loggers)) if i in todo]
+        interrupts = {"interrupted": False}
         try:
-            with _quiet_console():
+            with _quiet_console(), _stop_on_ctrl_c() as interrupts:
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(tasks[i].weight) for i in todo],
                     work_dir=work_dir, max_trials_global=remaining, max_trials_per_task=share,
@@ -190,10 +239,22 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                     cost_model=ms.cost_model.XGBModel(
                         extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                       progress],
+                                       progress, _StopWhenAsked(interrupts)],
                     task_scheduler="gradient")
+        except (KeyboardInterrupt, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and not interrupts["interrupted"]:
+                raise
+            # raised below, out of this block: the traceback would keep MetaSchedule's
+            # builder pool alive until exit, where its threads fail to join
+            interrupts["interrupted"] = True
         finally:
             curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
+        if interrupts["interrupted"] and progress.done < remaining:
+            gc.collect()
+            raise TuningInterrupted(
+                f"tuning interrupted after {progress.done} of {remaining} trials; every "
+                f"measured record is kept in {work_dir} ({len(inner)} in all); the same "
+                "command continues from them")
     else:
         curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
     report = {
