@@ -36,9 +36,10 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
     """Relax's CPU pipeline with our schedules between fusion and lowering.
 
     `tuned`: first apply the tuning database in scope (`with database:`) to the fused
-    PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it has only with other float
-    constants; the rest get our default schedule.  `family` (schedules.TargetFamily) picks
-    the tensorized schedules; `report` collects how each PrimFunc was scheduled."""
+    PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it holds only for other
+    quantization constants; the rest get our default schedule.  `family`
+    (schedules.TargetFamily) picks the tensorized schedules; `report` collects how each
+    PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.BuildPipeline")
@@ -249,8 +250,8 @@ def schedule_summary(kernels: dict, log_dirs: list) -> str:
     tuned = len(kernels["tuned"]) + len(kernels["tuned_near"])
     near = (f"; {len(kernels['tuned_near'])} of them recorded for other quantization constants"
             if kernels["tuned_near"] else "")
-    lines = [f"kernels: {tuned} of {total} from tune logs "
-             f"({len(log_dirs)} database(s){near}), {len(kernels['tensorized'])} tensorized by default, "
+    lines = [f"kernels: {tuned} of {total} from tune logs ({len(log_dirs)} database(s){near}), "
+             f"{len(kernels['tensorized'])} tensorized by default, "
              f"{len(kernels['window'])} window (depthwise, max pool), "
              f"{len(kernels['generic'])} generic"]
     if log_dirs and kernels["tensorized"]:

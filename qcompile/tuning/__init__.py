@@ -122,10 +122,10 @@ def _quiet_console():
 def _stop_on_ctrl_c():
     """The first Ctrl-C asks the run to stop after the next measured batch (its records go to
     the database first; other tasks' candidates still in flight are dropped); a second one
-    interrupts at once (default_int_handler).  Raising at
-    an arbitrary point inside MetaSchedule's C++ can end in std::terminate, and TVM's FFI turns
-    a KeyboardInterrupt raised in one of its Python callbacks into a bare RuntimeError: hence
-    the flag, checked by _StopWhenAsked after each batch."""
+    interrupts at once (default_int_handler).  Raising at an arbitrary point inside
+    MetaSchedule's C++ can end in std::terminate, and TVM's FFI turns a KeyboardInterrupt
+    raised in one of its Python callbacks into a bare RuntimeError: hence the flag, checked by
+    _StopWhenAsked after each batch."""
     state = {"interrupted": False}
 
     def handler(_signum, _frame):

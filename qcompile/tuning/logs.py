@@ -129,15 +129,18 @@ def _blank_store_constants(line: str) -> str:
     if not match:
         return line
     head, value = match.groups()
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(value + "["):
-        if ch in "[]" or i == len(value):
-            piece = value[start:i]
-            out.append(_INT_LITERAL.sub("i", piece) if depth == 0 else piece)
-            out.append(ch if i < len(value) else "")
-            depth += 1 if ch == "[" else -1
-            start = i + 1
-    return head + "".join(out)
+    pieces, depth = [], 0
+    for piece in re.split(r"([\[\]])", value):
+        if piece == "[":
+            depth += 1
+        elif piece == "]":
+            depth -= 1
+        elif depth == 0:
+            piece = _INT_LITERAL.sub("i", piece)
+        pieces.append(piece)
+    return head + "".join(pieces)
+
+
 # a measured run at or above this is MetaSchedule's "failed" marker, not a time
 _FAILED_SECS = 1e9
 
@@ -189,8 +192,8 @@ class NearRecords:
 
 def apply_near_records(near: NearRecords, report: dict | None = None) -> tvm.transform.Pass:
     """Schedule each PrimFunc the exact lookup left unscheduled with the trace of a record
-    for the same kernel up to its quantization constants (its own constants kept).  `report` receives
-    {function name: "tuned_near"} for each."""
+    for the same kernel up to its quantization constants (its own constants kept).
+    `report` receives {function name: "tuned_near"} for each."""
     from tvm import s_tir
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
