@@ -81,12 +81,26 @@ def open_database(directory: str) -> ms.database.Database:
     return ms.database.JSONDatabase(workloads, records, allow_missing=False)
 
 
+# databases compile() has read, by directory and file stamps: parsing the shipped logs takes
+# 6-9 s on a 2-core VM, and a process (a test run, a script) compiles many models
+_READ_ONLY: dict = {}
+
+
+def _stamp(directory: str) -> tuple:
+    return tuple((st.st_mtime_ns, st.st_size) for st in (
+        os.stat(os.path.join(directory, name)) for name in (WORKLOADS, RECORDS)))
+
+
 def open_databases(directories: list[str]) -> list[ms.database.Database]:
-    """The given database directories, opened (one that cannot be is warned about and left)."""
+    """The given database directories, opened for reading (once per process while their files
+    are unchanged); one that cannot be is warned about and left out."""
     dbs = []
     for d in directories:
         try:
-            dbs.append(open_database(d))
+            key = (os.path.abspath(d), _stamp(d))
+            if key not in _READ_ONLY:
+                _READ_ONLY[key] = open_database(d)
+            dbs.append(_READ_ONLY[key])
         except (ValueError, OSError) as err:
             warnings.warn(f"tuning database {d} not used: {err}", stacklevel=3)
     return dbs
@@ -158,6 +172,31 @@ def kernel_shape_key(func: tvm.tirx.PrimFunc) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+# id(database) -> (database, {kernel_shape_key: (mean seconds, record)}); the database is
+# held so that its id is not reused
+_SHAPE_INDEX: dict = {}
+
+
+def _shape_index(database: ms.database.Database) -> dict:
+    """The fastest valid record of each kernel shape in one database (computed once)."""
+    if id(database) not in _SHAPE_INDEX:
+        best, keys = {}, {}
+        for record in database.get_all_tuning_records():
+            secs = [float(s) for s in (record.run_secs or [])]
+            if not secs or max(secs) >= _FAILED_SECS:
+                continue
+            mean = sum(secs) / len(secs)
+            workload = record.workload.mod
+            whash = tvm_ffi.structural_hash(workload)
+            if whash not in keys:
+                keys[whash] = kernel_shape_key(workload["main"])
+            key = keys[whash]
+            if key not in best or mean < best[key][0]:
+                best[key] = (mean, record)
+        _SHAPE_INDEX[id(database)] = (database, best)
+    return _SHAPE_INDEX[id(database)][1]
+
+
 class NearRecords:
     """The fastest record per kernel shape (kernel_shape_key) over some databases, for the
     kernels MetaSchedule's exact lookup misses.  Built on first use."""
@@ -167,18 +206,9 @@ class NearRecords:
         self._best = None
 
     def _build(self) -> dict:
-        best, keys = {}, {}
+        best = {}
         for database in self.databases:
-            for record in database.get_all_tuning_records():
-                secs = [float(s) for s in (record.run_secs or [])]
-                if not secs or max(secs) >= _FAILED_SECS:
-                    continue
-                mean = sum(secs) / len(secs)
-                workload = record.workload.mod
-                whash = tvm_ffi.structural_hash(workload)
-                if whash not in keys:
-                    keys[whash] = kernel_shape_key(workload["main"])
-                key = keys[whash]
+            for key, (mean, record) in _shape_index(database).items():
                 if key not in best or mean < best[key][0]:
                     best[key] = (mean, record)
         return {key: record for key, (_, record) in best.items()}
