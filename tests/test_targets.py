@@ -21,19 +21,21 @@ def _instruction_sets(features: set) -> set:
     return {f for f in features if not f.startswith(_TUNING)}
 
 
+def _assert_runs_on(family_name: str, cpus: tuple) -> set:
+    """The family's instruction sets, after checking each of `cpus` has them all."""
+    family = _instruction_sets(_features(FAMILIES[family_name].target()))
+    for cpu in cpus:
+        extra = family - _features({"kind": "llvm", "mcpu": cpu})
+        assert not extra, f"{family_name} uses {sorted(extra)}, which {cpu} lacks"
+    return family
+
+
 def test_vnni_family_code_runs_on_ice_lake_and_zen4():
     """Plain znver4 lets LLVM emit SSE4A (insertq/extrq): SIGILL on Intel (MobileNetV2 did)."""
-    family = _instruction_sets(_features(FAMILIES["x86-avx512-vnni"].target()))
-    for cpu in ("icelake-server", "znver4"):
-        extra = family - _features({"kind": "llvm", "mcpu": cpu})
-        assert not extra, f"x86-avx512-vnni uses {sorted(extra)}, which {cpu} lacks"
+    family = _assert_runs_on("x86-avx512-vnni", ("icelake-server", "znver4"))
     assert {"avx512vnni", "avx512bw", "avx512vbmi"} <= family
 
 
 def test_avx2_family_code_runs_on_haswell_and_zen1():
-    family = _instruction_sets(_features(FAMILIES["x86-avx2"].target()))
-    for cpu in ("haswell", "znver1"):
-        extra = family - _features({"kind": "llvm", "mcpu": cpu})
-        assert not extra, f"x86-avx2 uses {sorted(extra)}, which {cpu} lacks"
+    family = _assert_runs_on("x86-avx2", ("haswell", "znver1"))
     assert "avx512f" not in family
-

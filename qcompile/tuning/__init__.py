@@ -119,14 +119,13 @@ def _quiet_console():
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c():
+def _stop_on_ctrl_c(state: dict):
     """The first Ctrl-C asks the run to stop after the next measured batch (its records go to
     the database first; other tasks' candidates still in flight are dropped); a second one
     interrupts at once (default_int_handler).  Raising at an arbitrary point inside
     MetaSchedule's C++ can end in std::terminate, and TVM's FFI turns a KeyboardInterrupt
     raised in one of its Python callbacks into a bare RuntimeError: hence the flag, checked by
-    _StopWhenAsked after each batch."""
-    state = {"interrupted": False}
+    _StopWhenAsked after each batch.  Sets state["interrupted"]."""
 
     def handler(_signum, _frame):
         state["interrupted"] = True
@@ -138,10 +137,10 @@ def _stop_on_ctrl_c():
     try:
         previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: signals are not ours to handle
-        yield state
+        yield
         return
     try:
-        yield state
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -228,7 +227,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
             for i, (t, logger) in enumerate(zip(tasks, loggers)) if i in todo]
         interrupts = {"interrupted": False}
         try:
-            with _quiet_console(), _stop_on_ctrl_c() as interrupts:
+            with _quiet_console(), _stop_on_ctrl_c(interrupts):
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(tasks[i].weight) for i in todo],
                     work_dir=work_dir, max_trials_global=remaining, max_trials_per_task=share,

@@ -172,14 +172,13 @@ def kernel_shape_key(func: tvm.tirx.PrimFunc) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-# id(database) -> (database, {kernel_shape_key: (mean seconds, record)}); the database is
-# held so that its id is not reused
+# database -> {kernel_shape_key: (mean seconds, record)}
 _SHAPE_INDEX: dict = {}
 
 
 def _shape_index(database: ms.database.Database) -> dict:
     """The fastest valid record of each kernel shape in one database (computed once)."""
-    if id(database) not in _SHAPE_INDEX:
+    if database not in _SHAPE_INDEX:
         best, keys = {}, {}
         for record in database.get_all_tuning_records():
             secs = [float(s) for s in (record.run_secs or [])]
@@ -193,8 +192,8 @@ def _shape_index(database: ms.database.Database) -> dict:
             key = keys[whash]
             if key not in best or mean < best[key][0]:
                 best[key] = (mean, record)
-        _SHAPE_INDEX[id(database)] = (database, best)
-    return _SHAPE_INDEX[id(database)][1]
+        _SHAPE_INDEX[database] = best
+    return _SHAPE_INDEX[database]
 
 
 class NearRecords:
