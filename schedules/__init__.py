@@ -4,6 +4,7 @@
   budget) and the `--target` names
 - default_cpu.py: the schedule every untuned PrimFunc gets (dispatches to the two below)
 - packed.py: tensorized schedules of the packed conv2d / dense kernels (tiles searchable)
+- amx.py: packed dense kernels on AMX tiles (x86-amx), their intrinsic and permission request
 - depthwise.py: the schedule of fbgemm's depthwise kernel
 - tuning.py: the MetaSchedule design space (which kernels are tuned, over what)
 - dot_product.py: the description all our int8 dot-product intrinsics share

@@ -37,6 +37,10 @@ class TargetFamily:
     # channel-lane convs hand their outputs to each other in [N, C/B, H, W, B] with this B
     # (their accumulator's channels): qcompile.passes.block_activations; None: NCHW throughout
     activation_block: int | None = None
+    # packed dense kernels whose shape fits run on AMX tiles (schedules.amx), not dot_intrinsic
+    amx: bool = False
+    # the family whose shipped tune logs apply (its kernels are this family's); None: its own
+    tune_logs_of: str | None = None
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
@@ -95,6 +99,14 @@ def _x86_vnni() -> dict:
             "num-cores": _cores()}
 
 
+# AMX-INT8 adds tile registers to the VNNI family's CPUs (Sapphire Rapids and later)
+_AMX_CPU_FLAGS = _VNNI_CPU_FLAGS + ("amx_tile", "amx_int8")
+
+
+def _x86_amx() -> dict:
+    return {**_x86_vnni(), "mattr": [*_VNNI_NOT_ON_ICELAKE, "+amx-tile", "+amx-int8"]}
+
+
 def _x86_avx2() -> dict:
     return {"kind": "llvm", "mcpu": "haswell", "num-cores": _cores()}
 
@@ -125,6 +137,12 @@ def _families() -> dict:
             "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
             _x86_vnni, VNNI_16x4_LOCAL, 16, 4, _VNNI_CPU_FLAGS, acc_registers=16,
             pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16),
+        "x86-amx": TargetFamily(
+            "x86-amx", "x86-64 with AMX-INT8 (Sapphire Rapids and later): dense layers on tdpbusd "
+            "tiles, everything else as x86-avx512-vnni",
+            _x86_amx, VNNI_16x4_LOCAL, 16, 4, _AMX_CPU_FLAGS, acc_registers=16,
+            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16, amx=True,
+            tune_logs_of="x86-avx512-vnni"),
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),
@@ -145,8 +163,8 @@ FAMILIES = _families()
 
 
 def _host_x86() -> TargetFamily:
-    return FAMILIES["x86-avx512-vnni"] if FAMILIES["x86-avx512-vnni"].runs_here() \
-        else FAMILIES["x86-avx2"]
+    return next(FAMILIES[name] for name in ("x86-amx", "x86-avx512-vnni", "x86-avx2")
+                if name == "x86-avx2" or FAMILIES[name].runs_here())
 
 
 # `--target` names: a family, or "x86" for the best family this host runs

@@ -7,7 +7,8 @@ ranked by the XGBoost cost model.  The default schedule itself is a second desig
 it is measured in the same conditions and a tuned record only wins by being faster.  Every
 candidate keeps the packed layout and the family's intrinsic, so tensorization stays correct
 by construction (and the tuner's correctness gate checks it anyway).
-Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks.
+Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks;
+neither are dense kernels on AMX tiles (schedules.amx).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
-from . import packed
+from . import amx, packed
 
 
 def is_tunable(func: tvm.tirx.PrimFunc, family) -> bool:
-    """True when `func` holds a packed kernel the family tensorizes."""
-    return family.dot_intrinsic is not None and packed.packed_kind(s_tir.Schedule(func)) is not None
+    """True when `func` holds a packed kernel the family tensorizes (not on AMX tiles: those
+    have one schedule, schedules.amx)."""
+    if family.dot_intrinsic is None:
+        return False
+    sch = s_tir.Schedule(func)
+    return packed.packed_kind(sch) is not None and not (family.amx and amx.fits(sch))
 
 
 def _template(family):

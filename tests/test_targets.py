@@ -39,3 +39,9 @@ def test_vnni_family_code_runs_on_ice_lake_and_zen4():
 def test_avx2_family_code_runs_on_haswell_and_zen1():
     family = _assert_runs_on("x86-avx2", ("haswell", "znver1"))
     assert "avx512f" not in family
+
+
+def test_amx_family_code_runs_on_sapphire_rapids():
+    family = _assert_runs_on("x86-amx", ("sapphirerapids",))
+    assert {"amx-int8", "amx-tile", "avx512vnni"} <= family
+    assert "amx-int8" not in _features(FAMILIES["x86-avx512-vnni"].target())

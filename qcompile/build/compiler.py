@@ -12,6 +12,7 @@ import tvm
 from tvm import relax
 
 from schedules import resolve_family
+from schedules.amx import schedule_amx_kernels
 from schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
@@ -35,8 +36,8 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
                    tuned: bool = False, near=None) -> tvm.transform.Pass:
     """Relax's CPU pipeline with our schedules between fusion and lowering.
 
-    `tuned`: first apply the tuning database in scope (`with database:`) to the fused
-    PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it holds only for other
+    The family's AMX dense kernels (schedules.amx) are scheduled first.  `tuned`: then apply
+    the tuning database in scope (`with database:`) to the other fused PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it holds only for other
     quantization constants; the rest get our default schedule.  `family`
     (schedules.TargetFamily) picks the tensorized schedules; `report` collects how each
     PrimFunc was scheduled."""
@@ -51,7 +52,8 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
 
                 apply_db.append(apply_near_records(near, report))
             seq = tvm.transform.Sequential(
-                _fusion_passes(target, family) + apply_db + [default_schedule(family, report)]
+                _fusion_passes(target, family) + [schedule_amx_kernels(family, report)]
+                + apply_db + [default_schedule(family, report)]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return seq(mod)
 
@@ -217,7 +219,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     integer, probes, out_qp = integer_module(model, examples, numerics, threads, family, probe)
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    log_dirs = logs.resolve_tune_logs(tune_logs, family.name)
+    log_dirs = logs.resolve_tune_logs(tune_logs, family.tune_logs_of or family.name)
     databases = logs.open_databases(log_dirs)
     database = logs.union(databases)
     schedules_used = {}
@@ -230,7 +232,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
         executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
     timings["build_s"] = time.perf_counter() - t0
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
-               for how in ("tuned", "tuned_near", "tensorized", "window", "generic")}
+               for how in ("tuned", "tuned_near", "amx", "tensorized", "window", "generic")}
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
@@ -245,13 +247,15 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
 
 
 def schedule_summary(kernels: dict, log_dirs: list) -> str:
-    """How the kernels were scheduled: from tune logs, tensorized default, generic default."""
+    """How the kernels were scheduled: from tune logs, on AMX tiles, tensorized default,
+    window, generic default."""
     total = sum(len(v) for v in kernels.values())
+    amx = f"{len(kernels['amx'])} dense on AMX tiles, " if kernels.get("amx") else ""
     tuned = len(kernels["tuned"]) + len(kernels["tuned_near"])
     near = (f"; {len(kernels['tuned_near'])} of them recorded for other quantization constants"
             if kernels["tuned_near"] else "")
     lines = [f"kernels: {tuned} of {total} from tune logs ({len(log_dirs)} database(s){near}), "
-             f"{len(kernels['tensorized'])} tensorized by default, "
+             f"{amx}{len(kernels['tensorized'])} tensorized by default, "
              f"{len(kernels['window'])} window (depthwise, max pool), "
              f"{len(kernels['generic'])} generic"]
     if log_dirs and kernels["tensorized"]:

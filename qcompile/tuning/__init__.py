@@ -122,17 +122,20 @@ def _quiet_console():
 def _stop_on_ctrl_c(state: dict):
     """The first Ctrl-C asks the run to stop after the next measured batch (its records go to
     the database first; other tasks' candidates still in flight are dropped); a second one
-    interrupts at once (default_int_handler).  Raising at an arbitrary point inside
-    MetaSchedule's C++ can end in std::terminate, and TVM's FFI turns a KeyboardInterrupt
-    raised in one of its Python callbacks into a bare RuntimeError: hence the flag, checked by
-    _StopWhenAsked after each batch.  Sets state["interrupted"]."""
+    ends the process at once (the system's default action: every committed record is already
+    in the database file, so nothing measured is lost).  A Python handler only runs when
+    MetaSchedule's C++ calls back into Python, which can take minutes; raising from it ends in
+    std::terminate (a second Ctrl-C raising KeyboardInterrupt did: a segfault and a C++ stack
+    dump), and TVM's FFI turns a KeyboardInterrupt raised in one of its Python callbacks into a
+    bare RuntimeError: hence the flag, checked by _StopWhenAsked after each batch.  Sets
+    state["interrupted"]."""
 
     def handler(_signum, _frame):
         state["interrupted"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.write(2, b"\n[tune] Ctrl-C: stopping when the next measured batch is saved (in the "
                     b"first round, minutes: every task is searched first); Ctrl-C again stops "
-                    b"at once\n")
+                    b"at once, keeping every record saved so far\n")
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
