@@ -188,3 +188,63 @@ def format_bench(report: dict, gops: float | None = None) -> str:
                  "qcompile is faster)")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
+
+
+def profile_kernels(compiled, example, runs: int = 20, warmup: int = 3) -> dict:
+    """Where one call of the compiled model spends its time, kernel by kernel.
+
+    Every call instruction of the Relax VM is timed (wall clock, `VirtualMachine.
+    set_instrument`) over `runs` calls after `warmup`; per kernel: calls per run, ms per run,
+    share of the run, and how it was scheduled ("tuned", "amx", "window", ...: the compile
+    summary's words).  The timing hook costs a few microseconds per call, counted in "vm"
+    (the run's time outside any kernel).  Returns {"run_ms", "kernels": [...] slowest first}."""
+    import tvm
+
+    vm = compiled._machine()
+    data = tvm.runtime.tensor(example.numpy())
+    for _ in range(warmup):
+        vm["main"](data)
+    spent, calls, started = {}, {}, {}
+
+    def instrument(_func, name, before, _ret, *_args):
+        now = time.perf_counter()
+        if before:
+            started[name] = now
+        else:
+            spent[name] = spent.get(name, 0.0) + now - started.pop(name)
+            calls[name] = calls.get(name, 0) + 1
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    vm.set_instrument(instrument)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            vm["main"](data)
+        run_s = (time.perf_counter() - t0) / runs
+    finally:
+        vm.set_instrument(lambda *_args: 0)
+    how = compiled.meta.get("kernel_schedules", {})
+    kernels = [{"name": name, "schedule": how.get(name, "vm builtin"), "calls": calls[name] / runs,
+                "ms": spent[name] / runs * 1e3, "share": spent[name] / runs / run_s}
+               for name in spent]
+    kernels.sort(key=lambda k: -k["ms"])
+    inside = sum(k["ms"] for k in kernels)
+    kernels.append({"name": "vm", "schedule": "", "calls": 1, "ms": run_s * 1e3 - inside,
+                    "share": 1 - inside / (run_s * 1e3)})
+    return {"run_ms": run_s * 1e3, "runs": runs, "kernels": kernels}
+
+
+def format_kernels(profile: dict, top: int) -> str:
+    """The `top` slowest kernels of profile_kernels' report as a table, the rest summed."""
+    rows = [f"{'kernel':<58} {'schedule':<10} {'calls':>5} {'ms/run':>8} {'share':>6}"]
+    shown = [k for k in profile["kernels"] if k["name"] != "vm"][:top]
+    for k in shown:
+        rows.append(f"{k['name'][:58]:<58} {k['schedule']:<10} {k['calls']:>5.0f} "
+                    f"{k['ms']:>8.3f} {k['share']:>6.1%}")
+    rest = [k for k in profile["kernels"] if k not in shown]
+    if rest:
+        rows.append(f"{f'the other {len(rest) - 1} kernels and the VM':<58} {'':<10} {'':>5} "
+                    f"{sum(k['ms'] for k in rest):>8.3f} {sum(k['share'] for k in rest):>6.1%}")
+    rows.append(f"(one run: {profile['run_ms']:.3f} ms, mean of {profile['runs']} runs with every "
+                f"kernel call timed)")
+    return "\n".join(rows)

@@ -293,7 +293,7 @@ def cmd_bench(args):
     import torch
 
     import qcompile
-    from .benchmark import bench, dense_model, format_bench
+    from .benchmark import bench, dense_model, format_bench, format_kernels, profile_kernels
 
     torch.set_num_threads(args.threads)
     if args.pt2e and not args.model:
@@ -325,6 +325,9 @@ def cmd_bench(args):
         report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
                                 for k2, v in report["runtimes"].items()}
     print(format_bench(report, gops))
+    if args.kernels:
+        report["kernel_profile"] = profile_kernels(compiled, x, runs=args.runs)
+        print(format_kernels(report["kernel_profile"], args.kernels))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -436,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
                    help="quantize the zoo model with PT2E (this torchao quantizer) and time it "
                         "against torch.compile (Inductor, freezing) instead of fbgemm")
+    s.add_argument("--kernels", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="then time qcompile kernel by kernel and list the N slowest (15)")
     s.add_argument("--json")
     tune_log_args(s)
     s.set_defaults(fn=cmd_bench)

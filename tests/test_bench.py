@@ -45,3 +45,21 @@ def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["runtimes"]) == {"qcompile", "torch_inductor", "torch_fp32"}, report
     assert report["speedup_vs_inductor"] > 0 and "speedup_vs_fbgemm" not in report, report
+
+
+def test_kernel_profile_names_every_kernel_and_how_it_was_scheduled(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "zoo:resnet18", "--image-size", "32", "--runs", "3", "--warmup", "1",
+                 "--no-onnxruntime", "--kernels", "4", "--json", str(out)]) == 0
+    profile = json.loads(out.read_text())["kernel_profile"]
+    kernels = [k for k in profile["kernels"] if k["name"] != "vm"]
+    fused = [k for k in kernels if k["name"].startswith("fused_")]
+    # every fused kernel of ResNet-18 ran once per call, with the compile summary's label
+    assert len(fused) >= 20 and all(k["calls"] == 1 for k in fused), fused
+    assert all(k["schedule"] in ("tuned", "tuned_near", "amx", "tensorized", "window", "generic")
+               for k in fused), fused
+    assert all(k["schedule"] == "vm builtin" for k in kernels if k["name"].startswith("vm."))
+    assert abs(sum(k["share"] for k in profile["kernels"]) - 1.0) < 1e-9
+    assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
+    printed = capsys.readouterr().out
+    assert "ms/run" in printed and f"the other {len(profile['kernels']) - 5} kernels" in printed

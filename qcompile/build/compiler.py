@@ -236,6 +236,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     meta = {"numerics": numerics, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
+            "kernel_schedules": dict(sorted(schedules_used.items())),
             "input_shapes": [list(s) for s in shapes], "input_dtypes": dtypes,
             "model": type(model).__name__, "probes": probes,
             "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}

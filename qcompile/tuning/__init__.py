@@ -196,7 +196,10 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     os.makedirs(work_dir, exist_ok=True)
     tasks = extract_tasks(model, example_inputs, family, numerics, threads)
     if not tasks:
-        raise QCompileError("the model has no packed int8 conv2d/dense kernel to tune")
+        amx = (f" (on {family.name} the dense kernels that fit AMX tiles have one schedule and "
+               f"are not tuned; --target x86-avx512-vnni tunes their VNNI form)"
+               if family.amx else "")
+        raise QCompileError(f"the model has no packed int8 conv2d/dense kernel to tune{amx}")
     names = [t.task_name for t in tasks]
     # every task's share of the trials; a rerun tunes the tasks below their share (an
     # interrupted run's, or kernels that are new since: a global count would spend the rest
