@@ -163,8 +163,10 @@ FAMILIES = _families()
 
 
 def _host_x86() -> TargetFamily:
-    return next(FAMILIES[name] for name in ("x86-amx", "x86-avx512-vnni", "x86-avx2")
-                if name == "x86-avx2" or FAMILIES[name].runs_here())
+    for name in ("x86-amx", "x86-avx512-vnni"):
+        if FAMILIES[name].runs_here():
+            return FAMILIES[name]
+    return FAMILIES["x86-avx2"]
 
 
 # `--target` names: a family, or "x86" for the best family this host runs

@@ -37,8 +37,9 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
     """Relax's CPU pipeline with our schedules between fusion and lowering.
 
     The family's AMX dense kernels (schedules.amx) are scheduled first.  `tuned`: then apply
-    the tuning database in scope (`with database:`) to the other fused PrimFuncs, then `near` (tuning.logs.NearRecords) to the ones it holds only for other
-    quantization constants; the rest get our default schedule.  `family`
+    the tuning database in scope (`with database:`) to the other fused PrimFuncs, then `near`
+    (tuning.logs.NearRecords) to the ones it holds only for other quantization constants; the
+    rest get our default schedule.  `family`
     (schedules.TargetFamily) picks the tensorized schedules; `report` collects how each
     PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
