@@ -41,6 +41,7 @@ from tvm.s_tir import SBlock, SBlockRealize, TensorIntrin
 from tvm.script import tirx as T
 
 from . import packed
+from .default_cpu import primfunc_pass
 
 ROWS = COLS = 32   # one output tile: 2 x 2 tiles of 16 x 16 int32
 K_STEP = 64        # reduction elements per tdpbusd (one row of a tile: 64 bytes)
@@ -133,10 +134,6 @@ def amx_dense_intrinsic(k: int) -> str:
     return name
 
 
-def _extent(sch, loop) -> int:
-    return int(sch.get(loop).extent)
-
-
 def fits(sch: s_tir.Schedule) -> bool:
     """True when the function's packed dense can run on AMX tiles: 32 x 32 output tiles, K a
     multiple of 64, and the activations read as they are (no packing stage: u8, K unpadded)."""
@@ -144,8 +141,8 @@ def fits(sch: s_tir.Schedule) -> bool:
     if block is None or packed.find_block(sch, "pack_data") is not None:
         return False
     *_, m, n, k = sch.get_loops(block)
-    return (_extent(sch, m) % ROWS == 0 and _extent(sch, n) % COLS == 0
-            and _extent(sch, k) % K_STEP == 0)
+    return (packed._extent(sch, m) % ROWS == 0 and packed._extent(sch, n) % COLS == 0
+            and packed._extent(sch, k) % K_STEP == 0)
 
 
 def k_chunk(k: int) -> int:
@@ -160,7 +157,7 @@ def schedule_dense_amx(sch: s_tir.Schedule) -> None:
     panel (see the module docstring)."""
     block = sch.get_sblock("dense_packed")
     *lead, m, n, k = sch.get_loops(block)
-    chunk = k_chunk(_extent(sch, k))
+    chunk = k_chunk(packed._extent(sch, k))
     intrin = amx_dense_intrinsic(chunk)
     mo, mi = sch.split(m, [None, ROWS])
     no, ni = sch.split(n, [None, COLS])
@@ -195,24 +192,15 @@ def schedule_amx_kernels(family, report: dict | None = None) -> tvm.transform.Pa
     """Schedule every packed dense that fits AMX tiles (when `family.amx`), marked scheduled
     so tuning databases leave it alone; `report` gets {name: "amx"}."""
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompile.ScheduleAMX")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    def rewrite(gvar, func):
         if family is None or not family.amx:
-            return mod
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc):
-                continue
-            sch = s_tir.Schedule(func)
-            if not fits(sch):
-                continue
-            schedule_dense_amx(sch)
-            scheduled = with_permission_request(sch.mod["main"])
-            updates[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
-            if report is not None:
-                report[gvar.name_hint] = "amx"
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+            return None
+        sch = s_tir.Schedule(func)
+        if not fits(sch):
+            return None
+        schedule_dense_amx(sch)
+        if report is not None:
+            report[gvar.name_hint] = "amx"
+        return with_permission_request(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
 
-    return _pass
+    return primfunc_pass("qcompile.ScheduleAMX", rewrite)

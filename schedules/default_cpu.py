@@ -153,27 +153,40 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
     return _schedule_generic(func), "generic"
 
 
-def default_schedule(family=None, report: dict | None = None) -> tvm.transform.Pass:
-    """Schedule every unscheduled PrimFunc: tensorized where the family has an intrinsic for
-    a packed kernel, else the generic parallel + vector schedule.  `report` (a dict) receives
-    {function name: "tensorized" | "generic" | "tuned"} ("tuned": scheduled already, by a
-    tuning database; an entry already there is kept)."""
+def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    """True when a pass (a tuning database, ours) has scheduled the PrimFunc already."""
+    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompile.DefaultSchedule")
+
+def primfunc_pass(name: str, rewrite) -> tvm.transform.Pass:
+    """A module pass that replaces each PrimFunc by `rewrite(gvar, func)`, where that returns
+    a function (None: the PrimFunc stays as it is)."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updates = {}
         for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc):
-                continue
-            if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
-                how = "tuned"
-            else:
-                updates[gvar], how = schedule_func(func, family)
-            if report is not None:  # keeps a "tuned_near" from the tune-log pass
-                report.setdefault(gvar.name_hint, how)
+            if isinstance(func, tvm.tirx.PrimFunc):
+                new = rewrite(gvar, func)
+                if new is not None:
+                    updates[gvar] = new
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod
 
     return _pass
 
+
+def default_schedule(family=None, report: dict | None = None) -> tvm.transform.Pass:
+    """Schedule every unscheduled PrimFunc: tensorized where the family has an intrinsic for
+    a packed kernel, else the generic parallel + vector schedule.  `report` (a dict) receives
+    {function name: "tensorized" | "generic" | "tuned"} ("tuned": scheduled already, by a
+    tuning database; an entry already there is kept)."""
+
+    def rewrite(gvar, func):
+        scheduled, how = (None, "tuned") if is_scheduled(func) else schedule_func(func, family)
+        if report is not None:  # keeps a "tuned_near" or "amx" from the passes before
+            report.setdefault(gvar.name_hint, how)
+        return scheduled
+
+    return primfunc_pass("qcompile.DefaultSchedule", rewrite)

@@ -15,6 +15,7 @@ import tvm
 from tvm import s_tir, te
 
 import qcompile
+from qcompile.passes.pack_layout import pack_dense_weight
 from qcompile.zoo.bert import FFNBlock
 from schedules import FAMILIES, amx
 
@@ -36,11 +37,6 @@ def _dense_relu_shift(lead: tuple, m: int, k: int, n: int) -> tvm.tirx.PrimFunc:
     out = te.compute((*lead, m, n), lambda *i: te.min(te.max(acc[i] >> 8, 0), 255).astype("uint8"),
                      name="epilogue")
     return te.create_prim_func([x, w, out])
-
-
-def _pack(w: np.ndarray) -> np.ndarray:
-    n, k = w.shape
-    return w.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3).copy()
 
 
 def _expected(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -81,7 +77,8 @@ def test_amx_dense_is_exact_on_the_full_range(lead, m, k, n):
               rng.integers(-128, 128, (n, k), dtype=np.int8))]
     for x, w in cases:
         out = tvm.runtime.tensor(np.zeros((*lead, m, n), np.uint8))
-        lib(tvm.runtime.tensor(x.reshape(*lead, m, k)), tvm.runtime.tensor(_pack(w)), out)
+        packed = tvm.runtime.tensor(pack_dense_weight(w, 16, 4))
+        lib(tvm.runtime.tensor(x.reshape(*lead, m, k)), packed, out)
         np.testing.assert_array_equal(out.numpy().reshape(m, n), _expected(x, w))
 
 

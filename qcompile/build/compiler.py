@@ -39,9 +39,8 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
     The family's AMX dense kernels (schedules.amx) are scheduled first.  `tuned`: then apply
     the tuning database in scope (`with database:`) to the other fused PrimFuncs, then `near`
     (tuning.logs.NearRecords) to the ones it holds only for other quantization constants; the
-    rest get our default schedule.  `family`
-    (schedules.TargetFamily) picks the tensorized schedules; `report` collects how each
-    PrimFunc was scheduled."""
+    rest get our default schedule.  `family` (schedules.TargetFamily) picks the tensorized
+    schedules; `report` collects how each PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     @tvm.transform.module_pass(opt_level=0, name="qcompile.BuildPipeline")

@@ -226,30 +226,25 @@ def apply_near_records(near: NearRecords, report: dict | None = None) -> tvm.tra
     from tvm import s_tir
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-    @tvm.transform.module_pass(opt_level=0, name="qcompile.ApplyNearTuningRecords")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc) or (
-                    func.attrs is not None and func.attrs.get("tirx.is_scheduled", False)):
-                continue
-            record = near.lookup(func)
-            if record is None:
-                continue
-            sch = s_tir.Schedule(_normalize_mod(func))
-            try:
-                record.trace.apply_to_schedule(sch, remove_postproc=False)
-            except (RuntimeError, ValueError, TypeError, IndexError) as err:  # the default does it
-                warnings.warn(f"tune log record for {gvar.name_hint} does not apply: "
-                              f"{str(err).splitlines()[0]}", stacklevel=1)
-                continue
-            tuned = sch.mod["main"]
-            updates[gvar] = tvm.tirx.PrimFunc(tuned.params, tuned.body, tuned.ret_type,
-                                              attrs=func.attrs).with_attr("tirx.is_scheduled", True)
-            if report is not None:
-                report[gvar.name_hint] = "tuned_near"
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+    from schedules.default_cpu import is_scheduled, primfunc_pass
 
-    return _pass
+    def rewrite(gvar, func):
+        if is_scheduled(func):
+            return None
+        record = near.lookup(func)
+        if record is None:
+            return None
+        sch = s_tir.Schedule(_normalize_mod(func))
+        try:
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:  # the default does it
+            warnings.warn(f"tune log record for {gvar.name_hint} does not apply: "
+                          f"{str(err).splitlines()[0]}", stacklevel=1)
+            return None
+        if report is not None:
+            report[gvar.name_hint] = "tuned_near"
+        tuned = sch.mod["main"]
+        return tvm.tirx.PrimFunc(tuned.params, tuned.body, tuned.ret_type,
+                                 attrs=func.attrs).with_attr("tirx.is_scheduled", True)
+
+    return primfunc_pass("qcompile.ApplyNearTuningRecords", rewrite)
