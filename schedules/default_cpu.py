@@ -135,7 +135,7 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
     sch = s_tir.Schedule(func)
     if depthwise.window_kind(sch) is not None:
         try:
-            depthwise.schedule_depthwise(sch)
+            depthwise.schedule_depthwise(sch, family)
             return sch.mod["main"], "window"
         except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
             if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):

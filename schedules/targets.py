@@ -41,6 +41,9 @@ class TargetFamily:
     amx: bool = False
     # the family whose shipped tune logs apply (its kernels are this family's); None: its own
     tune_logs_of: str | None = None
+    # fbgemm's depthwise pairs run four taps per vpmaddubsw (schedules.depthwise_quads: needs
+    # AVX-512 BW and VBMI); False: the pairs' expression vectorized as written
+    depthwise_quads: bool = False
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())
@@ -136,13 +139,13 @@ def _families() -> dict:
         "x86-avx512-vnni": TargetFamily(
             "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
             _x86_vnni, VNNI_16x4_LOCAL, 16, 4, _VNNI_CPU_FLAGS, acc_registers=16,
-            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16),
+            pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16, depthwise_quads=True),
         "x86-amx": TargetFamily(
             "x86-amx", "x86-64 with AMX-INT8 (Sapphire Rapids and later): dense layers on tdpbusd "
             "tiles, everything else as x86-avx512-vnni",
             _x86_amx, VNNI_16x4_LOCAL, 16, 4, _AMX_CPU_FLAGS, acc_registers=16,
             pixel_intrinsic=VNNI_PIXELS_16x4_LOCAL, activation_block=16, amx=True,
-            tune_logs_of="x86-avx512-vnni"),
+            tune_logs_of="x86-avx512-vnni", depthwise_quads=True),
         "x86-avx2": TargetFamily(
             "x86-avx2", "x86-64 with AVX2, no VNNI (Haswell-Skylake): exact vpmaddwd, 8x2 tile",
             _x86_avx2, AVX2_8x2_LOCAL, 8, 2, ("avx2",), acc_registers=12),

@@ -421,11 +421,14 @@ def fbgemm_depthwise_fast_path(in_channels: int, out_channels: int, groups: int,
 DEPTHWISE_LANES = 16  # output columns per vector (int32 lanes of a 512-bit register)
 
 
-def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int):
+def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int,
+                  slack: int = 0):
     """x[N, C, H, W] padded with `fill`, columns de-interleaved by the stride: "pack_data"
     [N, C, H + pad, stride, ceil(cols / stride)] with cols = (out_w - 1) stride + kernel_w,
     so element [.., y, z % stride, z // stride] is padded column z.  A window tap then reads
-    consecutive memory for consecutive outputs, at stride 1 and 2 alike.
+    consecutive memory for consecutive outputs, at stride 1 and 2 alike.  `slack` more columns
+    per plane let a kernel load whole vectors past the last tap (what it loads there it never
+    uses, and a schedule may leave those columns unwritten).
 
     At stride > 1 the planes are built in two steps: "pack_pad" pads each row (contiguous, the
     bounds checks vectorize), then "pack_data" de-interleaves it, a plain strided copy LLVM's
@@ -435,7 +438,7 @@ def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int):
     n, c, h, wd = (int(d) for d in x.shape)
     pt, pl, pb, _pr = pad4
     cols = (out_w - 1) * stride_w + kernel_w
-    groups = -(-cols // stride_w)
+    groups = -(-cols // stride_w) + slack
 
     def pad(b, ch, y, z):
         yy, zz = y - pt, z - pl
@@ -452,20 +455,24 @@ def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int):
                       name="pack_data")
 
 
-def window_taps(x, kernel_hw, strides, padding, fill: int):
+def window_taps(x, kernel_hw, strides, padding, fill: int, slack: int = 0):
     """What the window kernels share: (oh, ow, ow_ext, tap).  The output is computed ow_ext
     wide (ow rounded up to whole DEPTHWISE_LANES vectors, cropped afterwards) from `x` padded
-    with `fill` into de-interleaved planes (padded_planes); tap(b, ch, i, j, ky, kx) reads
-    the input under output (i, j) at kernel tap (ky, kx), consecutive in memory along j."""
+    with `fill` into de-interleaved planes (padded_planes, `slack` extra columns); tap(b, ch,
+    i, j, ky, kx) reads the input under output (i, j) at kernel tap (ky, kx), consecutive in
+    memory along j.  ky, kx are reduction variables or Python ints (then the indices are
+    plain constants)."""
     _n, _c, h, wd = (int(d) for d in x.shape)
     kh, kw = (int(k) for k in kernel_hw)
     sh, sw = (int(s) for s in strides)
     pt, pl, pb, pr = _padding4(padding)
     oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     ow_ext = -(-ow // DEPTHWISE_LANES) * DEPTHWISE_LANES
-    xpad = padded_planes(x, (pt, pl, pb, pr), fill, sw, ow_ext, kw)
+    xpad = padded_planes(x, (pt, pl, pb, pr), fill, sw, ow_ext, kw, slack)
 
     def tap(b, ch, i, j, ky, kx):
+        if isinstance(kx, int):
+            return xpad[b, ch, i * sh + ky, kx % sw, j + kx // sw]
         return xpad[b, ch, i * sh + ky, tirx.floormod(kx, sw), j + tirx.floordiv(kx, sw)]
 
     return oh, ow, ow_ext, tap
@@ -489,6 +496,22 @@ def max_pool2d(x, kernel, strides, padding):
     return te.compute((n, c, oh, ow), lambda b, ch, i, j: taps[b, ch, i, j], name="pool_max")
 
 
+def fbgemm_pair_sum(x_at, w_at, taps: int):
+    """sum over fbgemm's pairs of taps of sat16(x_t0 w_t0 + x_t1 w_t1), in int32.
+
+    Taps are paired row-major, (0, 1), (2, 3), ...; an odd count ends with a pair whose second
+    weight is 0 and whose second activation is tap taps-1's.  x_at(t) is the u8 activation
+    under tap t, w_at(t) its i8 weight (t a Python int).  One expression, no reduction axis:
+    the fbgemm depthwise kernel computes it, and the x86 tensor intrinsic that replaces it
+    (schedules.depthwise_quads) is described by it."""
+    total = None
+    for t0 in range(0, taps, 2):
+        t1 = t0 + 1
+        pair = sat16_pair(x_at(t0), w_at(t0), x_at(min(t1, taps - 1)), w_at(t1))
+        total = pair.astype("int32") if total is None else total + pair.astype("int32")
+    return total
+
+
 def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, padding):
     """int32 accumulator of fbgemm's depthwise fast path, saturation quirk included.
 
@@ -497,42 +520,42 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
     products saturates to int16; the pair sums add in int32.  The zero-point corrections come
     afterwards, exactly:
         acc = sum_pairs sat16(x_t0 w_t0 + x_t1 w_t1) - zx sum(w) - zw sum(x) + T zx zw
-    `w` is (OC, T_even) int8, the row-major taps padded with a zero weight to an even count;
-    `wsum_corr` (OC,) int32 holds T zx zw - zx sum(w); `zw` (OC,) int32 the weight zero points
-    (None when all are 0).  Out-channel oc reads input channel oc // (OC / C).
+    `w` is (OC, T4) int8, the row-major taps padded with zero weights to a multiple of 4 (the
+    pairs read the first T rounded up to even; an x86 kernel taking four taps at a time reads
+    all); `wsum_corr` (OC,) int32 holds T zx zw - zx sum(w); `zw` (OC,) int32 the weight zero
+    points (None when all are 0).  Out-channel oc reads input channel oc // (OC / C).
+
+    "dw_conv2d_pairs" is one expression per output (fbgemm_pair_sum), a spatial block: a
+    schedule vectorizes or tensorizes it DEPTHWISE_LANES outputs at a time.  Its planes carry
+    DEPTHWISE_LANES columns of slack, so a 2 x DEPTHWISE_LANES-byte load at any vector of
+    outputs stays inside them.
     """
     n, c = (int(d) for d in x.shape[:2])
-    oc_count, taps_even = (int(d) for d in w.shape)
+    oc_count = int(w.shape[0])
     k = kernel
     mult = oc_count // c
     taps = k * k
     # The output width is computed padded to a whole number of vectors (window_taps), from an
-    # input padded with zx; the extra columns are cropped before the epilogue.  Taps past T
-    # (the zero weight that evens the count) read a real activation: 0 * x adds nothing.
-    oh, ow, ow_ext, tap = window_taps(x, (k, k), strides, padding, zx)
-
-    def tap_x(b, oc, i, j, t):
-        t = tirx.min(t, taps - 1)
-        return tap(b, tirx.floordiv(oc, mult), i, j, tirx.floordiv(t, k), tirx.floormod(t, k))
-
-    def raw_x(b, oc, i, j, t):
-        return tap_x(b, oc, i, j, t).astype("int32")
-
-    p = te.reduce_axis((0, taps_even // 2), "pair")
+    # input padded with zx; the extra columns are cropped before the epilogue.
+    oh, ow, ow_ext, tap = window_taps(x, (k, k), strides, padding, zx, slack=DEPTHWISE_LANES)
 
     def pair_sum(b, oc, i, j):
-        t0, t1 = p * 2, p * 2 + 1
-        pair = sat16_pair(tap_x(b, oc, i, j, t0), w[oc, t0], tap_x(b, oc, i, j, t1), w[oc, t1])
-        return te.sum(pair.astype("int32"), axis=p)
+        def x_at(t):
+            return tap(b, tirx.floordiv(oc, mult), i, j, *divmod(t, k))
 
-    raw = te.compute((n, oc_count, oh, ow_ext), pair_sum, name="dw_conv2d_pairs")
+        return fbgemm_pair_sum(x_at, lambda t: w[oc, t], taps)
+
+    raw = te.compute((n, oc_count, oh, ow_ext), pair_sum, name="dw_conv2d_pairs",
+                     attrs={"fbgemm_depthwise": [k, int(strides[1])]})
     if zw is None:
         return te.compute((n, oc_count, oh, ow),
                           lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
                           name="dw_conv2d_acc")
     t = te.reduce_axis((0, taps), "tap")
     xsum = te.compute((n, oc_count, oh, ow),
-                      lambda b, oc, i, j: te.sum(raw_x(b, oc, i, j, t), axis=t),
+                      lambda b, oc, i, j: te.sum(
+                          tap(b, tirx.floordiv(oc, mult), i, j, tirx.floordiv(t, k),
+                              tirx.floormod(t, k)).astype("int32"), axis=t),
                       name="dw_conv2d_xsum")
     return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc]
                       - zw[oc] * xsum[b, oc, i, j], name="dw_conv2d_acc")

@@ -28,6 +28,7 @@ from ..numerics import kernels
 from .rewrite import const_value, run_rewrite
 
 R = relax.op
+_OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind of conv2d
 
 _x, _sx, _zx = wildcard(), wildcard(), is_const()
 _w, _sw, _zw = is_const(), wildcard(), is_const()
@@ -46,7 +47,7 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
                                               attrs.strides, attrs.padding, attrs.dilation):
         return None
     taps = kh * kw
-    w_taps = np.zeros((oc, taps + taps % 2), dtype=np.int8)
+    w_taps = np.zeros((oc, -(-taps // 4) * 4), dtype=np.int8)  # zero weights to 4k taps
     w_taps[:, :taps] = w.reshape(oc, taps)
     zw64 = zw.astype(np.int64)
     corr = taps * zx * zw64 - zx * w.astype(np.int64).reshape(oc, -1).sum(axis=1)
@@ -59,7 +60,10 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     def fn(xt, wt, corr_t, zw_t=None):
         return kernels.depthwise_conv_fbgemm(xt, wt, corr_t, zw_t, zx, kh, strides, padding)
 
-    return ctx.call_te(fn, *args, primfunc_name_hint="depthwise_conv_fbgemm")
+    # a conv for FuseOps (kOutEWiseFusable: its epilogue fuses, its input's producers do not);
+    # its one-expression body would otherwise read as injective and absorb a quantize before it
+    return ctx.call_te(fn, *args, primfunc_name_hint="depthwise_conv_fbgemm",
+                       primfunc_attrs={"op_pattern": _OUT_ELEMWISE_FUSABLE})
 
 
 def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
