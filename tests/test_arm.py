@@ -169,9 +169,11 @@ def test_bundle_unpacks_and_its_loader_reproduces_the_output(tmp_path):
     assert (root / "output.npy").read_bytes() == (tmp_path / "numpy.npy").read_bytes()
 
 
-def test_python_loader_runs_a_library(tmp_path):
-    """run_model.py (for boards with Python) on a library of this machine's architecture."""
-    from qcompile.deploy.runtime import PYTHON_LOADER
+def test_loaders_run_a_library_of_this_machine_on_every_core(tmp_path):
+    """run_model.py (for boards with Python) and the C++ loader, built for this machine, run a
+    library and reproduce its output; left to itself, TVM's pool would start one worker per two
+    logical cores on x86, so each loader asks for every core the process may use."""
+    from qcompile.deploy.runtime import PYTHON_LOADER, build_loader, runtime_files
 
     body = nn.Sequential(seeded(nn.Conv2d(3, 8, 3), 1), nn.ReLU(), nn.Flatten())
     xs = inputs_like((1, 3, 8, 8), n=2)
@@ -179,12 +181,18 @@ def test_python_loader_runs_a_library(tmp_path):
     compiled = qcompile.compile(model, xs[:1], tune_logs=False)
     library = compiled.export(str(tmp_path / "m.so"))
     np.save(tmp_path / "x.npy", xs[1].numpy())
-    done = subprocess.run([sys.executable, str(PYTHON_LOADER), library, str(tmp_path / "x.npy"),
-                           str(tmp_path / "y.npy"), "--repeat", "3"], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "median" in done.stdout
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), compiled(xs[1]))
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    env["LD_LIBRARY_PATH"] = ":".join(str(p.parent) for p in runtime_files(compiled.family))
+    cores = len(os.sched_getaffinity(0))
+    loaders = {"python": [sys.executable, str(PYTHON_LOADER)],
+               "c++": [str(build_loader(compiled.family, verbose=False))]}
+    for name, loader in loaders.items():
+        out = tmp_path / f"{name}.npy"
+        done = subprocess.run([*loader, library, str(tmp_path / "x.npy"), str(out), "--repeat",
+                               "3"], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, (name, done.stderr)
+        assert f"over 3 runs, {cores} threads" in done.stdout, (name, done.stdout)
+        np.testing.assert_array_equal(np.load(out), compiled(xs[1]))
 
 
 def test_cross_compiled_model_says_how_to_run_it(tmp_path):

@@ -19,11 +19,14 @@ def main() -> int:
     p.add_argument("library")
     p.add_argument("input", help="input .npy (a.npy,b.npy for several inputs)")
     p.add_argument("output", help="output .npy")
-    p.add_argument("--threads", type=int, help="worker threads (default: the runtime's choice)")
+    p.add_argument("--threads", type=int,
+                   help="worker threads (default: the cores this process may run on)")
     p.add_argument("--repeat", type=int, default=0)
     args = p.parse_args()
+    # read when the thread pool starts; unset, TVM starts one worker per two logical cores on x86
     if args.threads:
-        os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when the thread pool starts
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     import numpy as np
     import tvm
     from tvm import relax
@@ -43,8 +46,8 @@ def main() -> int:
             vm["main"](*inputs)
             times.append((time.perf_counter() - t0) * 1e3)
         times.sort()
-        print(f"median {times[len(times) // 2]:.3f} ms over {args.repeat} runs "
-              f"(min {times[0]:.3f}, max {times[-1]:.3f})")
+        print(f"median {times[len(times) // 2]:.3f} ms over {args.repeat} runs, "
+              f"{tvm.runtime.num_threads()} threads (min {times[0]:.3f}, max {times[-1]:.3f})")
     return 0
 
 
