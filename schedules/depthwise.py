@@ -37,7 +37,9 @@ ROWS = (4, 2, 1)
 
 
 WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps")
-FBGEMM_MARK = "fbgemm_depthwise"  # block annotation of kernels.depthwise_conv_fbgemm
+# block annotations of kernels.depthwise_conv_fbgemm and .depthwise_conv_exact_int8: their sums
+# can run on schedules.depthwise_quads
+QUAD_MARKS = {"fbgemm": "fbgemm_depthwise", "exact": "exact_depthwise"}
 
 
 def window_kind(sch: s_tir.Schedule) -> str | None:
@@ -90,16 +92,19 @@ def schedule_depthwise(sch: s_tir.Schedule, family=None) -> None:
 
 
 def _quad_intrinsic(sch: s_tir.Schedule, block, family) -> str | None:
-    """The quad intrinsic for fbgemm's depthwise pairs when `family` has it, else None.  The
-    kernel marks its block with (kernel size, column stride); the mark is removed here (a
-    tensorized block must equal the intrinsic's description)."""
-    mark = sch.get(block).annotations.get(FBGEMM_MARK)
-    if mark is None:
+    """The quad intrinsic for a depthwise kernel's sums when `family` has it, else None.  The
+    kernels mark their block with (kh, kw, column stride) under the mode's key; the mark is
+    removed here (a tensorized block must equal the intrinsic's description)."""
+    for mode, key in QUAD_MARKS.items():
+        mark = sch.get(block).annotations.get(key)
+        if mark is not None:
+            break
+    else:
         return None
-    sch.unannotate(block, FBGEMM_MARK)
-    if family is None or not family.depthwise_quads:
-        return None
-    from .depthwise_quads import quad_intrinsic
+    sch.unannotate(block, key)
+    kh, kw, stride = (int(v) for v in mark)
+    from . import depthwise_quads
 
-    kernel, stride = (int(v) for v in mark)
-    return quad_intrinsic(kernel, stride)
+    if family is None or not family.depthwise_quads or not depthwise_quads.fits(kw, stride):
+        return None
+    return depthwise_quads.quad_intrinsic(mode, kh, kw, stride)

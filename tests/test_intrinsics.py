@@ -194,3 +194,47 @@ def test_fbgemm_depthwise_quads_saturate_as_fbgemm(k, stride, mult):
         out = tvm.runtime.tensor(np.zeros(expected.shape, np.int32))
         lib(tvm.runtime.tensor(x), tvm.runtime.tensor(w), tvm.runtime.tensor(corr), out)
         np.testing.assert_array_equal(out.numpy(), expected)
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
+@pytest.mark.parametrize("kernel,stride,padding,mult", [
+    ((3, 3), 1, (1, 1, 1, 1), 1), ((3, 3), 2, (0, 1, 1, 0), 2), ((3, 5), 1, (1, 2, 1, 2), 1),
+    ((5, 5), 2, (2, 2, 2, 2), 1)])
+def test_exact_depthwise_quads_run_vpdpbusd_exactly(kernel, stride, padding, mult):
+    """schedules.depthwise_quads, exact mode (u8 activations, int8 weights: PT2E, the integer
+    and qnnpack contracts): four taps per vpdpbusd give numpy's exact sum, for square and
+    oblong kernels, asymmetric padding, channel multiplier 2; the vectorized expression too."""
+    from qcompile.numerics.kernels import depthwise_conv_exact_int8
+    from schedules.default_cpu import schedule_func
+
+    kh, kw = kernel
+    rng = np.random.default_rng(kh * 10 + kw + stride)
+    c, zx, shape = 16, 200, (1, 16, 17, 21)
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    w = np.zeros((c * mult, -(-kh * kw // 4) * 4), np.int8)  # zero weights to 4k taps
+    w[:, :kh * kw] = rng.integers(-128, 128, (c * mult, kh * kw))
+    corr = (-zx * w.astype(np.int64).sum(axis=1)).astype(np.int32)
+    xt = te.placeholder(shape, "uint8", name="x")
+    wt = te.placeholder(w.shape, "int8", name="w")
+    ct = te.placeholder(corr.shape, "int32", name="corr")
+    acc = depthwise_conv_exact_int8(xt, wt, ct, zx, kernel, [stride, stride], padding)
+    func = te.create_prim_func([xt, wt, ct, acc]).with_attr("global_symbol", "main")
+    top, left, bottom, right = padding
+    xp = np.pad(x.astype(np.int64) - zx, [(0, 0), (0, 0), (top, bottom), (left, right)])
+    oh = (shape[2] + top + bottom - kh) // stride + 1
+    ow = (shape[3] + left + right - kw) // stride + 1
+    expected = np.zeros((1, c * mult, oh, ow), np.int64)
+    for oc in range(c * mult):
+        for t in range(kh * kw):
+            ky, kx = divmod(t, kw)
+            window = xp[:, oc // mult, ky:ky + stride * oh:stride, kx:kx + stride * ow:stride]
+            expected[:, oc] += window[:, :oh, :ow] * int(w[oc, t])
+    family = FAMILIES["x86-avx512-vnni"]
+    for quads in (True, False):
+        scheduled, how = schedule_func(func, dataclasses.replace(family, depthwise_quads=quads))
+        assert how == "window"
+        lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=family.tvm_target())
+        assert (_count(lib.mod.inspect_source("asm"), "vpdpbusd") > 0) == quads
+        out = tvm.runtime.tensor(np.zeros(expected.shape, np.int32))
+        lib(tvm.runtime.tensor(x), tvm.runtime.tensor(w), tvm.runtime.tensor(corr), out)
+        np.testing.assert_array_equal(out.numpy(), expected)

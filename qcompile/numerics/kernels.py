@@ -546,7 +546,7 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
         return fbgemm_pair_sum(x_at, lambda t: w[oc, t], taps)
 
     raw = te.compute((n, oc_count, oh, ow_ext), pair_sum, name="dw_conv2d_pairs",
-                     attrs={"fbgemm_depthwise": [k, int(strides[1])]})
+                     attrs={"fbgemm_depthwise": [k, k, int(strides[1])]})
     if zw is None:
         return te.compute((n, oc_count, oh, ow),
                           lambda b, oc, i, j: raw[b, oc, i, j] + wsum_corr[oc],
@@ -580,6 +580,42 @@ def depthwise_conv_exact(x, w, corr, zx: int, strides, padding):
             tap(b, tirx.floordiv(oc, mult), i, j, ry, rx).astype("int32") * w[oc, ry, rx],
             axis=[ry, rx]),
         name="dw_conv2d_taps")
+    return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: taps[b, oc, i, j] + corr[oc],
+                      name="dw_conv2d_acc")
+
+
+def exact_tap_sum(x_at, w_at, taps: int):
+    """sum_t x_t w_t in int32 over `taps` taps (t a Python int): the exact depthwise sum as one
+    expression, which the x86 tensor intrinsic that replaces it describes itself with
+    (schedules.depthwise_quads)."""
+    total = None
+    for t in range(taps):
+        term = x_at(t).astype("int32") * w_at(t).astype("int32")
+        total = term if total is None else total + term
+    return total
+
+
+def depthwise_conv_exact_int8(x, w, corr, zx: int, kernel_hw, strides, padding):
+    """depthwise_conv_exact for u8 activations and weights that fit int8 once shifted by their
+    zero points (symmetric int8 weights: PT2E, the integer contract): `w` (OC, T4) int8 holds
+    the row-major taps, zero-padded to a multiple of 4.  The sum is one expression per output
+    ("dw_conv2d_taps", a spatial block: exact_tap_sum), so a schedule vectorizes or tensorizes
+    it DEPTHWISE_LANES outputs at a time; the planes carry DEPTHWISE_LANES columns of slack, as
+    depthwise_conv_fbgemm's."""
+    n, c = (int(d) for d in x.shape[:2])
+    oc_count = int(w.shape[0])
+    kh, kw = (int(k) for k in kernel_hw)
+    mult = oc_count // c
+    oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, zx, slack=DEPTHWISE_LANES)
+
+    def tap_sum(b, oc, i, j):
+        def x_at(t):
+            return tap(b, tirx.floordiv(oc, mult), i, j, *divmod(t, kw))
+
+        return exact_tap_sum(x_at, lambda t: w[oc, t], kh * kw)
+
+    taps = te.compute((n, oc_count, oh, ow_ext), tap_sum, name="dw_conv2d_taps",
+                      attrs={"exact_depthwise": [kh, kw, int(strides[1])]})
     return te.compute((n, oc_count, oh, ow), lambda b, oc, i, j: taps[b, oc, i, j] + corr[oc],
                       name="dw_conv2d_acc")
 

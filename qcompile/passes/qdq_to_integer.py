@@ -14,7 +14,9 @@ path gets that kernel's accumulator instead, whose pairs of raw products saturat
 depthwise conv gets the exact accumulator as a window kernel of the same shape
 (numerics.kernels.depthwise_conv_exact), vectorized along the output rows, instead of a grouped
 conv2d scheduled generically (with it and the fused clamps of lower_qdq_ops, PT2E MobileNetV2
-went from 5.0 to 3.7 ms).
+went from 5.0 to 3.7 ms); with u8 activations and weights that fit int8 once shifted by their
+zero points, its taps are int8 and summed as one expression (depthwise_conv_exact_int8), which
+x86 AVX-512 runs four taps per vpdpbusd (schedules.depthwise_quads).
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     corr = (-zx * shifted.astype(np.int64).reshape(len(shifted), -1).sum(axis=1)).astype("int32")
     strides = [int(s) for s in attrs.strides]
     padding = [int(p) for p in attrs.padding]
+    oc, kh, kw = shifted.shape
+    if str(x.ty.dtype) == "uint8" and shifted.min() >= -128 and shifted.max() <= 127:
+        taps = np.zeros((oc, -(-kh * kw // 4) * 4), dtype=np.int8)  # zero weights to 4k taps
+        taps[:, :kh * kw] = shifted.reshape(oc, -1)
+
+        def fn8(xt, wt, corr_t):
+            return kernels.depthwise_conv_exact_int8(xt, wt, corr_t, zx, (kh, kw), strides,
+                                                     padding)
+
+        # conv2d's fusion pattern, as for the fbgemm kernel (its body reads as injective)
+        return ctx.call_te(fn8, x, relax.const(taps), relax.const(corr),
+                           primfunc_name_hint="depthwise_conv_exact",
+                           primfunc_attrs={"op_pattern": _OUT_ELEMWISE_FUSABLE})
 
     def fn(xt, wt, corr_t):
         return kernels.depthwise_conv_exact(xt, wt, corr_t, zx, strides, padding)
