@@ -162,6 +162,36 @@ def _fbgemm_depthwise_reference(x, w, zx: int, k: int, stride: int, mult: int):
     return acc, saturated
 
 
+def _depthwise_operands(seed: int, shape, zx: int, out_channels: int, taps: int):
+    """Full-range u8 activations, i8 weights zero-padded to 4k taps and the -zx sum(w) term, as
+    arrays and as TE placeholders."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    w = np.zeros((out_channels, -(-taps // 4) * 4), np.int8)
+    w[:, :taps] = rng.integers(-128, 128, (out_channels, taps))
+    corr = (-zx * w.astype(np.int64).sum(axis=1)).astype(np.int32)
+    placeholders = (te.placeholder(shape, "uint8", name="x"),
+                    te.placeholder(w.shape, "int8", name="w"),
+                    te.placeholder(corr.shape, "int32", name="corr"))
+    return (x, w, corr), placeholders
+
+
+def _assert_quads_and_vectorized_give(func, arrays, expected, instruction: str):
+    """`func` (a window kernel) scheduled with the quad intrinsic and with its expression
+    vectorized: both compute `expected`; `instruction` is in the first one's code only."""
+    from schedules.default_cpu import schedule_func
+
+    family = FAMILIES["x86-avx512-vnni"]
+    for quads in (True, False):
+        scheduled, how = schedule_func(func, dataclasses.replace(family, depthwise_quads=quads))
+        assert how == "window"
+        lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=family.tvm_target())
+        assert (_count(lib.mod.inspect_source("asm"), instruction) > 0) == quads
+        out = tvm.runtime.tensor(np.zeros(expected.shape, np.int32))
+        lib(*[tvm.runtime.tensor(a) for a in arrays], out)
+        np.testing.assert_array_equal(out.numpy(), expected)
+
+
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
 @pytest.mark.parametrize("k,stride,mult", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 1),
                                            (7, 1, 1), (7, 2, 1)])
@@ -170,30 +200,14 @@ def test_fbgemm_depthwise_quads_saturate_as_fbgemm(k, stride, mult):
     (many pairs saturate), every kernel size and stride fbgemm's fast path takes, equal to
     numpy's and to the vectorized expression it replaces; vpmaddubsw is in the code."""
     from qcompile.numerics.kernels import depthwise_conv_fbgemm
-    from schedules.default_cpu import schedule_func
 
-    rng = np.random.default_rng(k * 10 + stride)
-    c, zx, shape = 16, 37, (1, 16, 19, 23)
-    x = rng.integers(0, 256, shape, dtype=np.uint8)
-    w = np.zeros((c * mult, -(-k * k // 4) * 4), np.int8)  # zero weights to 4k taps
-    w[:, :k * k] = rng.integers(-128, 128, (c * mult, k * k))
-    corr = (-zx * w.astype(np.int64).sum(axis=1)).astype(np.int32)
-    xt = te.placeholder(shape, "uint8", name="x")
-    wt = te.placeholder(w.shape, "int8", name="w")
-    ct = te.placeholder(corr.shape, "int32", name="corr")
+    zx, shape = 37, (1, 16, 19, 23)
+    arrays, (xt, wt, ct) = _depthwise_operands(k * 10 + stride, shape, zx, 16 * mult, k * k)
     acc = depthwise_conv_fbgemm(xt, wt, ct, None, zx, k, [stride, stride], [(k - 1) // 2] * 4)
     func = te.create_prim_func([xt, wt, ct, acc]).with_attr("global_symbol", "main")
-    expected, saturated = _fbgemm_depthwise_reference(x, w, zx, k, stride, mult)
+    expected, saturated = _fbgemm_depthwise_reference(*arrays[:2], zx, k, stride, mult)
     assert saturated > 100  # the inputs reach the quirk: a wrong saturation would show
-    family = FAMILIES["x86-avx512-vnni"]
-    for quads in (True, False):
-        scheduled, how = schedule_func(func, dataclasses.replace(family, depthwise_quads=quads))
-        assert how == "window"
-        lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=family.tvm_target())
-        assert (_count(lib.mod.inspect_source("asm"), "vpmaddubsw") > 0) == quads
-        out = tvm.runtime.tensor(np.zeros(expected.shape, np.int32))
-        lib(tvm.runtime.tensor(x), tvm.runtime.tensor(w), tvm.runtime.tensor(corr), out)
-        np.testing.assert_array_equal(out.numpy(), expected)
+    _assert_quads_and_vectorized_give(func, arrays, expected, "vpmaddubsw")
 
 
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
@@ -205,36 +219,22 @@ def test_exact_depthwise_quads_run_vpdpbusd_exactly(kernel, stride, padding, mul
     and qnnpack contracts): four taps per vpdpbusd give numpy's exact sum, for square and
     oblong kernels, asymmetric padding, channel multiplier 2; the vectorized expression too."""
     from qcompile.numerics.kernels import depthwise_conv_exact_int8
-    from schedules.default_cpu import schedule_func
 
     kh, kw = kernel
-    rng = np.random.default_rng(kh * 10 + kw + stride)
-    c, zx, shape = 16, 200, (1, 16, 17, 21)
-    x = rng.integers(0, 256, shape, dtype=np.uint8)
-    w = np.zeros((c * mult, -(-kh * kw // 4) * 4), np.int8)  # zero weights to 4k taps
-    w[:, :kh * kw] = rng.integers(-128, 128, (c * mult, kh * kw))
-    corr = (-zx * w.astype(np.int64).sum(axis=1)).astype(np.int32)
-    xt = te.placeholder(shape, "uint8", name="x")
-    wt = te.placeholder(w.shape, "int8", name="w")
-    ct = te.placeholder(corr.shape, "int32", name="corr")
+    zx, shape = 200, (1, 16, 17, 21)
+    arrays, (xt, wt, ct) = _depthwise_operands(kh * 10 + kw + stride, shape, zx, 16 * mult,
+                                               kh * kw)
     acc = depthwise_conv_exact_int8(xt, wt, ct, zx, kernel, [stride, stride], padding)
     func = te.create_prim_func([xt, wt, ct, acc]).with_attr("global_symbol", "main")
+    x, w, _ = arrays
     top, left, bottom, right = padding
     xp = np.pad(x.astype(np.int64) - zx, [(0, 0), (0, 0), (top, bottom), (left, right)])
     oh = (shape[2] + top + bottom - kh) // stride + 1
     ow = (shape[3] + left + right - kw) // stride + 1
-    expected = np.zeros((1, c * mult, oh, ow), np.int64)
-    for oc in range(c * mult):
+    expected = np.zeros((1, 16 * mult, oh, ow), np.int64)
+    for oc in range(16 * mult):
         for t in range(kh * kw):
             ky, kx = divmod(t, kw)
             window = xp[:, oc // mult, ky:ky + stride * oh:stride, kx:kx + stride * ow:stride]
             expected[:, oc] += window[:, :oh, :ow] * int(w[oc, t])
-    family = FAMILIES["x86-avx512-vnni"]
-    for quads in (True, False):
-        scheduled, how = schedule_func(func, dataclasses.replace(family, depthwise_quads=quads))
-        assert how == "window"
-        lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=family.tvm_target())
-        assert (_count(lib.mod.inspect_source("asm"), "vpdpbusd") > 0) == quads
-        out = tvm.runtime.tensor(np.zeros(expected.shape, np.int32))
-        lib(tvm.runtime.tensor(x), tvm.runtime.tensor(w), tvm.runtime.tensor(corr), out)
-        np.testing.assert_array_equal(out.numpy(), expected)
+    _assert_quads_and_vectorized_give(func, arrays, expected, "vpdpbusd")
