@@ -132,6 +132,7 @@ def _described(X, W, j, rows: _Rows, mode: str) -> tirx.PrimExpr:
 
 
 def _computed(X, W, rows: _Rows, mode: str) -> tirx.PrimExpr:
+    """The instructions' int32x16 for the same 16 outputs (the implementation)."""
     return _SUMS[mode][1](X, W, rows)
 
 
