@@ -14,8 +14,9 @@ L1); at stride 2 in two steps, padded rows ("pack_pad") then their de-interleave
 term, requantize, clip) is inlined into one block computed per R output rows and vectorized
 along them.
 
-fbgemm's depthwise pairs are one expression per output ("dw_conv2d_pairs" has no reduction
-loop); on families with `depthwise_quads` the 16 columns are tensorized instead of vectorized
+fbgemm's depthwise pairs, and the exact kernel's taps when they are int8
+(kernels.depthwise_conv_exact_int8), are one expression per output (no reduction loop); on
+families with `depthwise_quads` their 16 columns are tensorized instead of vectorized
 (schedules.depthwise_quads), and at stride 2 the intrinsic reads the padded rows ("pack_pad")
 and de-interleaves them in its shuffles, so "pack_data" is inlined away.  MobileNetV2, the
 model compiled both ways and timed interleaved (2-core Xeon, x86-amx): 4.28 -> 3.80 ms median.
