@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from . import depthwise_quads
 from .packed import _extent, _inline_epilogue, _schedule_epilogue, find_block
 
 LANES = 16
@@ -50,9 +51,9 @@ def window_kind(sch: s_tir.Schedule) -> str | None:
 
 def schedule_depthwise(sch: s_tir.Schedule, family=None) -> None:
     """Vectorize a window reduction (depthwise pairs, max-pool taps) along the output width,
-    a step of ROWS output rows at a time, and fuse the epilogue per step.  fbgemm's depthwise
-    pairs are tensorized instead where the family has the quad intrinsic
-    (schedules.depthwise_quads)."""
+    a step of ROWS output rows at a time, and fuse the epilogue per step.  A depthwise
+    kernel's sums marked for it (QUAD_MARKS) are tensorized instead where the family has the
+    quad intrinsic (schedules.depthwise_quads)."""
     name = window_kind(sch)
     block = sch.get_sblock(name)
     b, c, i, j, *reduction = sch.get_loops(block)
@@ -68,16 +69,16 @@ def schedule_depthwise(sch: s_tir.Schedule, family=None) -> None:
         _schedule_epilogue(sch, epilogue, io)
     pack = sch.get_sblock("pack_data")
     rows = find_block(sch, "pack_pad")  # stride > 1: padded rows, then de-interleaved
-    if quads is not None and rows is not None:  # the intrinsic's shuffles de-interleave
+    if rows is not None and quads is not None:  # the intrinsic's shuffles de-interleave
         sch.compute_inline(pack)
         sch.compute_at(rows, outer, preserve_unit_loops=True)
     else:
         sch.compute_at(pack, outer, preserve_unit_loops=True)  # one channel's plane, in L1
-    if quads is None and rows is not None:
-        sch.compute_at(rows, outer, preserve_unit_loops=True)
-        *_, phase, zq = sch.get_loops(pack)
-        sch.reorder(zq, phase)  # both phases in one loop body: an interleaved load group
-        sch.unroll(phase)
+        if rows is not None:
+            sch.compute_at(rows, outer, preserve_unit_loops=True)
+            *_, phase, zq = sch.get_loops(pack)
+            sch.reorder(zq, phase)  # both phases in one loop body: an interleaved load group
+            sch.unroll(phase)
     sch.parallel(outer)
     sch.unroll(ii)
     if quads is not None:
@@ -104,8 +105,6 @@ def _quad_intrinsic(sch: s_tir.Schedule, block, family) -> str | None:
         return None
     sch.unannotate(block, key)
     kh, kw, stride = (int(v) for v in mark)
-    from . import depthwise_quads
-
     if family is None or not family.depthwise_quads or not depthwise_quads.fits(kw, stride):
         return None
     return depthwise_quads.quad_intrinsic(mode, kh, kw, stride)

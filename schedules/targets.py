@@ -41,8 +41,9 @@ class TargetFamily:
     amx: bool = False
     # the family whose shipped tune logs apply (its kernels are this family's); None: its own
     tune_logs_of: str | None = None
-    # fbgemm's depthwise pairs run four taps per vpmaddubsw (schedules.depthwise_quads: needs
-    # AVX-512 BW and VBMI); False: the pairs' expression vectorized as written
+    # depthwise sums (fbgemm's pairs, exact int8 taps) run four taps per vpmaddubsw or
+    # vpdpbusd (schedules.depthwise_quads: needs AVX-512 BW, VBMI and VNNI); False: their
+    # expression vectorized as written
     depthwise_quads: bool = False
 
     def tvm_target(self) -> tvm.target.Target:

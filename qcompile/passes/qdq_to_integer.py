@@ -40,6 +40,15 @@ CONV = is_op("relax.nn.conv2d")(_dqx, _dqw)
 MATMUL = is_op("relax.matmul")(_dqx, is_op("relax.permute_dims")(_dqw))
 
 
+def _taps_by_four(taps: np.ndarray) -> np.ndarray:
+    """(OC, T) row-major depthwise taps as int8, zero weights appended up to a multiple of 4
+    (the x86 kernels read the taps four at a time: schedules.depthwise_quads)."""
+    oc, count = taps.shape
+    padded = np.zeros((oc, -(-count // 4) * 4), dtype=np.int8)
+    padded[:, :count] = taps
+    return padded
+
+
 def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     """fbgemm's depthwise fast-path accumulator as a TE kernel, or None if it does not apply."""
     attrs = call.attrs
@@ -49,8 +58,7 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
                                               attrs.strides, attrs.padding, attrs.dilation):
         return None
     taps = kh * kw
-    w_taps = np.zeros((oc, -(-taps // 4) * 4), dtype=np.int8)  # zero weights to 4k taps
-    w_taps[:, :taps] = w.reshape(oc, taps)
+    w_taps = _taps_by_four(w.reshape(oc, taps))
     zw64 = zw.astype(np.int64)
     corr = taps * zx * zw64 - zx * w.astype(np.int64).reshape(oc, -1).sum(axis=1)
     args = [x, relax.const(w_taps), relax.const(corr.astype("int32"))]
@@ -82,8 +90,7 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     padding = [int(p) for p in attrs.padding]
     oc, kh, kw = shifted.shape
     if str(x.ty.dtype) == "uint8" and shifted.min() >= -128 and shifted.max() <= 127:
-        taps = np.zeros((oc, -(-kh * kw // 4) * 4), dtype=np.int8)  # zero weights to 4k taps
-        taps[:, :kh * kw] = shifted.reshape(oc, -1)
+        taps = _taps_by_four(shifted.reshape(oc, -1))
 
         def fn8(xt, wt, corr_t):
             return kernels.depthwise_conv_exact_int8(xt, wt, corr_t, zx, (kh, kw), strides,
