@@ -11,7 +11,8 @@ import numpy as np
 from tvm import te, tirx
 
 from .constants import Requantize, f32 as np_f32
-from .tir_ops import INT32_MIN, clamp, f32, fence, fma, i32, mul, rne_i32, sat16_pair
+from .tir_ops import (INT32_MIN, clamp, f32, fbgemm_step, fence, fma, i32, mul, rne_i32,
+                      sat16_pair)
 
 # PyTorch's vectorized quantized elementwise kernels work in blocks of this many elements and
 # finish each parallel chunk with a scalar tail (AVX-512 build), and split tensors of at least
@@ -88,10 +89,7 @@ def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, o
         return consts[name][_channel(idx, axis, per_channel or consts[name].shape[0] > 1)]
 
     def fbgemm_like(idx, v):
-        r = rne_i32(mul(v, channel_value("mult", idx)))
-        # fbgemm packs to int16 with saturation, adds the zero point saturating, packs to u8.
-        r = clamp(r, -32768, 32767) + zo
-        return clamp(r, lo, hi)
+        return fbgemm_step(mul(v, channel_value("mult", idx)), zo, lo, hi)
 
     def body(*idx):
         a = acc(*idx)

@@ -54,6 +54,23 @@ def rne_i32(v):
     return tirx.Select(in_range, r.astype("int32"), i32(INT32_MIN))
 
 
+def fbgemm_step(p, zero_point: int, lo: int, hi: int):
+    """An int32 in [lo, hi]: what fbgemm's vector code stores for the scaled float p
+    (cvtps2dq, round half to even with INT32_MIN out of range; saturate to int16; add the zero
+    point saturating; saturate to 8 bits; the fused activation's clip [lo, hi]).
+
+    The bounds are 8-bit, so every step after the rounding is one clamp, which commutes with
+    rounding to integer bounds: clamped in float first, the rounded value needs no range check.
+    The one out-of-range case that does not land on a bound is p >= 2^31 (cvtps2dq's INT32_MIN
+    ends at lo).  Per output vector this is a compare, two float clamps and a blend, against
+    two compares, a mask op, a blend and two integer clamps for rne_i32 and clamp.  p is never
+    NaN here (integers times finite constants)."""
+    low, high = f32(lo - zero_point), f32(hi - zero_point)
+    clipped = tirx.min(tirx.max(p, low), high)
+    inside = tirx.Select(p >= f32(2147483648.0), low, clipped)
+    return tirx.round(inside).astype("int32") + i32(zero_point)
+
+
 def rint_i32_in_range(v):
     """Round half to even of a float32 already known to be small (values near the int8 range)."""
     return tirx.round(v).astype("int32")
