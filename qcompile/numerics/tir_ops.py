@@ -60,15 +60,15 @@ def fbgemm_step(p, zero_point: int, lo: int, hi: int):
     point saturating; saturate to 8 bits; the fused activation's clip [lo, hi]).
 
     The bounds are 8-bit, so every step after the rounding is one clamp, which commutes with
-    rounding to integer bounds: clamped in float first, the rounded value needs no range check.
-    The one out-of-range case that does not land on a bound is p >= 2^31 (cvtps2dq's INT32_MIN
-    ends at lo).  Per output vector this is a compare, two float clamps and a blend, against
-    two compares, a mask op, a blend and two integer clamps for rne_i32 and clamp.  p is never
-    NaN here (integers times finite constants)."""
+    rounding to integer bounds: clamped in float first, the value always fits, and llvm.lrint
+    (round in the current mode, half to even: one cvtps2dq) converts it; lrint is only
+    undefined out of range.  The one out-of-range case that does not land on a bound is
+    p >= 2^31 (cvtps2dq's INT32_MIN ends at lo).  p is never NaN here (integers times finite
+    constants)."""
     low, high = f32(lo - zero_point), f32(hi - zero_point)
     clipped = tirx.min(tirx.max(p, low), high)
     inside = tirx.Select(p >= f32(2147483648.0), low, clipped)
-    return tirx.round(inside).astype("int32") + i32(zero_point)
+    return tirx.call_llvm_pure_intrin("int32", "llvm.lrint", inside) + i32(zero_point)
 
 
 def rint_i32_in_range(v):
