@@ -12,13 +12,18 @@ from qcompile.numerics.tir_ops import fbgemm_step
 from schedules import resolve_family
 
 
-def fbgemm_store_reference(p: np.ndarray, zero_point: int, lo: int, hi: int) -> np.ndarray:
+def fbgemm_store_reference(p: np.ndarray, zero_point: int, lo: int, hi: int,
+                           wrapping_add: bool) -> np.ndarray:
     """fbgemm's requantize store, instruction by instruction: cvtps2dq (round half to even,
     INT32_MIN when out of range), packs_epi32 (saturate to int16), adds_epi16 (the zero point,
     saturating), packus/packs_epi16 (saturate to 8 bits), then the activation's clip [lo, hi]
-    (inside the 8-bit range: the two saturate as one)."""
+    (inside the 8-bit range: the two saturate as one).  `wrapping_add`: ATen's quantize adds
+    the zero point with add_epi32 (wrapping) before packs_epi32."""
     p64 = p.astype(np.float64)
     r = np.where((p64 >= -2.0**31) & (p64 < 2.0**31), np.rint(p64), -2.0**31).astype(np.int64)
+    if wrapping_add:
+        r = (r + zero_point + 2**31) % 2**32 - 2**31
+        return np.clip(np.clip(r, -32768, 32767), lo, hi)
     r = np.clip(np.clip(r, -32768, 32767) + zero_point, -32768, 32767)
     return np.clip(r, lo, hi)
 
@@ -26,7 +31,7 @@ def fbgemm_store_reference(p: np.ndarray, zero_point: int, lo: int, hi: int) -> 
 def _values() -> np.ndarray:
     """Ties, the clip bounds' neighbourhoods, the int16 and int32 edges and beyond."""
     rng = np.random.default_rng(0)
-    edges = [2.0**31, 2.0**31 - 128, -2.0**31, -2.0**31 - 256, 1e10, -1e10, 3e38, -3e38,
+    edges = [2.0**31, 2.0**31 - 128, 2.0**31 - 256, 2.0**31 - 192, -2.0**31, -2.0**31 - 256, 1e10, -1e10, 3e38, -3e38,
              32767.5, 32768.0, -32768.5, -32769.0, 0.0, -0.0]
     ties = np.arange(-300, 300) + 0.5
     near = np.arange(-300, 300)[:, None] + np.array([-0.25, 0.0, 0.49999997, 0.50000006])
@@ -35,12 +40,17 @@ def _values() -> np.ndarray:
     return values[: len(values) // 16 * 16]
 
 
-@pytest.mark.parametrize("zero_point,lo,hi", [(0, 0, 255), (128, 0, 255), (255, 0, 255),
-                                              (37, 37, 255), (10, 10, 70), (-128, -128, 127)])
-def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi):
+CASES = [(0, 0, 255, False), (128, 0, 255, False), (255, 0, 255, False), (37, 37, 255, False),
+         (10, 10, 70, False), (-128, -128, 127, False),
+         (0, 0, 255, True), (127, 0, 255, True), (128, 0, 255, True), (255, 255, 255, True)]
+
+
+@pytest.mark.parametrize("zero_point,lo,hi,wrapping_add", CASES)
+def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi, wrapping_add):
     values = _values()
     p = te.placeholder((values.size,), "float32", name="p")
-    out = te.compute(p.shape, lambda i: fbgemm_step(p[i], zero_point, lo, hi), name="step")
+    out = te.compute(p.shape, lambda i: fbgemm_step(p[i], zero_point, lo, hi, wrapping_add),
+                     name="step")
     func = te.create_prim_func([p, out])
     sch = tvm.s_tir.Schedule(func)
     (loop,) = sch.get_loops(sch.get_sblock("step"))
@@ -48,6 +58,6 @@ def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi):
     lib = tvm.compile(sch.mod, target=resolve_family("x86").tvm_target())
     got = tvm.runtime.empty(values.shape, "int32")
     lib["main"](tvm.runtime.tensor(values), got)
-    expected = fbgemm_store_reference(values, zero_point, lo, hi)
+    expected = fbgemm_store_reference(values, zero_point, lo, hi, wrapping_add)
     wrong = np.flatnonzero(got.numpy() != expected)
     assert wrong.size == 0, f"{wrong.size} wrong, e.g. p={values[wrong[:5]]}"

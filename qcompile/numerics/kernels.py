@@ -157,7 +157,7 @@ def add_fbgemm(a, b, qa, qb, qo, relu: bool, n_threads: int, multiply: bool = Fa
     def body(*idx):
         xa, xb = a(*idx), b(*idx)
         c = vector(xa, sa, za) + vector(xb, sb, zb)
-        yv = clamp(rne_i32(mul(c, f32(inv))) + zo, lo, 255)
+        yv = fbgemm_step(mul(c, f32(inv)), zo, lo, 255, wrapping_add=True)
         if is_body is None:
             return yv.astype("uint8")
         ct = scalar(xa, sa, za) + scalar(xb, sb, zb)
@@ -190,7 +190,8 @@ def mul_fbgemm(a, b, qa, qb, qo, relu: bool):
 
     def body(*idx):
         c = (at(a, shape, idx).astype("int32") - za) * (at(b, shape, idx).astype("int32") - zb)
-        return clamp(rne_i32(mul(c.astype("float32"), f32(m))) + zo, lo, 255).astype("uint8")
+        return fbgemm_step(mul(c.astype("float32"), f32(m)), zo, lo, 255,
+                           wrapping_add=True).astype("uint8")
 
     return te.compute(shape, body, name="qmul")
 

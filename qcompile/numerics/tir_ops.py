@@ -8,6 +8,7 @@ product that must be rounded on its own.
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import tirx
 
@@ -54,10 +55,18 @@ def rne_i32(v):
     return tirx.Select(in_range, r.astype("int32"), i32(INT32_MIN))
 
 
-def fbgemm_step(p, zero_point: int, lo: int, hi: int):
+def _wrap_threshold(zero_point: int) -> float:
+    """The least float32 t with rne(t) + zero_point >= 2^31 (floats there are integers)."""
+    t = np.float32(2.0**31 - zero_point)
+    return float(t if float(t) >= 2.0**31 - zero_point else np.nextafter(t, np.float32(np.inf)))
+
+
+def fbgemm_step(p, zero_point: int, lo: int, hi: int, wrapping_add: bool = False):
     """An int32 in [lo, hi]: what fbgemm's vector code stores for the scaled float p
     (cvtps2dq, round half to even with INT32_MIN out of range; saturate to int16; add the zero
     point saturating; saturate to 8 bits; the fused activation's clip [lo, hi]).
+    `wrapping_add`: the zero point is added in int32 before saturating, as ATen's vectorized
+    quantize does (add, mul): a rounded p within zero_point of 2^31 wraps and ends at lo too.
 
     The bounds are 8-bit, so every step after the rounding is one clamp, which commutes with
     rounding to integer bounds: clamped in float first, the value always fits, and llvm.lrint
@@ -67,7 +76,8 @@ def fbgemm_step(p, zero_point: int, lo: int, hi: int):
     constants)."""
     low, high = f32(lo - zero_point), f32(hi - zero_point)
     clipped = tirx.min(tirx.max(p, low), high)
-    inside = tirx.Select(p >= f32(2147483648.0), low, clipped)
+    inside = tirx.Select(p >= f32(_wrap_threshold(zero_point if wrapping_add else 0)), low,
+                         clipped)
     return tirx.call_llvm_pure_intrin("int32", "llvm.lrint", inside) + i32(zero_point)
 
 
