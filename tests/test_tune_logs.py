@@ -72,7 +72,7 @@ def test_shipped_logs_reach_every_kernel_of_their_model(directory):
     log's model, as today's code extracts it, must be found (exactly or up to constants)."""
     database = logs.open_database(directory)
     near = logs.NearRecords([database])
-    missed = [name for name, mod in rekey._kernels(directory)
+    missed = [name for name, mod in rekey.logged_model_kernels(directory)
               if not database.has_workload(mod) and near.lookup(mod["main"]) is None]
     assert not missed, (f"{len(missed)} kernels have no record, e.g. {missed[:3]}: re-key the "
                         f"logs (python -m qcompile.tuning.rekey) or retune")

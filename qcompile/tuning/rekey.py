@@ -39,14 +39,19 @@ from .logs import PROVENANCE, RECORDS, WORKLOADS, NearRecords, database_dirs, sh
 THREADS = 2  # the reference machine's cores: what `qcompile tune` used there
 
 
-def _kernels(log_dir: str) -> list[tuple[str, tvm.IRModule]]:
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def logged_model_kernels(log_dir: str) -> list[tuple[str, tvm.IRModule]]:
     """(name, module) of each tunable kernel of the log's model, in extraction order."""
     from schedules import resolve_family
 
     from ..cli import first_inputs, load_model
     from . import extract_tasks
 
-    prov = json.load(open(os.path.join(log_dir, PROVENANCE)))
+    prov = _read_json(os.path.join(log_dir, PROVENANCE))
     name = os.path.basename(log_dir)
     entry = load_model(f"zoo:{name}", prov["numerics"], None)
     tasks = extract_tasks(entry.quantized, first_inputs(entry.example_inputs(1)),
@@ -59,7 +64,8 @@ def dump(out_path: str) -> None:
     kernels = {}
     for log_dir in database_dirs(shipped_root()):
         key = os.path.relpath(log_dir, shipped_root())
-        kernels[key] = [(name, tvm.ir.save_json(mod)) for name, mod in _kernels(log_dir)]
+        kernels[key] = [(name, tvm.ir.save_json(mod))
+                        for name, mod in logged_model_kernels(log_dir)]
         print(f"{key}: {len(kernels[key])} kernels", flush=True)
     with open(out_path, "w") as f:
         json.dump(kernels, f)
@@ -75,7 +81,7 @@ def _records_by_workload(database) -> dict:
 
 def rekey_log(log_dir: str, old_kernels: list[tuple[str, str]]) -> dict:
     """Rewrite one database so its records belong to the current code's kernels."""
-    new_kernels = dict(_kernels(log_dir))
+    new_kernels = dict(logged_model_kernels(log_dir))
     old_names = [name for name, _ in old_kernels]
     if sorted(old_names) != sorted(new_kernels) or len(set(old_names)) != len(old_names):
         raise SystemExit(f"{log_dir}: the kernels differ beyond their computation "
@@ -107,7 +113,7 @@ def rekey_log(log_dir: str, old_kernels: list[tuple[str, str]]) -> dict:
         shutil.move(os.path.join(tmp, name), os.path.join(log_dir, name))
     shutil.rmtree(tmp, ignore_errors=True)
     prov_path = os.path.join(log_dir, PROVENANCE)
-    prov = json.load(open(prov_path))
+    prov = _read_json(prov_path)
     prov.setdefault("rekeyed", []).append({
         "date": datetime.date.today().isoformat(), **counts,
         "note": "records moved onto the kernels the code of this date extracts (same loops and "
@@ -127,7 +133,7 @@ def main(argv=None) -> None:
     if args.action == "dump":
         dump(args.kernels)
         return
-    old = json.load(open(args.kernels))
+    old = _read_json(args.kernels)
     for log_dir in database_dirs(shipped_root()):
         key = os.path.relpath(log_dir, shipped_root())
         if key not in old:
