@@ -40,17 +40,21 @@ def _values() -> np.ndarray:
     return values[: len(values) // 16 * 16]
 
 
-CASES = [(0, 0, 255, False), (128, 0, 255, False), (255, 0, 255, False), (37, 37, 255, False),
-         (10, 10, 70, False), (-128, -128, 127, False),
-         (0, 0, 255, True), (127, 0, 255, True), (128, 0, 255, True), (255, 255, 255, True)]
+# (zero point, lo, hi, wrapping_add, fits_int32: only values below 2^31 are given)
+CASES = [(0, 0, 255, False, False), (128, 0, 255, False, False), (255, 0, 255, False, False),
+         (37, 37, 255, False, False), (10, 10, 70, False, False), (-128, -128, 127, False, False),
+         (0, 0, 255, True, False), (127, 0, 255, True, False), (128, 0, 255, True, False),
+         (255, 255, 255, True, False), (128, 0, 255, False, True), (3, 3, 90, False, True)]
 
 
-@pytest.mark.parametrize("zero_point,lo,hi,wrapping_add", CASES)
-def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi, wrapping_add):
+@pytest.mark.parametrize("zero_point,lo,hi,wrapping_add,fits_int32", CASES)
+def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi, wrapping_add, fits_int32):
     values = _values()
+    if fits_int32:
+        values = np.resize(values[values < 2.0**31], values.size)
     p = te.placeholder((values.size,), "float32", name="p")
-    out = te.compute(p.shape, lambda i: fbgemm_step(p[i], zero_point, lo, hi, wrapping_add),
-                     name="step")
+    out = te.compute(p.shape, lambda i: fbgemm_step(p[i], zero_point, lo, hi, wrapping_add,
+                                                    fits_int32), name="step")
     func = te.create_prim_func([p, out])
     sch = tvm.s_tir.Schedule(func)
     (loop,) = sch.get_loops(sch.get_sblock("step"))
@@ -61,3 +65,21 @@ def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi, wrapping_add):
     expected = fbgemm_store_reference(values, zero_point, lo, hi, wrapping_add)
     wrong = np.flatnonzero(got.numpy() != expected)
     assert wrong.size == 0, f"{wrong.size} wrong, e.g. p={values[wrong[:5]]}"
+
+
+def test_requantize_knows_when_the_scaled_accumulator_fits_int32():
+    """The out-of-range select may go only when no int32 accumulator can scale past 2^31."""
+    from qcompile.numerics.constants import Requantize
+
+    def rq(kind, mult, bias=None, inv_ats=None):
+        return Requantize(kind, np.float32([mult]), None if bias is None else np.array([bias]),
+                          None if inv_ats is None else np.float32([inv_ats]))
+
+    assert rq("fbgemm_channel", 0.02).scaled_fits_int32()
+    assert rq("fbgemm_channel", 0.999).scaled_fits_int32()
+    assert not rq("fbgemm_channel", 1.0).scaled_fits_int32()
+    assert not rq("fbgemm_channel", 0.999, np.float32(1e7)).scaled_fits_int32()
+    assert not rq("fbgemm_tensor", 0.5, np.float32(3.0), 1e9).scaled_fits_int32()
+    assert rq("fbgemm_tensor", 0.5, np.float32(3.0), 10.0).scaled_fits_int32()
+    # qnnpack's int32 bias add wraps: |v| stays within 2^31 whatever the bias
+    assert rq("float", 0.9, np.int32(2**31 - 1)).scaled_fits_int32()

@@ -55,6 +55,18 @@ class Requantize:
     shift: np.ndarray | None = None  # int64 total right shift, "fixed" only
     out_zero_point: int = 0
 
+    def scaled_fits_int32(self) -> bool:
+        """Is f(v * mult) below 2^31 for every int32 accumulator (so cvtps2dq never gives its
+        INT32_MIN for a huge positive value)?  Bounded from the constants alone, |acc| <= 2^31;
+        the margin covers the float roundings of v and of the product.  Float kinds only."""
+        term = 0.0
+        if self.bias is not None and self.kind != "float":  # "float" adds an int32: it wraps
+            term = np.abs(self.bias.astype(np.float64))
+            if self.inv_ats is not None:
+                term = term * np.abs(self.inv_ats.astype(np.float64))
+        bound = (2.0**31 + term) * np.abs(self.mult.astype(np.float64)) * (1 + 2.0**-20)
+        return bool(np.all(bound < 2.0**31))
+
 
 def accumulator_scale(in_scale: float, weight_scales) -> np.ndarray:
     """f(f32(s_in) * f32(s_w[c])): the scale of one step of the int32 accumulator."""

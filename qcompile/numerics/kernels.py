@@ -88,8 +88,10 @@ def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, o
     def channel_value(name, idx):
         return consts[name][_channel(idx, axis, per_channel or consts[name].shape[0] > 1)]
 
+    fits = rq.kind != "fixed" and rq.scaled_fits_int32()
+
     def fbgemm_like(idx, v):
-        return fbgemm_step(mul(v, channel_value("mult", idx)), zo, lo, hi)
+        return fbgemm_step(mul(v, channel_value("mult", idx)), zo, lo, hi, fits_int32=fits)
 
     def body(*idx):
         a = acc(*idx)

@@ -61,12 +61,15 @@ def _wrap_threshold(zero_point: int) -> float:
     return float(t if float(t) >= 2.0**31 - zero_point else np.nextafter(t, np.float32(np.inf)))
 
 
-def fbgemm_step(p, zero_point: int, lo: int, hi: int, wrapping_add: bool = False):
+def fbgemm_step(p, zero_point: int, lo: int, hi: int, wrapping_add: bool = False,
+                fits_int32: bool = False):
     """An int32 in [lo, hi]: what fbgemm's vector code stores for the scaled float p
     (cvtps2dq, round half to even with INT32_MIN out of range; saturate to int16; add the zero
     point saturating; saturate to 8 bits; the fused activation's clip [lo, hi]).
     `wrapping_add`: the zero point is added in int32 before saturating, as ATen's vectorized
     quantize does (add, mul): a rounded p within zero_point of 2^31 wraps and ends at lo too.
+    `fits_int32` (saturating add only): the caller knows p < 2^31
+    (Requantize.scaled_fits_int32), so the out-of-range select is left out.
 
     The bounds are 8-bit, so every step after the rounding is one clamp, which commutes with
     rounding to integer bounds: clamped in float first, the value always fits, and llvm.lrint
@@ -75,9 +78,10 @@ def fbgemm_step(p, zero_point: int, lo: int, hi: int, wrapping_add: bool = False
     p >= 2^31 (cvtps2dq's INT32_MIN ends at lo).  p is never NaN here (integers times finite
     constants)."""
     low, high = f32(lo - zero_point), f32(hi - zero_point)
-    clipped = tirx.min(tirx.max(p, low), high)
-    inside = tirx.Select(p >= f32(_wrap_threshold(zero_point if wrapping_add else 0)), low,
-                         clipped)
+    inside = tirx.min(tirx.max(p, low), high)
+    if not fits_int32:
+        limit = f32(_wrap_threshold(zero_point if wrapping_add else 0))
+        inside = tirx.Select(p >= limit, low, inside)
     return tirx.call_llvm_pure_intrin("int32", "llvm.lrint", inside) + i32(zero_point)
 
 
