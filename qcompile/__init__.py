@@ -32,7 +32,7 @@ def compile(model, example_inputs, target="x86", numerics=None, threads=None,  #
     `tune_logs`: True applies the shipped tuning databases of the target family (tune_logs/),
     False none, a path (or list) the databases under it (e.g. a `tune` work dir).
     """
-    from .build import compile_model
+    from .compiler import compile_model
 
     return compile_model(model, example_inputs, target, numerics, threads, verbose, probe,
                          tune_logs)
@@ -54,7 +54,7 @@ def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tun
 
 def load(path):
     """Load a library written by `CompiledModel.export`."""
-    from .build import load as _load
+    from .compiler import load as _load
 
     return _load(path)
 

@@ -335,7 +335,7 @@ def cmd_bench(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from schedules import TARGETS
+    from qcompile.schedules import TARGETS
 
     p = argparse.ArgumentParser(prog="qcompile", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)

@@ -73,11 +73,11 @@ def assert_builds_agree(model, inputs, monkeypatch, family, numerics="integer", 
     layout switched off), require equal outputs on every input; return (as_is, changed)."""
     import dataclasses
 
-    import schedules.targets
+    import qcompile.schedules.targets
 
     as_is = qcompile.compile(model, inputs[:1], numerics=numerics, target=family.name,
                              tune_logs=False)
-    monkeypatch.setitem(schedules.targets.FAMILIES, family.name,
+    monkeypatch.setitem(qcompile.schedules.targets.FAMILIES, family.name,
                         dataclasses.replace(family, **changes))
     changed = qcompile.compile(model, inputs[:1], numerics=numerics, target=family.name,
                                tune_logs=False)

@@ -17,7 +17,7 @@ from tvm import s_tir, te
 import qcompile
 from qcompile.passes.pack_layout import pack_dense_weight
 from qcompile.zoo.bert import FFNBlock
-from schedules import FAMILIES, amx
+from qcompile.schedules import FAMILIES, amx
 
 from helpers import inputs_like, quantize_eager
 

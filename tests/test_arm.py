@@ -26,7 +26,7 @@ import qcompile
 import qcompile.zoo as zoo
 from qcompile.deploy.emulate import emulate
 from qcompile.engines import quantized_engine
-from schedules import FAMILIES, resolve_family
+from qcompile.schedules import FAMILIES, resolve_family
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -6,7 +6,7 @@ import pytest
 import torch.nn as nn
 
 import qcompile
-from schedules import resolve_family
+from qcompile.schedules import resolve_family
 
 from helpers import assert_builds_agree, inputs_like, quantize_eager, seeded
 
@@ -45,7 +45,7 @@ def _model(engine="fbgemm", n=3):
 def test_conv_to_conv_activations_are_blocked_and_nothing_else():
     import tvm
 
-    from qcompile.build.compiler import fuse, integer_module
+    from qcompile.compiler.driver import fuse, integer_module
 
     model, xs = _model()
     integer, _, _ = integer_module(model, [xs[0].numpy()], "fbgemm", 2, VNNI)

@@ -8,8 +8,8 @@ import torch.nn as nn
 import tvm
 
 from qcompile import frontend, passes
-from qcompile.build.compiler import fuse
-from schedules import resolve_target
+from qcompile.compiler.driver import fuse
+from qcompile.schedules import resolve_target
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -12,8 +12,8 @@ import tvm
 from tvm import s_tir, te
 
 import qcompile
-from schedules import FAMILIES
-from schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4, VNNI_PIXELS_16x4_LOCAL
+from qcompile.schedules import FAMILIES
+from qcompile.schedules.x86_intrinsics import AVX2_8x2, VNNI_16x4, VNNI_PIXELS_16x4_LOCAL
 
 
 def _has_vnni() -> bool:
@@ -179,7 +179,7 @@ def _depthwise_operands(seed: int, shape, zx: int, out_channels: int, taps: int)
 def _assert_quads_and_vectorized_give(func, arrays, expected, instruction: str):
     """`func` (a window kernel) scheduled with the quad intrinsic and with its expression
     vectorized: both compute `expected`; `instruction` is in the first one's code only."""
-    from schedules.default_cpu import schedule_func
+    from qcompile.schedules.default_cpu import schedule_func
 
     family = FAMILIES["x86-avx512-vnni"]
     for quads in (True, False):

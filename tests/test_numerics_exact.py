@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.ao.nn.quantized import FloatFunctional
 
-from qcompile.build import compile_model
+from qcompile.compiler import compile_model
 from qcompile.engines import quantized_engine
 
 from helpers import Wrapped

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import qcompile
 from qcompile.passes.pack_layout import pack_conv_weight, pack_dense_weight
-from schedules import resolve_family
+from qcompile.schedules import resolve_family
 
 from helpers import assert_builds_agree, inputs_like, quantize_eager, seeded
 
@@ -102,8 +102,8 @@ def test_an_add_ending_a_conv_kernel_is_computed_per_tile(width, kernel):
     import tvm
     from tvm import s_tir
 
-    from qcompile.build.compiler import fuse, integer_module
-    from schedules.default_cpu import schedule_func
+    from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.schedules.default_cpu import schedule_func
 
     xs = inputs_like((1, 8, 6, width), n=2, scale=2.0)
     model = quantize_eager(_ConvAdd(), xs, engine="qnnpack")
@@ -151,7 +151,7 @@ _PIXEL_INPUT = (1, 3, 32, 32)
 @pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
 @pytest.mark.parametrize("numerics", ["fbgemm", "qnnpack"])
 def test_pixel_lane_convs_are_taken_and_stay_exact(numerics):
-    from qcompile.build.compiler import integer_module
+    from qcompile.compiler.driver import integer_module
 
     xs = inputs_like(_PIXEL_INPUT, n=3, scale=2.0)
     model = quantize_eager(_PixelLaneConvs(), xs, engine=numerics, fuse=_PIXEL_FUSE)
@@ -185,8 +185,8 @@ def test_pixel_lane_tiles_are_a_tuning_space():
     import tvm
     from tvm import s_tir
 
-    from qcompile.build.compiler import fuse, integer_module
-    from schedules import packed
+    from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.schedules import packed
 
     xs = inputs_like(_PIXEL_INPUT, n=1, scale=2.0)
     model = quantize_eager(_PixelLaneConvs(), xs, fuse=_PIXEL_FUSE)
@@ -208,7 +208,7 @@ def _serial_blocks(func, family):
     import tvm
     from tvm import s_tir
 
-    from schedules.default_cpu import schedule_func
+    from qcompile.schedules.default_cpu import schedule_func
 
     sch = s_tir.Schedule(schedule_func(func, family)[0])
     serial = []
@@ -229,7 +229,7 @@ def test_no_kernel_of_a_zoo_model_runs_serially(name, numerics):
     import tvm
 
     from qcompile import zoo
-    from qcompile.build.compiler import fuse, integer_module
+    from qcompile.compiler.driver import fuse, integer_module
 
     entry = zoo.get(name, engine="qnnpack" if numerics == "qnnpack" else "fbgemm",
                     image_size=32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm.target import codegen
 
-from schedules import FAMILIES
+from qcompile.schedules import FAMILIES
 
 # LLVM features that tune code generation but add no instruction
 _TUNING = ("fast-", "slow-", "branchfusion", "sbb-dep-breaking", "macrofusion", "false-deps-",

@@ -9,7 +9,7 @@ import tvm
 from tvm import te
 
 from qcompile.numerics.tir_ops import fbgemm_step
-from schedules import resolve_family
+from qcompile.schedules import resolve_family
 
 
 def fbgemm_store_reference(p: np.ndarray, zero_point: int, lo: int, hi: int,

@@ -20,8 +20,8 @@ import qcompile
 from qcompile.errors import TuningInterrupted
 from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
-from schedules import packed, resolve_family
-from schedules.dot_product import dot_product_desc
+from qcompile.schedules import packed, resolve_family
+from qcompile.schedules.dot_product import dot_product_desc
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 import tvm_ffi
 
-from qcompile.build import compiler
+from qcompile.compiler import compiler
 from qcompile.tuning import logs, rekey
 from qcompile.tuning.gate import CorrectnessGate
-from schedules import FAMILIES
+from qcompile.schedules import FAMILIES
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -15,7 +15,7 @@ import torch
 
 import qcompile
 from qcompile.tuning import logs
-from schedules import resolve_family
+from qcompile.schedules import resolve_family
 
 from helpers import inputs_like, quantize_eager, seeded
 

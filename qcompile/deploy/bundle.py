@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from schedules import resolve_family
+from qcompile.schedules import resolve_family
 
 from ..errors import QCompileError
 from .runtime import LOADER_SOURCE, PYTHON_LOADER, build_loader, runtime_files, tvm_versions

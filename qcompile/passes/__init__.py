@@ -5,7 +5,7 @@ Order matters and is fixed by `lower`:
   fuse_epilogue_pt2e) -> lower_qdq_ops -> lower_boundaries -> lower_max_pool -> check_lowered
   -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization);
-and on the fused module (qcompile.build), block_activations (conv-to-conv tensors channel-blocked).
+and on the fused module (qcompile.compiler), block_activations (conv-to-conv tensors channel-blocked).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ import tempfile
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from schedules import resolve_family
-from schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics, is_tunable
+from qcompile.schedules import resolve_family
+from qcompile.schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics, is_tunable
 
 from ..errors import QCompileError, TuningInterrupted
 from ..numerics import check_contract
@@ -41,7 +41,7 @@ RUN_TIMEOUT_S = 60
 
 def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
     """The tunable kernels of the model: MetaSchedule ExtractedTasks (weight = calls per run)."""
-    from ..build.compiler import _as_numpy, fuse, integer_module
+    from ..compiler.driver import _as_numpy, fuse, integer_module
 
     integer, _, _ = integer_module(model, [_as_numpy(x) for x in example_inputs], numerics,
                                    threads, family)
@@ -180,7 +180,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None) -> dict:
     """See qcompile.tune.  `space` overrides the family's design space (tests use it);
     `trials_per_task` (if given) sets `trials` to that many per extracted task."""
-    from ..build.compiler import model_numerics
+    from ..compiler.driver import model_numerics
 
     numerics = model_numerics(model, numerics)
     family = resolve_family(target)

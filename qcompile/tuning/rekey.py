@@ -46,7 +46,7 @@ def _read_json(path: str):
 
 def logged_model_kernels(log_dir: str) -> list[tuple[str, tvm.IRModule]]:
     """(name, module) of each tunable kernel of the log's model, in extraction order."""
-    from schedules import resolve_family
+    from qcompile.schedules import resolve_family
 
     from ..cli import first_inputs, load_model
     from . import extract_tasks

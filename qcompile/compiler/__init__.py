@@ -1,5 +1,5 @@
 """compile(), export and load: from a quantized torch model to a runnable TVM library."""
 
-from .compiler import CompiledModel, compile_model, load
+from .driver import CompiledModel, compile_model, load
 
 __all__ = ["CompiledModel", "compile_model", "load"]

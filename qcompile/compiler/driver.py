@@ -11,9 +11,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from schedules import resolve_family
-from schedules.amx import schedule_amx_kernels
-from schedules.default_cpu import default_schedule
+from qcompile.schedules import resolve_family
+from qcompile.schedules.amx import schedule_amx_kernels
+from qcompile.schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
 from ..errors import QCompileError
