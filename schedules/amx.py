@@ -40,8 +40,7 @@ from tvm import s_tir
 from tvm.s_tir import SBlock, SBlockRealize, TensorIntrin
 from tvm.script import tirx as T
 
-from . import packed
-from .default_cpu import primfunc_pass
+from .common import extent, find_block, inline_epilogue, primfunc_pass, schedule_epilogue
 
 ROWS = COLS = 32   # one output tile: 2 x 2 tiles of 16 x 16 int32
 K_STEP = 64        # reduction elements per tdpbusd (one row of a tile: 64 bytes)
@@ -137,12 +136,12 @@ def amx_dense_intrinsic(k: int) -> str:
 def fits(sch: s_tir.Schedule) -> bool:
     """True when the function's packed dense can run on AMX tiles: 32 x 32 output tiles, K a
     multiple of 64, and the activations read as they are (no packing stage: u8, K unpadded)."""
-    block = packed.find_block(sch, "dense_packed")
-    if block is None or packed.find_block(sch, "pack_data") is not None:
+    block = find_block(sch, "dense_packed")
+    if block is None or find_block(sch, "pack_data") is not None:
         return False
     *_, m, n, k = sch.get_loops(block)
-    return (packed._extent(sch, m) % ROWS == 0 and packed._extent(sch, n) % COLS == 0
-            and packed._extent(sch, k) % K_STEP == 0)
+    return (extent(sch, m) % ROWS == 0 and extent(sch, n) % COLS == 0
+            and extent(sch, k) % K_STEP == 0)
 
 
 def k_chunk(k: int) -> int:
@@ -157,17 +156,17 @@ def schedule_dense_amx(sch: s_tir.Schedule) -> None:
     panel (see the module docstring)."""
     block = sch.get_sblock("dense_packed")
     *lead, m, n, k = sch.get_loops(block)
-    chunk = k_chunk(packed._extent(sch, k))
+    chunk = k_chunk(extent(sch, k))
     intrin = amx_dense_intrinsic(chunk)
     mo, mi = sch.split(m, [None, ROWS])
     no, ni = sch.split(n, [None, COLS])
     ko, ki = sch.split(k, [None, chunk])
     sch.reorder(*lead, no, ko, mo, mi, ni, ki)
-    epilogue = packed._inline_epilogue(sch, block)
+    epilogue = inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     panel = sch.fuse(*lead, no)
     if epilogue is not None:
-        packed._schedule_epilogue(sch, epilogue, panel)
+        schedule_epilogue(sch, epilogue, panel)
     sch.parallel(panel)
     sch.decompose_reduction(block, ko)
     sch.vectorize(sch.get_loops(sch.get_sblock("dense_packed_init"))[-1])

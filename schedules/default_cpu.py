@@ -17,6 +17,7 @@ import tvm
 from tvm import s_tir
 
 from . import depthwise, packed
+from .common import is_scheduled, primfunc_pass
 
 _VECTOR = (16, 8, 4)
 _PARALLEL_LOOPS = 3
@@ -151,30 +152,6 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
                 if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
                     print("packed schedule failed:", str(err)[-800:])
     return _schedule_generic(func), "generic"
-
-
-def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
-    """True when a pass (a tuning database, ours) has scheduled the PrimFunc already."""
-    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
-
-
-def primfunc_pass(name: str, rewrite) -> tvm.transform.Pass:
-    """A module pass that replaces each PrimFunc by `rewrite(gvar, func)`, where that returns
-    a function (None: the PrimFunc stays as it is)."""
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if isinstance(func, tvm.tirx.PrimFunc):
-                new = rewrite(gvar, func)
-                if new is not None:
-                    updates[gvar] = new
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
-
-    return _pass
 
 
 def default_schedule(family=None, report: dict | None = None) -> tvm.transform.Pass:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from . import depthwise_quads
-from .packed import _extent, _inline_epilogue, _schedule_epilogue, find_block
+from .common import extent, find_block, inline_epilogue, schedule_epilogue
 
 LANES = 16
 # Output rows per step (the first that divides the output height): their taps unrolled
@@ -58,15 +58,15 @@ def schedule_depthwise(sch: s_tir.Schedule, family=None) -> None:
     block = sch.get_sblock(name)
     b, c, i, j, *reduction = sch.get_loops(block)
     quads = _quad_intrinsic(sch, block, family)
-    step = next(r for r in ROWS if _extent(sch, i) % r == 0)
+    step = next(r for r in ROWS if extent(sch, i) % r == 0)
     io, ii = sch.split(i, [None, step])
     jo, ji = sch.split(j, [None, LANES])
     sch.reorder(b, c, io, ii, jo, *reduction, ji)
-    epilogue = _inline_epilogue(sch, block)
+    epilogue = inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(b, c)
     if epilogue is not None:
-        _schedule_epilogue(sch, epilogue, io)
+        schedule_epilogue(sch, epilogue, io)
     pack = sch.get_sblock("pack_data")
     rows = find_block(sch, "pack_pad")  # stride > 1: padded rows, then de-interleaved
     if rows is not None and quads is not None:  # the intrinsic's shuffles de-interleave

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir
+
+from .common import extent, find_block, inline_epilogue, reads_blocked, schedule_epilogue
 
 # default accumulator budget (measured on Zen 4: 28 of the 32 zmm spilled and ran slower, 16 not)
 ACC_REGISTERS = 16
@@ -86,69 +87,6 @@ def dense_tiles(m: int, n_blocks: int, k: int, in_block: int,
     return PackedTiles(rows=rows, blocks=blocks, k_chunk=chunk)
 
 
-def _extent(sch, loop) -> int:
-    return int(sch.get(loop).extent)
-
-
-# Epilogue blocks computed into a tile buffer of their own instead of inlined: qnnpack's
-# fixed-point add reads its sum three times (rounding), so inlining a chain of them (MobileNetV2's
-# residuals) grew the expression 3x per add: one kernel took 460 s to build.
-_MATERIALIZED = ("qadd_qnnpack",)
-
-
-def _inline_epilogue(sch, block):
-    """Inline the elementwise blocks after the packed reduction; return the blocks that stay
-    (the output writer last, and any _MATERIALIZED ones before it), or None when the function
-    has another shape (several outputs).
-
-    What remains reads the accumulator tile (through the inlined unpack/requantize/clip/add
-    chain) and writes the function's output."""
-    root = sch.get_sblock("root")
-    keep = {sch.get(block).name_hint, "pack_data", "pack_pad"}
-    for b in sch.get_child_blocks(root):
-        name = sch.get(b).name_hint
-        if name in keep or name.startswith(_MATERIALIZED):
-            continue
-        try:
-            sch.compute_inline(b)
-        except Exception:  # noqa: BLE001 - the output writer (or a reduction) stays a block
-            continue
-    rest = [b for b in sch.get_child_blocks(root) if sch.get(b).name_hint not in keep]
-    # the last block writes the output (a _MATERIALIZED one may: an add ending the kernel);
-    # every block before it must be a _MATERIALIZED one, else there are several outputs
-    if not rest or any(not sch.get(b).name_hint.startswith(_MATERIALIZED) for b in rest[:-1]):
-        return None
-    return rest
-
-
-def _schedule_epilogue(sch, blocks, tile_loop, lanes: int | None = None):
-    """Compute the epilogue blocks per tile, in order, each vectorized along its inner loop
-    (`lanes` at a time when given, else the whole loop)."""
-    for block in blocks:
-        sch.reverse_compute_at(block, tile_loop, preserve_unit_loops=True)
-        inner = sch.get_loops(block)[-1]
-        if lanes is not None:
-            inner = sch.split(inner, [None, lanes])[1]
-        try:
-            sch.vectorize(inner)
-        except Exception:  # noqa: BLE001 - not vectorizable: stays scalar, still correct
-            pass
-
-
-def find_block(sch: s_tir.Schedule, name: str):
-    """The block of that name in the scheduled function, or None when it has none."""
-    try:
-        return sch.get_sblock(name)
-    except Exception:  # noqa: BLE001 - no block of that name
-        return None
-
-
-def reads_blocked(sch, block) -> bool:
-    """True when the block reads a channel-blocked [N, C/B, H, W, B] activation
-    (qcompile.passes.block_activations) instead of NCHW."""
-    return any(len(r.source.shape) == 5 for r in sch.get(block).reads)
-
-
 def _interleave(sch, pack):
     """A conv's pack (n, cb, y, x, ci) interleaves `in_block` channel planes: its ci loop is
     unrolled and the x loop left scalar, so LLVM vectorizes x as one interleaved store group
@@ -197,14 +135,14 @@ def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register
     accumulator's pixels are flat (p = y * width + x) and the NCHW epilogue iterates them so
     too, `lanes` at a time."""
     name = sch.get(block).name_hint
-    epilogue = _inline_epilogue(sch, block)
+    epilogue = inline_epilogue(sch, block)
     sch.set_scope(block, 0, "local")
     outer = sch.fuse(*parallel)
     if epilogue is not None:
         if flat_width is not None:
             for b in epilogue:
                 _flatten_pixels(sch, b, flat_width)
-        _schedule_epilogue(sch, epilogue, outer if epilogue_at is None else epilogue_at, lanes)
+        schedule_epilogue(sch, epilogue, outer if epilogue_at is None else epilogue_at, lanes)
     pack = find_block(sch, "pack_data") if pack_per_iteration else None
     if pack is not None:
         sch.compute_at(pack, outer, preserve_unit_loops=True)
@@ -227,10 +165,10 @@ def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
     intrin, registers = family.dot_intrinsic, family.acc_registers
     block = sch.get_sblock("conv2d_packed")
     n, ob, y, x, o, cb, ky, kx, ci = sch.get_loops(block)
-    tiles = conv_tiles(_extent(sch, x), _extent(sch, ob), registers)
+    tiles = conv_tiles(extent(sch, x), extent(sch, ob), registers)
     obo, obi = _split(sch, ob, tiles.blocks, search, 4)
     xo, xi = _split(sch, x, tiles.rows, search, registers)
-    if _extent(sch, n) * _extent(sch, y) >= ROWS_PER_PARALLEL_KERNEL:
+    if extent(sch, n) * extent(sch, y) >= ROWS_PER_PARALLEL_KERNEL:
         # one output row per parallel iteration, all channel blocks: its input rows are
         # packed right there (in L1) instead of in a parallel loop of their own
         sch.reorder(n, y, obo, xo, cb, ky, kx, obi, xi, o, ci)
@@ -264,7 +202,7 @@ def schedule_conv_pixels(sch: s_tir.Schedule, family, search: bool = False) -> N
     lanes, registers = family.out_block, family.acc_registers
     block = sch.get_sblock("conv2d_pixels")
     n, o, p, cb, ci = sch.get_loops(block)
-    tiles = pixel_tiles(_extent(sch, p) // lanes, _extent(sch, o), registers)
+    tiles = pixel_tiles(extent(sch, p) // lanes, extent(sch, o), registers)
     pv, pi = sch.split(p, [None, lanes])
     pt, pr = _split(sch, pv, tiles.rows, search, 8)
     ot, orr = _split(sch, o, tiles.blocks, search, 8)
@@ -287,7 +225,7 @@ def schedule_conv_pixel_rows(sch: s_tir.Schedule, family, search: bool = False) 
     lanes, registers = family.out_block, family.acc_registers
     block = sch.get_sblock("conv2d_pixel_rows")
     n, o, y, x, cb, ky, kx, ci = sch.get_loops(block)
-    tiles = pixel_tiles(_extent(sch, x) // lanes, _extent(sch, o), registers)
+    tiles = pixel_tiles(extent(sch, x) // lanes, extent(sch, o), registers)
     xv, xi = sch.split(x, [None, lanes])
     xt, xr = _split(sch, xv, tiles.rows, search, 8)
     ot, orr = _split(sch, o, tiles.blocks, search, 8)
@@ -306,7 +244,7 @@ def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:
     intrin, out_block, in_block = family.dot_intrinsic, family.out_block, family.in_block
     block = sch.get_sblock("dense_packed")
     *lead, m, n, k = sch.get_loops(block)
-    tiles = dense_tiles(_extent(sch, m), _extent(sch, n) // out_block, _extent(sch, k), in_block,
+    tiles = dense_tiles(extent(sch, m), extent(sch, n) // out_block, extent(sch, k), in_block,
                         family.acc_registers)
     nblk, nt = sch.split(n, [None, out_block])
     kblk, kt = sch.split(k, [None, in_block])

@@ -95,7 +95,7 @@ class _ConvAdd(nn.Module):
 @pytest.mark.parametrize("width,kernel", [(15, "conv2d_packed"), (16, "conv2d_pixels")])
 def test_an_add_ending_a_conv_kernel_is_computed_per_tile(width, kernel):
     """qnnpack's add is computed into a buffer of its own (not inlined: see
-    schedules.packed._MATERIALIZED); when it is the kernel's last block it must still run per
+    schedules.common.MATERIALIZED); when it is the kernel's last block it must still run per
     register tile, inside the parallel loop: it once ran serially over the whole output after
     the conv, and MobileNetV2 under qnnpack took 4.8 ms instead of 4.0.  Both conv kernels:
     6 x 15 pixels take the channel-lane one, 6 x 16 (whole vectors) the pixel-lane one."""

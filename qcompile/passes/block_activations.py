@@ -25,7 +25,7 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from qcompile.schedules.packed import find_block, reads_blocked
+from ..schedules.common import find_block, reads_blocked
 
 CONV_BLOCK = "conv2d_packed"
 

@@ -226,7 +226,7 @@ def apply_near_records(near: NearRecords, report: dict | None = None) -> tvm.tra
     from tvm import s_tir
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-    from qcompile.schedules.default_cpu import is_scheduled, primfunc_pass
+    from ..schedules.common import is_scheduled, primfunc_pass
 
     def rewrite(gvar, func):
         if is_scheduled(func):
