@@ -14,15 +14,14 @@ $(BIN)/qcompile: pyproject.toml
 
 setup: $(BIN)/qcompile
 
-## The aarch64 cross toolchain and emulator (Debian packages) and the aarch64 TVM runtime
-## (fetched from PyPI into ~/.cache/qcompile): what --target aarch64-*, --emulate and
-## `qcompile package` need.
-ARM_PACKAGES := g++-aarch64-linux-gnu qemu-user
+## The aarch64 cross toolchain and emulator (the Debian packages the aarch64 machine names in
+## schedules/targets/machines.py) and the aarch64 TVM runtime (fetched from PyPI into
+## ~/.cache/qcompile): what --target aarch64-*, --emulate and `qcompile package` need.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup-arm: setup
-	command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null || \
-	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(ARM_PACKAGES); }
-	$(BIN)/python -c "from qcompile.deploy.runtime import runtime_libs; print(runtime_libs())"
+	missing="$$($(BIN)/python -m qcompile.schedules.targets missing aarch64)"; \
+	  [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
+	$(BIN)/python -m qcompile.deploy.runtime
 
 ## Compile the built-in ResNet-18, verify it against PyTorch fbgemm, print the report.
 demo: setup

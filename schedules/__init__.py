@@ -1,7 +1,9 @@
 """Per-target-family choices: target dicts, default schedules, tensor intrinsics.
 
-- targets.py: the target families (target dict, intrinsic, packed weight tile, register
-  budget) and the `--target` names
+- targets/: the target families, one module each (target dict, intrinsic, packed weight tile,
+  register budget, the machine the code runs on), and the `--target` names
+- common.py: what the schedules share (finding blocks, an epilogue fused per tile, PrimFunc
+  passes)
 - default_cpu.py: the schedule every untuned PrimFunc gets (dispatches to the two below)
 - packed.py: tensorized schedules of the packed conv2d / dense kernels (tiles searchable)
 - amx.py: packed dense kernels on AMX tiles (x86-amx), their intrinsic and permission request

@@ -80,5 +80,5 @@ def import_tvm_intrinsics() -> None:
 def builder_worker_init() -> None:
     """Initializer of MetaSchedule's builder processes (each imports the intrinsics too)."""
     import_tvm_intrinsics()
-    # our intrinsics, registered on import
-    from . import arm_intrinsics, x86_intrinsics  # noqa: F401
+    # every family's intrinsics, registered when its module is imported
+    from . import targets  # noqa: F401

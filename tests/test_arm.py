@@ -216,7 +216,7 @@ def test_emulate_refuses_a_native_library():
 def test_missing_arm_tools_name_the_fix(monkeypatch):
     from qcompile.deploy import runtime
 
-    monkeypatch.setattr(runtime.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
     with pytest.raises(qcompile.QCompileError, match="make setup-arm"):
         runtime.build_loader(resolve_family("aarch64-dotprod"))
 

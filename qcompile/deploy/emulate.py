@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QCompileError
-from .runtime import build_loader, require_tool, runtime_libs
+from .runtime import build_loader, runtime_libs
 
-# per architecture: the qemu-user binary and the sysroot its dynamic loader comes from
-_EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu")}
 _TIMEOUT_S = 3600
 
 
@@ -25,16 +23,17 @@ class EmulatedModel:
     """A cross-compiled model library, called like a CompiledModel but run under qemu-user."""
 
     def __init__(self, library: str, meta: dict, family, verbose: bool = True):
-        if family.arch not in _EMULATORS:
+        machine = family.machine
+        if machine.emulator is None:
             raise QCompileError(f"no emulator known for {family.arch}")
         self.library, self.meta, self.family = str(library), meta, family
-        self._qemu = require_tool(_EMULATORS[family.arch][0], "--emulate")
+        self._qemu = machine.require_tool(machine.emulator, "--emulate")
         self._loader = build_loader(family, verbose)
-        self._libs = runtime_libs(family.arch, verbose)
+        self._libs = runtime_libs(machine, verbose)
 
     def command(self, loader_args: list) -> list:
         """The qemu command line running the loader with `loader_args`."""
-        sysroot = _EMULATORS[self.family.arch][1]
+        sysroot = self.family.machine.sysroot
         cpu = ["-cpu", self.family.qemu_cpu] if self.family.qemu_cpu else []
         return [self._qemu, "-L", sysroot, *cpu, str(self._loader), *loader_args]
 

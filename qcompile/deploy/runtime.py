@@ -24,11 +24,6 @@ from ..errors import QCompileError
 LOADER_SOURCE = Path(__file__).with_name("qcompile_run.cc")
 PYTHON_LOADER = Path(__file__).with_name("run_model.py")
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
-# the manylinux platform tag of each architecture's wheels on PyPI
-_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64"}
-# Debian's packages giving the cross toolchain and the emulator (make setup-arm)
-SETUP_HINT = ("`make setup-arm` installs them (Debian: apt-get install g++-aarch64-linux-gnu "
-              "qemu-user)")
 
 
 def cache_root() -> Path:
@@ -41,10 +36,12 @@ def tvm_versions() -> dict:
     return {name: metadata.version(name) for name in ("apache-tvm", "apache-tvm-ffi")}
 
 
-def runtime_libs(arch: str = "aarch64", verbose: bool = True) -> Path:
-    """Directory holding libtvm_runtime.so and libtvm_ffi.so for `arch` (fetched once)."""
-    if arch not in _PLATFORMS:
-        raise QCompileError(f"no runtime wheels known for {arch}; known: {', '.join(_PLATFORMS)}")
+def runtime_libs(machine, verbose: bool = True) -> Path:
+    """Directory holding libtvm_runtime.so and libtvm_ffi.so for `machine` (a
+    schedules.targets Machine; fetched once from its PyPI wheels)."""
+    arch = machine.arch
+    if machine.wheel_platform is None:
+        raise QCompileError(f"no runtime wheels known for {arch}")
     versions = tvm_versions()
     tag = "-".join(f"{k}{v}" for k, v in versions.items())
     target = cache_root() / f"runtime-{arch}-{tag}"
@@ -56,7 +53,7 @@ def runtime_libs(arch: str = "aarch64", verbose: bool = True) -> Path:
               flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary=:all:", "--platform", _PLATFORMS[arch], "--python-version",
+               "--only-binary=:all:", "--platform", machine.wheel_platform, "--python-version",
                f"{sys.version_info.major}.{sys.version_info.minor}", "--dest", tmp, *specs]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -93,19 +90,11 @@ def ffi_include_dirs() -> list[Path]:
     return dirs
 
 
-def require_tool(tool: str, what: str) -> str:
-    """Path of `tool` on PATH, or a QCompileError saying how to install it."""
-    path = shutil.which(tool)
-    if path is None:
-        raise QCompileError(f"{what} needs {tool}, which is not installed: {SETUP_HINT}")
-    return path
-
-
 def runtime_files(family, verbose: bool = True) -> list[Path]:
     """libtvm_runtime.so and libtvm_ffi.so for the family's machine: the installed ones when
     that is this machine, else fetched (runtime_libs)."""
     if family.is_cross():
-        return [runtime_libs(family.arch, verbose) / lib for lib in RUNTIME_LIBS]
+        return [runtime_libs(family.machine, verbose) / lib for lib in RUNTIME_LIBS]
     import tvm
     import tvm_ffi
 
@@ -121,8 +110,9 @@ def runtime_files(family, verbose: bool = True) -> list[Path]:
 def build_loader(family, verbose: bool = True) -> Path:
     """The C++ loader compiled for the family's machine (cross-compiled for another
     architecture); built once per source and runtime, kept in the cache."""
-    compiler = require_tool(family.cross_compiler if family.is_cross() else "g++",
-                            f"building the {family.arch} loader")
+    compiler = family.machine.require_tool(
+        family.machine.cross_compiler if family.is_cross() else "g++",
+        f"building the {family.arch} loader")
     lib_dirs = sorted({str(p.parent) for p in runtime_files(family, verbose)})
     digest = hashlib.sha256(LOADER_SOURCE.read_bytes() + compiler.encode()
                             + "".join(lib_dirs).encode()).hexdigest()[:12]
@@ -141,3 +131,16 @@ def build_loader(family, verbose: bool = True) -> Path:
         raise QCompileError(f"building the loader failed:\n{done.stderr[-2000:]}")
     tmp.rename(out)
     return out
+
+
+def main() -> None:
+    """Fetch the runtime of every other architecture a family runs on (`make setup-arm`)."""
+    from ..schedules.targets import machines
+
+    for machine in machines():
+        if not machine.is_host() and machine.wheel_platform is not None:
+            print(runtime_libs(machine))
+
+
+if __name__ == "__main__":
+    main()
