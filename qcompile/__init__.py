@@ -47,7 +47,7 @@ def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tun
     gate before it enters the database.  Options: threads, rpc_tracker
     ("host:port"), rpc_key, trials_per_iter, trials_per_task (overrides `trials`), out (a print
     function).  Returns a report dict."""
-    from .tuning import tune_model
+    from .compiler.tune import tune_model
 
     return tune_model(model, example_inputs, target, trials, work_dir, numerics, **options)
 

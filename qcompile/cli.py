@@ -9,68 +9,8 @@ import sys
 import numpy as np
 
 from .errors import QCompileError
-from .numerics import CONTRACTS
-
-
-class FileModel:
-    """A TorchScript file (torch.jit.save of a quantized model) and its input shape: what the
-    commands need of a model, like a ZooModel."""
-
-    def __init__(self, path: str, input_shape, engine: str):
-        if input_shape is None:
-            raise QCompileError(f"{path}: a model file needs --input-shape (e.g. 1,3,224,224)")
-        self.input_shape = tuple(input_shape)
-        self.quantized = load_exported(path) if path.endswith(".pt2") else load_torchscript(
-            path, engine)
-        self.float_model = None
-
-    def example_inputs(self, n: int, seed: int = 1):
-        """n seeded standard-normal inputs of the given shape."""
-        import torch
-
-        gen = torch.Generator().manual_seed(seed)
-        return [torch.randn(self.input_shape, generator=gen) for _ in range(n)]
-
-
-def load_exported(path: str):
-    """torch.export.load of a PT2E-quantized program (.pt2) -> its GraphModule."""
-    import os
-
-    import torch
-
-    if not os.path.exists(path):
-        raise QCompileError(f"no such model file: {path}")
-    try:
-        return torch.export.load(path).module()
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not an exported program
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise QCompileError(f"cannot read {path} as an exported program ({first}); qcompile "
-                            "takes .pt2 files written by torch.export.save of a PT2E-quantized "
-                            "model") from err
-
-
-def load_torchscript(path: str, engine: str = "fbgemm"):
-    """torch.jit.load under the quantized `engine`, with errors that say what is wrong.
-
-    Loading re-packs every quantized weight for the engine active at that moment; PyTorch's
-    default ("x86") picks oneDNN for some convolutions, whose results differ from fbgemm's
-    (seen: 1-3 LSB on a ResNet-18's output), so the engine is set while loading."""
-    import os
-
-    import torch
-
-    from .engines import quantized_engine
-
-    if not os.path.exists(path):
-        raise QCompileError(f"no such model file: {path}")
-    try:
-        with quantized_engine(engine):
-            return torch.jit.load(path, map_location="cpu").eval()
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not TorchScript
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise QCompileError(f"cannot read {path} as a TorchScript model ({first}); qcompile "
-                            "takes files written by torch.jit.save of a traced or scripted "
-                            "quantized model") from err
+from .models import first_inputs, load_model
+from .numerics import CONTRACTS, EAGER, PT2E, default_contract
 
 
 def _shape(text: str):
@@ -81,39 +21,11 @@ def _shape(text: str):
             f"expected comma-separated integers, got {text!r}") from err
 
 
-def first_inputs(inputs: list) -> list:
-    """The example inputs of one call: the first entry, unpacked when the model takes several
-    (bert_encoder's (token ids, attention mask))."""
-    first = inputs[0]
-    return list(first) if isinstance(first, (tuple, list)) else [first]
-
-
 def model_from_args(args):
     """The MODEL argument of a command, with --input-shape, --image-size and --pt2e."""
     return load_model(args.model, args.numerics, args.image_size,
                       input_shape=getattr(args, "input_shape", None),
                       pt2e=getattr(args, "pt2e", None))
-
-
-def load_model(spec: str, numerics: str | None, image_size: int | None,
-               engine: str | None = None, input_shape=None, pt2e: str | None = None):
-    """`zoo:NAME` -> ZooModel (quantized eagerly, or with PT2E's `pt2e` quantizer); a
-    TorchScript (.pt) or exported-program (.pt2) file, with its input shape -> FileModel."""
-    if not spec.startswith("zoo:"):
-        return FileModel(spec, input_shape,
-                         engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm"))
-    from . import zoo
-
-    engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
-    try:
-        if pt2e is not None:
-            from .zoo import pt2e as zoo_pt2e
-
-            return zoo_pt2e.get(spec[4:], pt2e, image_size=image_size)
-        entry = zoo.get(spec[4:], engine=engine, image_size=image_size)
-    except ValueError as err:  # unknown name, engine or image size
-        raise QCompileError(str(err)) from None
-    return entry
 
 
 def format_report(report: dict) -> str:
@@ -225,7 +137,7 @@ def cmd_verify(args):
 
 def cmd_demo(args):
     args.model, args.numerics, args.inputs, args.per_layer, args.target = (
-        "zoo:resnet18", "fbgemm", args.inputs, False, "x86")
+        "zoo:resnet18", None, args.inputs, False, "x86")
     report = verify_model(args, runs_for_latency=10)
     print(format_report(report))
     lat = report["latency_ms"]
@@ -305,7 +217,7 @@ def cmd_bench(args):
         float_model, calibration = None, None
         gops = 2.0 * m * k * n / 1e9
     elif args.model:
-        entry = load_model(args.model, "fbgemm", args.image_size, input_shape=args.input_shape,
+        entry = load_model(args.model, None, args.image_size, input_shape=args.input_shape,
                            pt2e=args.pt2e)
         inputs = entry.example_inputs(args.batch * 4, seed=77)
         x = torch.cat(inputs[:args.batch])
@@ -314,9 +226,8 @@ def cmd_bench(args):
                        for i in range(0, len(inputs), args.batch)]
     else:
         raise QCompileError("bench needs MODEL or --dense M K N")
-    compiled = qcompile.compile(quantized, [x], target=args.target,
-                                numerics="pt2e" if args.pt2e else "fbgemm",
-                                threads=args.threads, verbose=True, tune_logs=tune_logs_arg(args))
+    compiled = qcompile.compile(quantized, [x], target=args.target, threads=args.threads,
+                                verbose=True, tune_logs=tune_logs_arg(args))
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
                    pt2e=bool(args.pt2e))
@@ -356,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                        help="the input shape of a model file")
         if numerics:
-            s.add_argument("--numerics", choices=CONTRACTS, default=None,
-                           help="numerics contract (default: pt2e for PT2E models, else fbgemm)")
+            s.add_argument("--numerics", choices=list(CONTRACTS), default=None,
+                           help=f"numerics contract (default: {default_contract(PT2E).name} for "
+                                f"PT2E models, else {default_contract(EAGER).name})")
         s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
                        help="quantize the zoo model with PT2E (torchao) and this quantizer "
                             "instead of eager mode")

@@ -2,8 +2,9 @@
 
 For each torch.ao.nn.quantized Conv2d / Linear (and the intrinsic ConvReLU2d / LinearReLU) the
 report gives its shape, the qparams of its input, weight and output, the float bias and its int32
-forms, and the requantize multiplier.  Every number comes from `numerics.constants`, i.e. the same
-constants the compiled kernels use.  The report is plain JSON (floats, ints, lists, dicts).
+form under every contract that rounds it, and the requantize multipliers.  Every number comes
+from the contracts' own rules (numerics.contracts), i.e. the constants the compiled kernels
+use.  The report is plain JSON (floats, ints, lists, dicts).
 """
 
 from __future__ import annotations
@@ -14,14 +15,7 @@ import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
 
 from .errors import QCompileError
-from .numerics.constants import requantize
-
-BIAS_CONTRACT = {
-    "fbgemm": "float bias added after scaling (never rounded)",
-    "qnnpack": "int32 bias rint(b*f(1/f(sx*sw)))",
-    "integer": "int32 bias round(b/(sx*sw)), Q31 requantize",
-}
-INT_CONTRACTS = ("qnnpack", "integer")
+from .numerics.contracts import EAGER, contracts_for
 
 
 def _layers(model) -> list[tuple[str, torch.nn.Module]]:
@@ -92,12 +86,13 @@ def _explain_layer(name, m, in_qparams) -> dict:
     s_in, z_in = in_qparams
     row["input"] = {"scale": s_in, "zero_point": z_in}
 
-    fb = requantize("fbgemm", s_in, sw, s_out, z_out, None)
-    ig = requantize("integer", s_in, sw, s_out, z_out, None)
-    row["requantize"] = {
-        "float32_min": _stats(fb.mult)[0], "float32_max": _stats(fb.mult)[1],
-        "m0": int(ig.mult[0]), "shift": int(ig.shift[0]),
-        "shift_min": int(ig.shift.min()), "shift_max": int(ig.shift.max())}
+    # the multiplier as float and as Q31 m0 / 2^shift: the first contract of each kind
+    row["requantize"], row["requantize_by_contract"] = {}, {}
+    for contract in contracts_for(EAGER):
+        described = contract.requantize(s_in, sw, s_out, z_out, None).describe()
+        row["requantize_by_contract"][contract.name] = described
+        for key, value in described.items():
+            row["requantize"].setdefault(key, value)
 
     b = m.bias()
     if b is None:
@@ -105,14 +100,15 @@ def _explain_layer(name, m, in_qparams) -> dict:
     bias = b.detach().float().numpy()
     real_step = np.float64(s_in) * sw  # the accumulator's step in real units, per channel
     row["bias"] = {"min": float(bias.min()), "max": float(bias.max()),
-                   "absmax": float(np.abs(bias).max()),
-                   "fbgemm": {"what": BIAS_CONTRACT["fbgemm"]}}
-    for contract in INT_CONTRACTS:
-        bq = requantize(contract, s_in, sw, s_out, z_out, bias).bias.astype(np.int64)
+                   "absmax": float(np.abs(bias).max())}
+    for contract in contracts_for(EAGER):
+        row["bias"][contract.name] = entry = {"what": contract.explain}
+        if contract.int32_bias is None:
+            continue
+        bq = contract.int32_bias(bias, s_in, sw).astype(np.int64)
         err = np.abs(bq * real_step - bias.astype(np.float64)) / s_out
-        row["bias"][contract] = {"what": BIAS_CONTRACT[contract],
-                                 "int32_min": int(bq.min()), "int32_max": int(bq.max()),
-                                 "max_err_lsb": float(err.max())}
+        entry.update({"int32_min": int(bq.min()), "int32_max": int(bq.max()),
+                      "max_err_lsb": float(err.max())})
     return row
 
 
@@ -145,7 +141,7 @@ def explain(model, example_inputs, layer: str | None = None) -> dict:
         layers = [(n, m) for n, m in layers if n == layer]
     qparams = _input_qparams(model, layers, example_inputs)
     return {"layers": [_explain_layer(n, m, qparams.get(n)) for n, m in layers],
-            "contracts": dict(BIAS_CONTRACT)}
+            "contracts": {c.name: c.explain for c in contracts_for(EAGER)}}
 
 
 def _g(value, fmt="{:.3g}") -> str:
@@ -158,14 +154,15 @@ def _span(lo, hi) -> str:
 
 def format_explain(report: dict) -> str:
     """The report as a fixed-width table, one row per layer, then one legend line per contract."""
+    rounded = [name for name in report["contracts"]  # contracts with an int32 bias
+               if any("max_err_lsb" in (r["bias"] or {}).get(name, {}) for r in report["layers"])]
     head = ("layer", "kind", "in scale", "in zp", "w scale", "out scale", "out zp",
-            "bias err LSB q/i", "multiplier", "m0", "shift")
+            f"bias err LSB {'/'.join(n[0] for n in rounded)}", "multiplier", "m0", "shift")
     rows = []
     for r in report["layers"]:
         inp, w, out, b, rq = r["input"] or {}, r["weight"], r["output"], r["bias"], r["requantize"]
         w_scale = _span(w["scale_min"], w["scale_max"])
-        err = "-" if b is None else (f"{b['qnnpack']['max_err_lsb']:.2g}/"
-                                     f"{b['integer']['max_err_lsb']:.2g}")
+        err = "-" if b is None else "/".join(f"{b[n]['max_err_lsb']:.2g}" for n in rounded)
         mult = "-" if rq is None else _span(rq["float32_min"], rq["float32_max"])
         shift = "-"
         if rq is not None:
@@ -180,6 +177,6 @@ def format_explain(report: dict) -> str:
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     lines.append("")
     lines += [f"{name:8s} {what}" for name, what in report["contracts"].items()]
-    lines.append("(bias err: max |bias_q*sx*sw - b| / s_out for qnnpack/integer; "
+    lines.append(f"(bias err: max |bias_q*sx*sw - b| / s_out for {'/'.join(rounded)}; "
                  "multiplier ~= m0 / 2^shift, first channel, (shift range))")
     return "\n".join(lines)

@@ -12,12 +12,13 @@ extremes 1e-4 or 10; zero points anywhere in 0..255), so saturation and unusual 
 multipliers are exercised, not only calibrated ranges; `distinct_outputs` in each result says
 how much signal the output kept.
 
-Contracts checked (qcompile's numerics, declared in the README):
-  fbgemm, qnnpack  bit-exact with PyTorch's engine of that name (every graph);
-  integer          within floor(1 + r/2) LSB of fbgemm (r = sx*sw/so of the conv or linear;
-                   1 LSB while r < 2) for graphs with one rounding op; longer graphs are run
-                   and reported, not judged: a one-step difference can be amplified by any
-                   later scale ratio.
+Contracts checked: every contract of eager models in the registry (numerics.contracts), each
+against its reference engine and by its tolerance:
+  exact            bit-exact with the reference (fbgemm, qnnpack: every graph);
+  a layer bound    within the contract's steps for r = sx*sw/so of the conv or linear
+                   (integer: floor(1 + r/2) LSB of fbgemm, 1 LSB while r < 2) for graphs with
+                   one rounding op; longer graphs are run and reported, not judged: a one-step
+                   difference can be amplified by any later scale ratio.
 `qcompile fuzz --n N --seed S` runs N graphs and saves each failing spec as a reproducer.
 """
 
@@ -34,8 +35,14 @@ import torch.nn as nn
 
 from .engines import quantized_engine
 from .errors import EngineLimitError
+from .numerics.contracts import EAGER, contracts_for, get_contract
 
-CONTRACTS = ("fbgemm", "qnnpack", "integer")
+
+
+def fuzzed_contracts() -> tuple[str, ...]:
+    """The contracts graphs are drawn for: those of eager models (graphs are quantized with
+    torch.ao), as registered when the fuzzer runs."""
+    return tuple(c.name for c in contracts_for(EAGER))
 REQUANTIZING = ("conv", "add", "mul", "cat", "linear", "avgpool", "hardswish",
                 "sigmoid")  # ops that round
 
@@ -70,7 +77,7 @@ def graph_spec():
 
     @st.composite
     def spec(draw):
-        common = {"contract": draw(st.sampled_from(CONTRACTS)),
+        common = {"contract": draw(st.sampled_from(fuzzed_contracts())),
                   "per_channel": draw(st.booleans()),
                   "qparams_seed": draw(st.integers(0, 2**31 - 1)),
                   "input_scale": draw(st.sampled_from([0.2, 1.0, 5.0])),
@@ -195,7 +202,7 @@ class SpecModel(nn.Module):
 def build(spec: dict):
     """(quantized model, inputs) of a spec: eager quantization on the contract's engine, then
     random output qparams on every quantized module."""
-    engine = "qnnpack" if spec["contract"] == "qnnpack" else "fbgemm"
+    engine = get_contract(spec["contract"]).reference.engine
     gen = torch.Generator().manual_seed(spec["seed"] + 1)
     inputs = [torch.randn(spec["input"], generator=gen) * spec["input_scale"] for _ in range(3)]
     with torch.random.fork_rng(devices=[]):  # nothing may come from the global RNG
@@ -236,11 +243,11 @@ def _perturbed_qparams(rng, scale: float, zero_point: int) -> tuple[float, int]:
     return scale, zero_point
 
 
-def integer_bound(model) -> int:
-    """How many output steps one integer-contract layer may differ from fbgemm: its bias is
-    rounded to int32 at the accumulator's scale sx*sw, an error of up to half of that step,
-    r / 2 output steps with r = sx*sw/so; with the two roundings, floor(1 + r/2) (1 while the
-    accumulator step is under two output steps, as in calibrated models)."""
+def layer_bound(model, contract) -> int:
+    """How many output steps one layer of `model` may differ from the contract's reference: its
+    tolerance's layer_steps of the largest r = sx*sw/so of the model's convs and linears
+    (integer: the bias rounded to int32 at sx*sw is off by up to r / 2 output steps; with the
+    two roundings, floor(1 + r/2), 1 while r < 2 as in calibrated models)."""
     in_scale = float(model.quant.scale)
     ratio = 0.0
     for m in model.modules():
@@ -250,7 +257,7 @@ def integer_bound(model) -> int:
             sw = (w.q_per_channel_scales().max().item() if w.qscheme() in (
                 torch.per_channel_affine, torch.per_channel_symmetric) else w.q_scale())
             ratio = max(ratio, in_scale * sw / m.scale)
-    return max(1, int(np.floor(1 + ratio / 2)))
+    return contract.tolerance.layer_steps(ratio)
 
 
 def requantizing_ops(spec: dict) -> int:
@@ -277,11 +284,11 @@ def check(spec: dict) -> dict:
 
     model, inputs = build(spec)
     numerics = spec["contract"]
+    contract = get_contract(numerics)
     try:
         compiled = qcompile.compile(model, inputs[:1], numerics=numerics, tune_logs=False)
     except qcompile.QCompileError as err:
-        refused = _reference_refuses(model, inputs,
-                                     "qnnpack" if numerics == "qnnpack" else "fbgemm")
+        refused = _reference_refuses(model, inputs, contract.reference.engine)
         if refused is None and isinstance(err, EngineLimitError):
             refused = "runs, but outside the engine's defined range (undefined behaviour)"
         if refused is None:
@@ -301,14 +308,15 @@ def check(spec: dict) -> dict:
     result = {"contract": numerics, "bit_exact_fraction": report["bit_exact_fraction"],
               "max_abs_lsb": report["max_abs_lsb"], "requantizing_ops": requantizing_ops(spec),
               "distinct_outputs": report["distinct_reference_values"]}
-    if numerics == "integer":
-        judged = result["requantizing_ops"] == 1
-        result["bound_lsb"] = integer_bound(model)
-        result["ok"] = (report["max_abs_lsb"] <= result["bound_lsb"]) if judged else True
-        result["judged"] = judged
-    else:
+    if contract.tolerance.exact:
         result["ok"] = report["bit_exact_fraction"] == 1.0
         result["judged"] = True
+    else:  # judged where one layer rounds and the contract bounds a layer
+        judged = result["requantizing_ops"] == 1 and contract.tolerance.layer_steps is not None
+        if judged:
+            result["bound_lsb"] = layer_bound(model, contract)
+        result["ok"] = (report["max_abs_lsb"] <= result["bound_lsb"]) if judged else True
+        result["judged"] = judged
     return result
 
 
@@ -318,7 +326,7 @@ def run(n: int, seed: int, out_dir: str = "fuzz-failures", log=print) -> dict:
     from hypothesis import seed as hseed
 
     counts = {"graphs": 0, "failures": 0, "judged": 0, "errors": 0, "refused_by_both": 0}
-    by_contract = {c: 0 for c in CONTRACTS}
+    by_contract = {c: 0 for c in fuzzed_contracts()}
     failures = []
     start = time.time()
 

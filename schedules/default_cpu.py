@@ -51,7 +51,7 @@ def _vectorize(sch, loop):
             print("vectorize failed:", str(err)[-600:])
 
 
-# Elementwise blocks that transpose NCHW -> NHWC (numerics.kernels.channels_last_clamp): read
+# Elementwise blocks that transpose NCHW -> NHWC (numerics.elementwise.channels_last_clamp): read
 # along w and written along c, whichever loop is vectorized the other side is strided.  Tiled
 # 16 x 16 the tile stays in L1: 96x112x112 took 0.098 ms instead of 0.132, 144x56x56 0.039
 # instead of 0.082 (ad-hoc script, each kernel alone).

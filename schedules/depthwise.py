@@ -1,6 +1,6 @@
 """Default schedule of the window kernels: the depthwise convs (fbgemm's, the exact one) and
-the 8-bit max pool (qcompile.numerics.kernels.depthwise_conv_fbgemm, .depthwise_conv_exact,
-.max_pool2d).
+the 8-bit max pool (qcompile.numerics.depthwise.depthwise_conv_fbgemm, .depthwise_conv_exact,
+numerics.pooling.max_pool2d).
 
 The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
 padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
@@ -10,12 +10,12 @@ padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
 
 The padded plane of one channel is built right before its rows are computed (it stays in
 L1); at stride 2 in two steps, padded rows ("pack_pad") then their de-interleaved columns
-(kernels.padded_planes); the accumulator rows stay local; the epilogue (crop, zero-point
+(numerics.windows.padded_planes); the accumulator rows stay local; the epilogue (crop, zero-point
 term, requantize, clip) is inlined into one block computed per R output rows and vectorized
 along them.
 
 fbgemm's depthwise pairs, and the exact kernel's taps when they are int8
-(kernels.depthwise_conv_exact_int8), are one expression per output (no reduction loop); on
+(numerics.depthwise.depthwise_conv_exact_int8), are one expression per output (no reduction loop); on
 families with `depthwise_quads` their 16 columns are tensorized instead of vectorized
 (schedules.depthwise_quads), and at stride 2 the intrinsic reads the padded rows ("pack_pad")
 and de-interleaves them in its shuffles, so "pack_data" is inlined away.  MobileNetV2, the
@@ -39,7 +39,7 @@ ROWS = (4, 2, 1)
 
 
 WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps")
-# block annotations of kernels.depthwise_conv_fbgemm and .depthwise_conv_exact_int8: their sums
+# block annotations of numerics.depthwise.depthwise_conv_fbgemm and .depthwise_conv_exact_int8: their sums
 # can run on schedules.depthwise_quads
 QUAD_MARKS = {"fbgemm": "fbgemm_depthwise", "exact": "exact_depthwise"}
 

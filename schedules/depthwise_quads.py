@@ -2,7 +2,7 @@
 instruction, fbgemm's int16 saturation done by the instruction that defines it.
 
 fbgemm computes a depthwise conv with vpmaddubsw: u8 activations times i8 weights, adjacent
-products summed with int16 saturation.  Our kernel (numerics.kernels.depthwise_conv_fbgemm)
+products summed with int16 saturation.  Our kernel (numerics.depthwise.depthwise_conv_fbgemm)
 describes that accumulator as sum_pairs sat16(x_t0 w_t0 + x_t1 w_t1) per output; vectorized as
 written it costs two vpmovzxbw, two vpmullw, a vpaddsw, a vpmovsxwd and a vpaddd per pair and
 16 outputs.  This intrinsic computes 16 outputs of one row as fbgemm does, but along the output
@@ -15,7 +15,7 @@ columns rather than the channels:
       vpmaddwd(that, 1)                              -> 16 x int32: their exact sum
   C[0:16] = sum of the quads
 
-The rows come from the kernel's padded planes (kernels.padded_planes): at stride 1 the
+The rows come from the kernel's padded planes (numerics.windows.padded_planes): at stride 1 the
 activations of one tap for 16 consecutive outputs are 16 consecutive bytes of a plane row; at
 stride 2 the intrinsic reads the padded rows before their de-interleaving and its shuffles pick
 every other byte (that de-interleaving copy, vectorized by LLVM as byte extracts and inserts,
@@ -24,12 +24,12 @@ byte shuffle of at most a few 32- or 64-byte row loads (the planes carry slack c
 loads past the last tap stay inside the buffer; the bytes there are never used).  A pair's
 second half past the last tap has a zero weight, and the weight row is padded with zero weights
 to a multiple of 4 (qdq_to_integer): the last quad's missing pair adds 0.  The description is
-the kernel's own expression (kernels.fbgemm_pair_sum), so a tensorized block computes what the
+the kernel's own expression (numerics.depthwise.fbgemm_pair_sum), so a tensorized block computes what the
 kernel defines; tests/test_intrinsics.py runs the intrinsic on saturating inputs against numpy
 and against the vectorized expression.
 
 The exact depthwise kernel with u8 activations and weights that fit int8
-(kernels.depthwise_conv_exact_int8: PT2E, the integer and qnnpack contracts) uses the same
+(numerics.depthwise.depthwise_conv_exact_int8: PT2E, the integer and qnnpack contracts) uses the same
 quads with one vpdpbusd each (exact int32 sums; mode "exact").  MobileNetV2 interleaved A/B on
 the Xeon (ad-hoc script): integer contract 5.37 -> 4.94 ms, qnnpack 6.51 -> 5.94 ms median.
 
@@ -46,7 +46,8 @@ from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from qcompile.numerics.kernels import DEPTHWISE_LANES, exact_tap_sum, fbgemm_pair_sum
+from qcompile.numerics.depthwise import exact_tap_sum, fbgemm_pair_sum
+from qcompile.numerics.windows import DEPTHWISE_LANES
 
 LANES = DEPTHWISE_LANES  # outputs per call: 16 int32 lanes of a 512-bit register
 

@@ -46,9 +46,10 @@ def test_conv_to_conv_activations_are_blocked_and_nothing_else():
     import tvm
 
     from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.numerics import get_contract
 
     model, xs = _model()
-    integer, _, _ = integer_module(model, [xs[0].numpy()], "fbgemm", 2, VNNI)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], get_contract("fbgemm"), 2, VNNI)
     fused = fuse(integer, VNNI.tvm_target(), VNNI)
     convs = sorted(gv.name_hint for gv, f in fused.functions_items()
                    if isinstance(f, tvm.tirx.PrimFunc) and "conv2d_packed" in gv.name_hint)

@@ -183,12 +183,16 @@ def test_rank_one_input_is_refused():
 def test_comparison_has_teeth_unfused_bias(monkeypatch):
     """The same kernels with fbgemm's range but the bias added after a rounded product (the
     qnnpack epilogue) must be caught: fbgemm fuses that add into one FMA."""
-    from qcompile.numerics import dynamic as numerics_dynamic
+    import dataclasses
+
+    from qcompile.numerics import contracts
 
     model = dynamic(nn.Sequential(seeded(nn.Linear(40, 32))))
     x = edge_inputs((8, 40), seed=6)["wide"]
-    monkeypatch.setattr(numerics_dynamic, "activation_range",
-                        lambda contract, reduce_range: (0, 127))
+    qnnpack = contracts.get_contract("qnnpack")
+    reduced = dataclasses.replace(qnnpack, dynamic=dataclasses.replace(qnnpack.dynamic,
+                                                                       reduce_range=True))
+    monkeypatch.setitem(contracts._REGISTRY, "qnnpack", reduced)
     unfused = compile_fast(model, x, numerics="qnnpack")
     with quantized_engine("fbgemm"), torch.no_grad():
         ref = model(x).numpy()

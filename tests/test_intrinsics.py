@@ -199,7 +199,7 @@ def test_fbgemm_depthwise_quads_saturate_as_fbgemm(k, stride, mult):
     """schedules.depthwise_quads: fbgemm's depthwise accumulator on the full u8 x i8 range
     (many pairs saturate), every kernel size and stride fbgemm's fast path takes, equal to
     numpy's and to the vectorized expression it replaces; vpmaddubsw is in the code."""
-    from qcompile.numerics.kernels import depthwise_conv_fbgemm
+    from qcompile.numerics.depthwise import depthwise_conv_fbgemm
 
     zx, shape = 37, (1, 16, 19, 23)
     arrays, (xt, wt, ct) = _depthwise_operands(k * 10 + stride, shape, zx, 16 * mult, k * k)
@@ -218,7 +218,7 @@ def test_exact_depthwise_quads_run_vpdpbusd_exactly(kernel, stride, padding, mul
     """schedules.depthwise_quads, exact mode (u8 activations, int8 weights: PT2E, the integer
     and qnnpack contracts): four taps per vpdpbusd give numpy's exact sum, for square and
     oblong kernels, asymmetric padding, channel multiplier 2; the vectorized expression too."""
-    from qcompile.numerics.kernels import depthwise_conv_exact_int8
+    from qcompile.numerics.depthwise import depthwise_conv_exact_int8
 
     kh, kw = kernel
     zx, shape = 200, (1, 16, 17, 21)

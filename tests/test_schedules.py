@@ -103,11 +103,12 @@ def test_an_add_ending_a_conv_kernel_is_computed_per_tile(width, kernel):
     from tvm import s_tir
 
     from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.numerics import get_contract
     from qcompile.schedules.default_cpu import schedule_func
 
     xs = inputs_like((1, 8, 6, width), n=2, scale=2.0)
     model = quantize_eager(_ConvAdd(), xs, engine="qnnpack")
-    integer, _, _ = integer_module(model, [xs[0].numpy()], "qnnpack", 2, VNNI)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], get_contract("qnnpack"), 2, VNNI)
     fused = fuse(integer, VNNI.tvm_target())
     kernels = [f for gv, f in fused.functions_items()
                if isinstance(f, tvm.tirx.PrimFunc) and "qadd_qnnpack" in gv.name_hint
@@ -152,10 +153,11 @@ _PIXEL_INPUT = (1, 3, 32, 32)
 @pytest.mark.parametrize("numerics", ["fbgemm", "qnnpack"])
 def test_pixel_lane_convs_are_taken_and_stay_exact(numerics):
     from qcompile.compiler.driver import integer_module
+    from qcompile.numerics import get_contract
 
     xs = inputs_like(_PIXEL_INPUT, n=3, scale=2.0)
     model = quantize_eager(_PixelLaneConvs(), xs, engine=numerics, fuse=_PIXEL_FUSE)
-    integer, _, _ = integer_module(model, [xs[0].numpy()], numerics, 2, VNNI)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], get_contract(numerics), 2, VNNI)
     names = [gv.name_hint for gv, _ in integer.functions_items()]
     counts = {k: sum(n.startswith(k) for n in names)
               for k in ("conv2d_pixels", "conv2d_pixel_rows", "conv2d_packed")}
@@ -186,11 +188,12 @@ def test_pixel_lane_tiles_are_a_tuning_space():
     from tvm import s_tir
 
     from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.numerics import get_contract
     from qcompile.schedules import packed
 
     xs = inputs_like(_PIXEL_INPUT, n=1, scale=2.0)
     model = quantize_eager(_PixelLaneConvs(), xs, fuse=_PIXEL_FUSE)
-    integer, _, _ = integer_module(model, [xs[0].numpy()], "fbgemm", 2, VNNI)
+    integer, _, _ = integer_module(model, [xs[0].numpy()], get_contract("fbgemm"), 2, VNNI)
     fused = fuse(integer, VNNI.tvm_target())
     for kind in ("conv2d_pixels", "conv2d_pixel_rows"):
         func = next(f for gv, f in fused.functions_items()
@@ -230,11 +233,12 @@ def test_no_kernel_of_a_zoo_model_runs_serially(name, numerics):
 
     from qcompile import zoo
     from qcompile.compiler.driver import fuse, integer_module
+    from qcompile.numerics import get_contract
 
     entry = zoo.get(name, engine="qnnpack" if numerics == "qnnpack" else "fbgemm",
                     image_size=32)
     integer, _, _ = integer_module(entry.quantized, [entry.example_inputs(1)[0].numpy()],
-                                   numerics, 2, VNNI)
+                                   get_contract(numerics), 2, VNNI)
     serial = {gv.name_hint: blocks for gv, func in fuse(integer, VNNI.tvm_target()).functions_items()
               if isinstance(func, tvm.tirx.PrimFunc)
               and (blocks := [b for b in _serial_blocks(func, VNNI) if b[1] >= 1024])}

@@ -69,17 +69,18 @@ def test_fbgemm_step_is_fbgemms_store(zero_point, lo, hi, wrapping_add, fits_int
 
 def test_requantize_knows_when_the_scaled_accumulator_fits_int32():
     """The out-of-range select may go only when no int32 accumulator can scale past 2^31."""
-    from qcompile.numerics.constants import Requantize
+    from qcompile.numerics.requantize import Requantize
 
-    def rq(kind, mult, bias=None, inv_ats=None):
-        return Requantize(kind, np.float32([mult]), None if bias is None else np.array([bias]),
-                          None if inv_ats is None else np.float32([inv_ats]))
+    def fits(float_bias, mult, bias=None, inv_ats=None):
+        rq = Requantize(None, np.float32([mult]), None if bias is None else np.array([bias]),
+                        None if inv_ats is None else np.float32([inv_ats]))
+        return rq.scaled_fits_int32(float_bias)
 
-    assert rq("fbgemm_channel", 0.02).scaled_fits_int32()
-    assert rq("fbgemm_channel", 0.999).scaled_fits_int32()
-    assert not rq("fbgemm_channel", 1.0).scaled_fits_int32()
-    assert not rq("fbgemm_channel", 0.999, np.float32(1e7)).scaled_fits_int32()
-    assert not rq("fbgemm_tensor", 0.5, np.float32(3.0), 1e9).scaled_fits_int32()
-    assert rq("fbgemm_tensor", 0.5, np.float32(3.0), 10.0).scaled_fits_int32()
+    assert fits(True, 0.02)
+    assert fits(True, 0.999)
+    assert not fits(True, 1.0)
+    assert not fits(True, 0.999, np.float32(1e7))
+    assert not fits(True, 0.5, np.float32(3.0), 1e9)
+    assert fits(True, 0.5, np.float32(3.0), 10.0)
     # qnnpack's int32 bias add wraps: |v| stays within 2^31 whatever the bias
-    assert rq("float", 0.9, np.int32(2**31 - 1)).scaled_fits_int32()
+    assert fits(False, 0.9, np.int32(2**31 - 1))

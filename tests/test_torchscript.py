@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import qcompile
 import qcompile.zoo as zoo
-from qcompile.cli import load_torchscript, main
+from qcompile.cli import main
+from qcompile.models import load_torchscript
 
 from helpers import inputs_like, quantize_eager, seeded
 

@@ -13,7 +13,8 @@ import torch
 import tvm_ffi
 
 from qcompile.compiler import compiler
-from qcompile.tuning import logs, rekey
+from qcompile import rekey
+from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
 from qcompile.schedules import FAMILIES
 
@@ -75,7 +76,7 @@ def test_shipped_logs_reach_every_kernel_of_their_model(directory):
     missed = [name for name, mod in rekey.logged_model_kernels(directory)
               if not database.has_workload(mod) and near.lookup(mod["main"]) is None]
     assert not missed, (f"{len(missed)} kernels have no record, e.g. {missed[:3]}: re-key the "
-                        f"logs (python -m qcompile.tuning.rekey) or retune")
+                        f"logs (python -m qcompile.rekey) or retune")
 
 
 def _conv_kernel(size: int, scale: float, shift: float):

@@ -17,7 +17,8 @@ from qcompile.schedules.default_cpu import default_schedule
 
 from .. import frontend, passes
 from ..errors import QCompileError
-from ..numerics import check_contract
+from ..numerics.contracts import (EAGER, PT2E, Contract, contracts_for, default_contract,
+                                  get_contract)
 from ..passes.block_activations import pass_for as block_activations_pass
 
 _META_SUFFIX = ".json"
@@ -71,7 +72,7 @@ def input_specs(arrays: list) -> tuple[list, list]:
     return ([tuple(int(d) for d in a.shape) for a in arrays], [input_dtype(a) for a in arrays])
 
 
-def integer_module(model, examples: list, numerics: str, threads: int, family,
+def integer_module(model, examples: list, contract: Contract, threads: int, family,
                    probe: bool = False):
     """Import, apply the numerics contract and pack for the family.  `examples`: one call's
     input arrays (their shapes and dtypes; a model fx cannot trace is traced on them).
@@ -85,7 +86,7 @@ def integer_module(model, examples: list, numerics: str, threads: int, family,
     else:
         mod = frontend.import_model(model, shapes, input_dtypes=dtypes, example_inputs=examples)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
-    integer = passes.lower(mod, numerics, threads)
+    integer = passes.lower(mod, contract, threads)
     integer = passes.pack_layout(
         integer, family.out_block, family.in_block, family.signed_activations,
         pixel_lanes=family.out_block if family.pixel_intrinsic else None)
@@ -130,7 +131,7 @@ class CompiledModel:
         return [tuple(s) for s in self.meta["input_shapes"]]
 
     def __call__(self, *inputs):
-        arrays = [_as_numpy(x) for x in inputs]
+        arrays = [as_numpy(x) for x in inputs]
         self._check_inputs(arrays)
         out = self._machine()["main"](*[tvm.runtime.tensor(a) for a in arrays])
         if isinstance(out, tvm.runtime.Tensor):
@@ -161,7 +162,8 @@ def _family_of(meta: dict):
     return resolve_family(meta.get("target_family", "x86"))
 
 
-def _as_numpy(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
+    """A torch tensor or array-like as a contiguous numpy array."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(x)
@@ -178,26 +180,29 @@ def input_dtype(array: np.ndarray) -> str:
     return str(array.dtype)
 
 
-def model_numerics(model, numerics: str | None) -> str:
-    """The contract to compile `model` under: `numerics`, or the model's own when None (pt2e
-    for PT2E graphs, fbgemm otherwise).  A PT2E graph runs in PyTorch as its float Q/DQ
-    program, so pt2e is the only contract its verify reference follows."""
+def model_contract(model, numerics: str | None) -> Contract:
+    """The contract to compile `model` under: `numerics`, or the default for its kind when None
+    (PT2E graphs: pt2e; eager, FX and TorchScript models: fbgemm).  A contract applies to one
+    kind of model: a PT2E graph runs in PyTorch as its float Q/DQ program, not on an engine."""
     from ..frontend.pt2e_import import is_pt2e_graph
 
-    is_pt2e = is_pt2e_graph(model)
+    kind = PT2E if is_pt2e_graph(model) else EAGER
     if numerics is None:
-        return "pt2e" if is_pt2e else "fbgemm"
-    check_contract(numerics)
-    if is_pt2e and numerics != "pt2e":
-        raise QCompileError(f"{type(model).__name__} is a PT2E model (quantized_decomposed Q/DQ "
-                            f"ops): PyTorch runs it as a float Q/DQ program, not on the "
-                            f"{numerics} engine; compile it with numerics='pt2e' (the default "
-                            "for PT2E models)")
-    if numerics == "pt2e" and not is_pt2e:
-        raise QCompileError("numerics 'pt2e' is the arithmetic of PT2E models (torchao "
-                            "convert_pt2e); this model is eager/fx quantized: use fbgemm, "
-                            "qnnpack or integer")
-    return numerics
+        return default_contract(kind)
+    contract = get_contract(numerics)
+    if contract.models != kind:
+        default = default_contract(kind)
+        if kind == PT2E:
+            raise QCompileError(
+                f"{type(model).__name__} is a PT2E model (quantized_decomposed Q/DQ ops): "
+                f"PyTorch runs it as a float Q/DQ program, not as {numerics!r} numerics do "
+                f"({contract.reference.description}); compile it with "
+                f"numerics='{default.name}' (the default for PT2E models)")
+        raise QCompileError(
+            f"numerics {numerics!r} is the arithmetic of PT2E models (torchao convert_pt2e); "
+            f"this model is eager/fx quantized: use "
+            f"{', '.join(c.name for c in contracts_for(kind))}")
+    return contract
 
 
 def compile_model(model, example_inputs, target="x86", numerics=None, threads=None,
@@ -205,18 +210,18 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     """Quantized torch model -> CompiledModel (see qcompile.compile)."""
     from ..tuning import logs
 
-    numerics = model_numerics(model, numerics)
+    contract = model_contract(model, numerics)
     if threads is None:
         import torch
 
         threads = torch.get_num_threads()
-    examples = [_as_numpy(x) for x in example_inputs]
+    examples = [as_numpy(x) for x in example_inputs]
     shapes, dtypes = input_specs(examples)
     family = resolve_family(target)
     tvm_target = family.tvm_target()
     timings = {}
     t0 = time.perf_counter()
-    integer, probes, out_qp = integer_module(model, examples, numerics, threads, family, probe)
+    integer, probes, out_qp = integer_module(model, examples, contract, threads, family, probe)
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log_dirs = logs.resolve_tune_logs(tune_logs, family.tune_logs_of or family.name)
@@ -233,7 +238,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     timings["build_s"] = time.perf_counter() - t0
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
                for how in ("tuned", "tuned_near", "amx", "tensorized", "window", "generic")}
-    meta = {"numerics": numerics, "threads": threads, "target": str(target),
+    meta = {"numerics": contract.name, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs,
             "kernels": {how: len(names) for how, names in kernels.items()},
             "kernel_schedules": dict(sorted(schedules_used.items())),
@@ -241,7 +246,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
             "model": type(model).__name__, "probes": probes,
             "output_qparams": None if out_qp is None else [float(out_qp[0]), int(out_qp[1])]}
     if verbose:
-        print(f"compiled {meta['model']} for {target} ({family.name}, {numerics} numerics): "
+        print(f"compiled {meta['model']} for {target} ({family.name}, {contract.name} numerics): "
               + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
         print(schedule_summary(kernels, log_dirs))
     return CompiledModel(executable, meta, integer, timings)

@@ -20,6 +20,7 @@ from pathlib import Path
 from qcompile.schedules import resolve_family
 
 from ..errors import QCompileError
+from ..numerics.contracts import EAGER, default_contract, get_contract
 from .runtime import LOADER_SOURCE, PYTHON_LOADER, build_loader, runtime_files, tvm_versions
 
 _README = """# {name}: a qcompile model for {family}
@@ -59,10 +60,10 @@ unzip, use its `tvm_ffi/include` and `tvm_ffi/3rdparty/dlpack/include`):
 
 ## Check it against the reference
 
-On the host, `qcompile verify MODEL --target {family} --emulate` ran this code under qemu
-and compared it with PyTorch bit for bit.  On the board, compare `output.npy` with the
-output PyTorch gives for the same input (quantized engine `{engine}`): with `{numerics}`
-numerics they are equal element for element.
+`{numerics}` numerics are measured against {reference}; the outputs are {promise}.
+On the host, `qcompile verify MODEL --target {family} --emulate` runs this code under qemu and
+compares it with that reference.  On the board, compare `output.npy` with the reference's
+output for the same input.
 """
 
 
@@ -89,13 +90,14 @@ def package(library: str, output: str, verbose: bool = True) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     versions = tvm_versions()
+    contract = get_contract(meta.get("numerics") or default_contract(EAGER).name)
     shapes = meta.get("input_shapes", [])
     readme = _README.format(
         name=name, family=family.name, arch=family.arch, summary=family.summary,
-        numerics=meta.get("numerics", "?"), threads=meta.get("threads") or 4,
+        numerics=contract.name, threads=meta.get("threads") or 4,
         inputs="".join(f"- input {i}: float32 {tuple(s)}\n" for i, s in enumerate(shapes)),
         tvm=versions["apache-tvm"], ffi=versions["apache-tvm-ffi"],
-        engine="qnnpack" if meta.get("numerics") == "qnnpack" else "fbgemm")
+        reference=contract.reference.description, promise=contract.tolerance.description)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         (root / "lib").mkdir(parents=True)

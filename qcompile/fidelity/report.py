@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..engines import quantized_engine
+from ..numerics.contracts import EAGER, default_contract, get_contract
 
 
 def float32_ulps(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
@@ -75,31 +76,34 @@ def _probe_outputs(model, names):
 
 
 def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=None) -> dict:
-    """Run `model` on PyTorch's engine and `compiled` on the same inputs; return the report.
+    """Run `model` as the compiled contract's reference does and `compiled` on the same inputs;
+    return the report.
 
-    `engine` defaults to the compiled numerics' engine (fbgemm for the integer contract).  With
-    `per_layer`, `compiled` must have been built with probe=True; the report then names the
-    first quantized module whose 8-bit output differs.  With `float_model`, the report adds the
-    cosine of both runs to the float model's output.
+    The reference is the contract's (numerics.contracts): a PyTorch quantized engine (`engine`
+    names another one to compare with instead) or the model's own program (PT2E graphs, which
+    no engine runs).  With `per_layer`, `compiled` must have been built with probe=True; the
+    report then names the first quantized module whose 8-bit output differs.  With
+    `float_model`, the report adds the cosine of both runs to the float model's output.
     """
-    numerics = compiled.meta.get("numerics", "fbgemm")
-    if numerics == "pt2e":  # the PT2E program itself: float ops, no quantized engine
-        engine = "pt2e"
-    engine = engine or ("qnnpack" if numerics == "qnnpack" else "fbgemm")
+    contract = get_contract(compiled.meta.get("numerics", default_contract(EAGER).name))
+    reference = contract.reference
+    # a program reference runs on no quantized engine: `engine` applies to engine references
+    engine = (engine or reference.engine) if reference.engine is not None else None
     probes = compiled.meta.get("probes", []) if per_layer else []
-    pt2e_probes = numerics == "pt2e" and bool(probes)
-    probe_hooks, records = _probe_outputs(model, [] if pt2e_probes else probes)
+    # a program reference (a PT2E graph) is probed node by node, an engine's modules by hooks
+    graph_probes = engine is None and bool(probes)
+    probe_hooks, records = _probe_outputs(model, [] if graph_probes else probes)
     refs, outs, first = [], [], None
     differing = {}  # layer -> [mismatching elements, elements, max steps], over all inputs
     # an emulated model runs all inputs in one process (per-layer probes need one at a time)
     batch = compiled.run_many(inputs) if hasattr(compiled, "run_many") and not per_layer \
         else None
     try:
-        with (quantized_engine(engine) if engine != "pt2e" else contextlib.nullcontext()), \
+        with (quantized_engine(engine) if engine else contextlib.nullcontext()), \
                 torch.no_grad():
             for i, x in enumerate(inputs):
                 xs = x if isinstance(x, (list, tuple)) else [x]
-                if pt2e_probes:
+                if graph_probes:
                     from ..frontend.pt2e_import import reference_probes
 
                     ref, seen = reference_probes(model, xs, probes)
@@ -130,9 +134,12 @@ def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=No
     out_qp = compiled.meta.get("output_qparams")  # the frontend saw the output's dequantize
     lsb = out_qp[0] if out_qp else None
     report = compare(np.stack(refs), np.stack(outs), lsb)
-    report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs), "engine": engine,
-                   "numerics": numerics, "threads": torch.get_num_threads(),
-                   "lsb": lsb})
+    report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs),
+                   "engine": engine or reference.name, "numerics": contract.name,
+                   "reference": (reference.description if engine == reference.engine
+                                 else f"PyTorch's {engine} engine"),
+                   "promise": contract.tolerance.description,
+                   "threads": torch.get_num_threads(), "lsb": lsb})
     if float_model is not None:  # how far quantization itself moved the model, both runs
         with torch.no_grad():
             floats = np.stack([float_model(*(x if isinstance(x, (list, tuple)) else [x])).numpy()

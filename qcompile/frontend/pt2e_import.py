@@ -25,7 +25,6 @@ import torch
 import torch.fx
 from tvm import relax
 
-from ..errors import QCompileError
 from . import ops
 from .fx_import import Importer
 from .values import QParams, QValue, dequantize, quantize, weight_dequantize

@@ -1,8 +1,8 @@
-"""Compile-time constants of each numerics contract, computed exactly as the engine does.
+"""Compile-time constants of the numerics contracts, computed exactly as the engines do.
 
-Everything here runs in numpy at compile time; the kernels in `kernels.py` only consume the
-results.  Formulas follow ../shared/NUMERICS.md (PyTorch 2.13, verified bit for bit) and are
-pinned by tests/test_numerics.py against PyTorch itself.
+Everything here runs in numpy at compile time; the kernels only consume the results.  The
+formulas are docs/numerics.md's (PyTorch 2.13, verified bit for bit), pinned against PyTorch
+itself by tests/test_numerics_exact.py, tests/test_ops.py and tests/test_dynamic.py.
 """
 
 from __future__ import annotations
@@ -11,18 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONTRACTS = ("fbgemm", "qnnpack", "integer", "pt2e")
-
 f32 = np.float32
-
-
-def check_contract(name: str) -> str:
-    """Return `name` if it is a known numerics contract, else raise QCompileError."""
-    from ..errors import QCompileError
-
-    if name not in CONTRACTS:
-        raise QCompileError(f"unknown numerics {name!r}; choose one of {', '.join(CONTRACTS)}")
-    return name
 
 
 def as_f32(values) -> np.ndarray:
@@ -36,54 +25,25 @@ def rint_i32(values: np.ndarray) -> np.ndarray:
     return np.clip(r, -(2**31), 2**31 - 1).astype(np.int32)
 
 
-@dataclass
-class Requantize:
-    """What turns an int32 accumulator of one conv/linear output channel into an output step.
-
-    `kind` tells the kernel which contract's arithmetic to emit:
-      - "fbgemm_tensor":  v = fma(bias, inv_ats, f(acc));        y = rne(f(v * mult))
-      - "fbgemm_channel": v = f(f(acc) + bias_div);              y = rne(f(v * mult))
-      - "float":          v = f(acc + bias_q);                   y = rne(f(v * mult))   (qnnpack)
-      - "fixed":          y = int64(acc + bias_q) * m0 / 2^s, rounded half to even   (integer)
-    Arrays have one entry per output channel (length 1 for per-tensor).
-    """
-
-    kind: str
-    mult: np.ndarray  # float32, or int64 Q31 multiplier m0 for "fixed"
-    bias: np.ndarray | None  # float32 bias, bias/ats, or int32 bias_q, by kind
-    inv_ats: np.ndarray | None = None  # float32, fbgemm per-tensor only
-    shift: np.ndarray | None = None  # int64 total right shift, "fixed" only
-    out_zero_point: int = 0
-
-    def scaled_fits_int32(self) -> bool:
-        """Is f(v * mult) below 2^31 for every int32 accumulator (so cvtps2dq never gives its
-        INT32_MIN for a huge positive value)?  Bounded from the constants alone, |acc| <= 2^31;
-        the margin covers the float roundings of v and of the product.  Float kinds only."""
-        term = 0.0
-        if self.bias is not None and self.kind != "float":  # "float" adds an int32: it wraps
-            term = np.abs(self.bias.astype(np.float64))
-            if self.inv_ats is not None:
-                term = term * np.abs(self.inv_ats.astype(np.float64))
-        bound = (2.0**31 + term) * np.abs(self.mult.astype(np.float64)) * (1 + 2.0**-20)
-        return bool(np.all(bound < 2.0**31))
-
-
 def accumulator_scale(in_scale: float, weight_scales) -> np.ndarray:
     """f(f32(s_in) * f32(s_w[c])): the scale of one step of the int32 accumulator."""
     return (f32(in_scale) * as_f32(weight_scales)).astype(np.float32)
 
 
-def int32_bias(bias, in_scale: float, weight_scales, contract: str) -> np.ndarray:
-    """The bias as int32 at scale s_in*s_w[c], the way the contract rounds it.
-
-    qnnpack: rint(f(b * f(1 / f(double(s_w) * double(s_x))))), saturated to int32.
-    integer: round half to even of b / (s_in * s_w) computed in double.
-    """
+def int32_bias_qnnpack(bias, in_scale: float, weight_scales) -> np.ndarray:
+    """The bias as int32 at scale s_in*s_w[c] as QNNPACK rounds it:
+    rint(f(b * f(1 / f(double(s_w) * double(s_x))))), saturated to int32."""
     b = np.asarray(bias, dtype=np.float32)
     sw = np.asarray(weight_scales, dtype=np.float64)
-    if contract == "qnnpack":
-        inv = (f32(1.0) / (sw * np.float64(in_scale)).astype(np.float32)).astype(np.float32)
-        return rint_i32((b * inv).astype(np.float32))
+    inv = (f32(1.0) / (sw * np.float64(in_scale)).astype(np.float32)).astype(np.float32)
+    return rint_i32((b * inv).astype(np.float32))
+
+
+def int32_bias_nearest(bias, in_scale: float, weight_scales) -> np.ndarray:
+    """The bias as int32 at scale s_in*s_w[c]: b / (s_in * s_w) in double, rounded half to
+    even, saturated to int32."""
+    b = np.asarray(bias, dtype=np.float32)
+    sw = np.asarray(weight_scales, dtype=np.float64)
     return rint_i32(b.astype(np.float64) / (np.float64(in_scale) * sw))
 
 
@@ -96,29 +56,6 @@ def q31(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m0 = np.where(carry, m0 // 2, m0)
     exp = np.where(carry, exp + 1, exp)
     return m0, (31 - exp).astype(np.int64)
-
-
-def requantize(contract: str, in_scale: float, weight_scales, out_scale: float,
-               out_zero_point: int, bias) -> Requantize:
-    """The requantize constants of a conv/linear under one numerics contract."""
-    ats = accumulator_scale(in_scale, weight_scales)
-    if contract == "fbgemm":
-        mult = (ats / f32(out_scale)).astype(np.float32)
-        if bias is None:
-            return Requantize("fbgemm_channel", mult, None, out_zero_point=out_zero_point)
-        b = np.asarray(bias, dtype=np.float32)
-        if ats.size == 1:
-            inv = (f32(1.0) / ats).astype(np.float32)
-            return Requantize("fbgemm_tensor", mult, b, inv_ats=inv, out_zero_point=out_zero_point)
-        return Requantize("fbgemm_channel", mult, (b / ats).astype(np.float32),
-                          out_zero_point=out_zero_point)
-    bias_q = None if bias is None else int32_bias(bias, in_scale, weight_scales, contract)
-    if contract == "qnnpack":
-        mult = (ats * (f32(1.0) / f32(out_scale))).astype(np.float32)
-        return Requantize("float", mult, bias_q, out_zero_point=out_zero_point)
-    real = ats.astype(np.float64) / np.float64(f32(out_scale))
-    m0, shift = q31(real)
-    return Requantize("fixed", m0, bias_q, shift=shift, out_zero_point=out_zero_point)
 
 
 def quantize_bound(value: float, scale: float, zero_point: int, qmin=0, qmax=255) -> int:

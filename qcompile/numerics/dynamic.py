@@ -15,10 +15,11 @@ tensor, quantizes it, multiplies u8 x i8 into int32 and scales the accumulator b
             qnnpack: out = f(f(f(acc) * m) + bias[n])                          (unfused)
   relu      out < 0 ? 0 : out (max(0, out) as vmaxps computes it: -0.0 and NaN pass through)
 
-The range [qmin, qmax] is the contract's (`activation_range`): fbgemm (and PyTorch's x86
-engine, which runs dynamic linear on fbgemm) honours the module's reduce_range (always set by
-quantize_dynamic's modules: [0, 127]); qnnpack ignores it ([0, 255]).  NaN and infinite inputs
-are not modelled.  Verified against PyTorch 2.13 in tests/test_dynamic.py.
+The range [qmin, qmax] and whether the bias is fused are the contract's (DynamicLinear in
+numerics.contracts): fbgemm (and PyTorch's x86 engine, which runs dynamic linear on fbgemm)
+honours the module's reduce_range (always set by quantize_dynamic's modules: [0, 127]); qnnpack
+ignores it ([0, 255]).  NaN and infinite inputs are not modelled.  Verified against PyTorch 2.13
+in tests/test_dynamic.py.
 """
 
 from __future__ import annotations
@@ -33,19 +34,6 @@ from .tir_ops import clamp, f32, fence, fma, mul, rne_i32
 SMALL_SCALE = np_f32(6.1e-5)
 # fbgemm clips the scaled value here before converting (the largest float below 2^31).
 INT32_FLOAT_MAX = np_f32(2147483520.0)
-
-DYNAMIC_CONTRACTS = ("fbgemm", "qnnpack")
-
-
-def activation_range(contract: str, reduce_range: bool) -> tuple[int, int]:
-    """[qmin, qmax] the input of a dynamic linear is quantized to under `contract`."""
-    if contract == "fbgemm":
-        return (0, 127) if reduce_range else (0, 255)
-    if contract == "qnnpack":
-        return 0, 255  # qnnpack ignores reduce_range (PyTorch warns about it)
-    raise ValueError(f"dynamic quantization has no {contract!r} numerics; "
-                     f"it has {', '.join(DYNAMIC_CONTRACTS)}")
-
 
 def _f64(v):
     return v.astype("float64")
@@ -139,13 +127,14 @@ def quantize(x, scale, zero_point):
     return te.compute(x.shape, body, name="quantize_dynamic")
 
 
-def linear_output(acc, scale, zero_point, weight_scale, bias, weight_sum, contract: str,
+def linear_output(acc, scale, zero_point, weight_scale, bias, weight_sum, fused_bias: bool,
                   relu: bool):
     """int32 accumulator -> float32 output of a dynamic linear (see the module docstring).
 
     `acc[..., n]` is sum q w (when `weight_sum` is given, the zero-point correction
     zp * weight_sum[n] is subtracted here) or already sum (q - zp)(w - zw).  `weight_scale` and
-    `bias` (or None) are float32 per output feature."""
+    `bias` (or None) are float32 per output feature; `fused_bias`: the bias is added inside the
+    FMA (fbgemm), else after the rounded product (qnnpack)."""
 
     def body(*idx):
         n = idx[-1]
@@ -156,9 +145,9 @@ def linear_output(acc, scale, zero_point, weight_scale, bias, weight_sum, contra
         m = mul(scale(), weight_scale[n])  # f(f32(scale) * f32(sw[n])), rounded on its own
         if bias is None:
             out = mul(v, m)
-        elif contract == "fbgemm":
+        elif fused_bias:
             out = fma(v, m, bias[n])
-        else:  # qnnpack: the product rounded, then the bias added
+        else:  # the product rounded, then the bias added
             out = fence(mul(v, m) + bias[n])
         if relu:
             out = tirx.Select(out < f32(0.0), f32(0.0), out)

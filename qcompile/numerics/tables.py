@@ -1,11 +1,16 @@
-"""256-entry tables for unary ops on 8-bit activations (hardswish, hardsigmoid, sigmoid).
+"""256-entry tables for unary ops on 8-bit activations (hardswish, hardsigmoid, sigmoid; under
+a PT2E program relu and hardtanh too).
 
 An op of one 8-bit input has only 256 possible inputs, so a table is exact by construction.
-Under the fbgemm and qnnpack contracts the table is filled by the engine's own kernel, run once
-at compile time: it reproduces even the parts no formula pins (SLEEF's expf in sigmoid).  fbgemm's
-vectorized kernels round differently in their scalar tails, so that contract has a second table
-for tail positions (kernels.body_mask_fn says which elements those are).  The integer contract
-fills its table from the exact real function, rounded half to even: no float at run time.
+Each function returns (body table, tail table or None) for (op, input qparams, output qparams,
+clip bounds):
+  engine_tables      filled by a PyTorch engine's own kernel, run once at compile time: it
+                     reproduces even the parts no formula pins (SLEEF's expf in sigmoid).  With
+                     `tails` (fbgemm's vectorized kernels, which round differently in their
+                     scalar tails) a second table for tail positions (elementwise.body_mask_fn
+                     says which elements those are)
+  exact_tables       the exact real function, rounded half to even: no float at run time
+  decomposed_tables  PyTorch's own float ops between quantized_decomposed dequantize/quantize
 """
 
 from __future__ import annotations
@@ -13,8 +18,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
-UNARY_OPS = ("hardswish", "hardsigmoid", "sigmoid")
 
 
 def _real(op: str, x: np.ndarray) -> np.ndarray:
@@ -50,18 +53,48 @@ def _run_engine(engine: str, op: str, values: np.ndarray, qin, qout) -> np.ndarr
 
 
 @lru_cache(maxsize=None)
-def unary_tables(op: str, contract: str, qin: tuple, qout: tuple):
-    """(body_table, tail_table or None) mapping each input step to its output step."""
+def engine_tables(engine: str, tails: bool, op: str, qin: tuple, qout: tuple, bounds=None):
+    """(body, tail or None): the tables `engine`'s kernel computes (hardswish, hardsigmoid,
+    sigmoid).  Use functools.partial(engine_tables, engine, tails) as a contract's table."""
     steps = np.arange(256, dtype=np.uint8)
-    if contract == "integer":
-        x = (steps.astype(np.float64) - qin[1]) * qin[0]
-        q = np.rint(_real(op, x) / qout[0]) + qout[1]
-        return np.clip(q, 0, 255).astype(np.uint8), None
-    engine = "fbgemm" if contract == "fbgemm" else "qnnpack"
     body = _run_engine(engine, op, steps, qin, qout)  # 256 = four whole 64-element blocks
-    if contract != "fbgemm":
+    if not tails:
         return body, None
     # Runs of 32 elements have no whole block: every element goes through the scalar tail.
     tail = np.concatenate([_run_engine(engine, op, steps[i:i + 32], qin, qout)
                            for i in range(0, 256, 32)])
     return body, (None if np.array_equal(body, tail) else tail)
+
+
+@lru_cache(maxsize=None)
+def exact_tables(op: str, qin: tuple, qout: tuple, bounds=None):
+    """(table, None): the exact real function of `op`, rounded half to even."""
+    steps = np.arange(256, dtype=np.uint8)
+    x = (steps.astype(np.float64) - qin[1]) * qin[0]
+    q = np.rint(_real(op, x) / qout[0]) + qout[1]
+    return np.clip(q, 0, 255).astype(np.uint8), None
+
+
+@lru_cache(maxsize=None)
+def decomposed_tables(op: str, qin: tuple, qout: tuple, bounds=None):
+    """(table, None): quantize(op(dequantize(q))) with PyTorch's own float ops and
+    quantized_decomposed's quantize/dequantize (op: relu, hardswish, hardsigmoid, sigmoid, or
+    clip with `bounds`)."""
+    return _decomposed_table(op, qin, qout, bounds), None
+
+
+def _decomposed_table(fn_name: str, qin: tuple, qout: tuple, bounds=None) -> np.ndarray:
+    """The 256-entry table of quantize(op(dequantize(q))), filled by PyTorch's own float ops."""
+    import torch
+    import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers quantized_decomposed
+    import torch.nn.functional as F
+
+    qd = torch.ops.quantized_decomposed
+    steps = torch.arange(256, dtype=torch.uint8)
+    d = qd.dequantize_per_tensor(steps, float(qin[0]), int(qin[1]), 0, 255, torch.uint8)
+    fns = {"relu": torch.relu, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+           "sigmoid": torch.sigmoid,
+           "clip": lambda t: torch.clamp(t, float(bounds[0]), float(bounds[1]))}
+    y = fns[fn_name](d)
+    q = qd.quantize_per_tensor(y, float(qout[0]), int(qout[1]), 0, 255, torch.uint8)
+    return q.numpy().astype(np.uint8)

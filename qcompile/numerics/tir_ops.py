@@ -9,8 +9,9 @@ product that must be rounded on its own.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import tirx
+
+from .constants import q31
 
 INT32_MIN = -(2**31)
 
@@ -85,11 +86,6 @@ def fbgemm_step(p, zero_point: int, lo: int, hi: int, wrapping_add: bool = False
     return tirx.call_llvm_pure_intrin("int32", "llvm.lrint", inside) + i32(zero_point)
 
 
-def rint_i32_in_range(v):
-    """Round half to even of a float32 already known to be small (values near the int8 range)."""
-    return tirx.round(v).astype("int32")
-
-
 def clamp(v, lo, hi):
     return tirx.max(tirx.min(v, i32(hi)), i32(lo))
 
@@ -98,5 +94,27 @@ def dtype_range(dtype: str) -> tuple[int, int]:
     return {"uint8": (0, 255), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1)}[dtype]
 
 
-def const_like(value, dtype):
-    return tvm.tirx.const(value, dtype)
+# ---------------------------------------------------------------------------- integer arithmetic
+def round_shift(v, s):
+    """v / 2^s rounded half to even, in int64 (the engines round ties to even too)."""
+    one = tirx.const(1, "int64")
+    s = tirx.const(s, "int64") if isinstance(s, (int, np.integer)) else s
+    q = v >> s
+    rem = v - (q << s)
+    half = one << (s - one)
+    up = tirx.Or(rem > half, tirx.And(rem == half, (q & one) == one))
+    return q + up.astype("int64")
+
+
+def divide_round_even(a, d):
+    """a / d for int32 a and positive int32 d, rounded half to even, integer ops only."""
+    q = tirx.floordiv(a, d)
+    twice = 2 * (a - q * d)
+    up = tirx.Or(twice > d, tirx.And(twice == d, tirx.floormod(q, 2) == 1))
+    return q + up.astype("int32")
+
+
+def rescale_fixed(x_minus_z, real: float):
+    """round(x * real) in integer arithmetic: x * m0 / 2^s, rounded half to even, in int64."""
+    m0, s = q31(np.array([real]))
+    return round_shift(x_minus_z.astype("int64") * tirx.const(int(m0[0]), "int64"), int(s[0]))

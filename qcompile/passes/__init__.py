@@ -13,6 +13,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from ..numerics.contracts import Contract
 from .canonicalize_bias import canonicalize_bias
 from .check_lowered import check_lowered
 from .fuse_epilogue_pt2e import fuse_epilogue_pt2e
@@ -24,12 +25,15 @@ from .pack_layout import pack_layout
 from .qdq_to_integer import qdq_to_integer
 
 
-def lower(mod: tvm.IRModule, contract: str, threads: int) -> tvm.IRModule:
+def lower(mod: tvm.IRModule, contract: Contract, threads: int) -> tvm.IRModule:
     """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out."""
     mod = lower_dynamic(mod, contract)
     mod = qdq_to_integer(mod, contract)
     mod = canonicalize_bias(mod, contract)
-    mod = fuse_epilogue_pt2e(mod) if contract == "pt2e" else fuse_requantize(mod, contract)
+    if contract.requantize is not None:
+        mod = fuse_requantize(mod, contract)
+    else:
+        mod = fuse_epilogue_pt2e(mod)
     mod = lower_qdq_ops(mod, contract, threads)
     mod = lower_boundaries(mod, contract)
     mod = lower_max_pool(mod)

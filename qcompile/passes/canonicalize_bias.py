@@ -4,8 +4,8 @@
       ==>  multiply(astype(add(acc, bias_q), f32), multiply(sx, sw))
 
 with `bias_q = round(bias / (sx * sw[c]))` at zero point 0, rounded the way the contract says
-(numerics.constants.int32_bias).  Under the fbgemm and pt2e contracts this pass does nothing:
-fbgemm and PT2E's float ops add the bias in float after scaling, so the bias stays float.
+(its `int32_bias` rule).  A contract without one (fbgemm, pt2e: the bias is added in float after
+scaling) keeps the bias float, and this pass does nothing.
 """
 
 from __future__ import annotations
@@ -15,33 +15,28 @@ import warnings
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ..numerics.constants import int32_bias
-from .rewrite import const_value, run_rewrite
+from ..numerics.contracts import Contract
+from .machinery import const_value, run_rewrite
+from .patterns import ACC, BIAS, BIASED, SW, SX
 
 R = relax.op
 
-ACC, SX, SW, BIAS = wildcard(), wildcard(), wildcard(), is_const()
-SCALE = is_op("relax.multiply")(SX, SW)
-DEQUANTIZED_ACC = is_op("relax.multiply")(is_op("relax.astype")(ACC), SCALE)
-BIASED = is_op("relax.add")(DEQUANTIZED_ACC, BIAS)
 
-
-def _warn_if_saturated(bias, sx, sw, contract):
+def _warn_if_saturated(bias, sx, sw, contract: str):
     exact = np.abs(bias.astype(np.float64) / (np.float64(sx) * np.broadcast_to(sw, bias.shape)))
     if np.any(exact >= 2**31):
         channels = np.flatnonzero(exact >= 2**31)
         warnings.warn(f"{contract} numerics: the int32 bias of {len(channels)} output channel(s) "
                       f"(first: {channels[0]}) saturates at scale s_in*s_w "
                       f"(s_in={sx:.3g}, min s_w={float(np.min(sw)):.3g}); those outputs will "
-                      "differ from fbgemm's float bias. Check the weights of that layer "
+                      "differ from a float bias's. Check the weights of that layer "
                       "(`qcompile explain`).", stacklevel=2)
 
 
-def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
-    """Fold each conv/linear float bias into an int32 add (not under fbgemm numerics)."""
-    if contract in ("fbgemm", "pt2e"):
+def canonicalize_bias(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
+    """Fold each conv/linear float bias into an int32 add, by the contract's rule (if any)."""
+    if contract.int32_bias is None:
         return mod
 
     def rewrite(ctx, call):
@@ -54,9 +49,9 @@ def canonicalize_bias(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
         sw = np.atleast_1d(const_value(m[SW], ctx))
         bias = const_value(m[BIAS])
         channels = bias.size
-        bias_q = int32_bias(bias.reshape(-1), sx, np.broadcast_to(sw, (channels,)), contract)
+        bias_q = contract.int32_bias(bias.reshape(-1), sx, np.broadcast_to(sw, (channels,)))
         acc = ctx.new(m[ACC])
-        _warn_if_saturated(bias.reshape(-1), sx, sw, contract)
+        _warn_if_saturated(bias.reshape(-1), sx, sw, contract.name)
         bias_q = bias_q.reshape(bias.shape)
         with_bias = ctx.emit(R.add(acc, relax.const(bias_q.astype("int32"))))
         return R.multiply(R.astype(with_bias, "float32"),

@@ -1,4 +1,5 @@
-"""Pass (c) under the pt2e contract: each conv/linear epilogue becomes one float kernel.
+"""Pass (c) for contracts whose epilogue is the PT2E program's float arithmetic (no requantize
+rule: the pt2e contract): each conv/linear epilogue becomes one float kernel.
 
 PT2E graphs (X86InductorQuantizer in particular) fuse more into a conv than eager mode does:
 
@@ -7,9 +8,10 @@ PT2E graphs (X86InductorQuantizer in particular) fuse more into a conv than eage
     act1(conv + b)                                               a float output (the classifier)
 
 After qdq_to_integer, `conv + b` is `multiply(astype(acc), multiply(sx, sw)) [+ bias]`.  Each
-shape above becomes one TE kernel (numerics.pt2e.epilogue) reading the int32 accumulator: the
-float value, activations and residual as PyTorch's float ops compute them, then the quantize.
-Run in place of fuse_requantize; canonicalize_bias leaves pt2e biases float.
+shape above becomes one TE kernel (numerics.requantize.conv_epilogue_decomposed) reading the
+int32 accumulator: the float value, activations and residual as PyTorch's float ops compute
+them, then the quantize.  Run in place of fuse_requantize; such a contract keeps the bias float
+(canonicalize_bias does nothing).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ..numerics import pt2e
-from .fuse_requantize import PRE_ACT, ACC, SX, SW, BIAS, clip_range
-from .rewrite import const_value, run_rewrite
+from ..numerics.requantize import conv_epilogue_decomposed
+from .machinery import const_value, run_rewrite
+from .patterns import ACC, BIAS, PRE_ACT, SW, SX, clip_range
 
 _R, _SR, _ZR = wildcard(), wildcard(), wildcard()
 DEQUANTIZED = is_op("relax.dequantize")(_R, _SR, _ZR)
@@ -84,7 +86,7 @@ def _kernel(ctx, pieces, out):
         rest = list(rest)
         bias_t = rest.pop(0) if has_bias else None
         res = (rest.pop(0), *r_args) if r_args is not None else None
-        return pt2e.epilogue(acc_t, ats_t, bias_t, axis, act1, res, act2, out)
+        return conv_epilogue_decomposed(acc_t, ats_t, bias_t, axis, act1, res, act2, out)
 
     name = "requantize" if out is not None else "dequantize_acc"
     return ctx.call_te(fn, *args, primfunc_name_hint=name)

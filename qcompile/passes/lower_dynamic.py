@@ -9,8 +9,9 @@
                                                                 scaled, bias, relu
 (with weight zero points other than 0 the int32 matmul takes q - z and W - zw instead).  A
 separate float ReLU applied to a dynamic linear's output is folded into it: PyTorch's relu and
-the fused LinearReLU compute the same max.  Numerics: numerics.dynamic.  The integer contract
-cannot choose scales at run time (no float arithmetic) and is refused.
+the fused LinearReLU compute the same max.  Numerics: numerics.dynamic, with the contract's
+DynamicLinear rule; a contract without one (integer: choosing a scale at run time takes float
+arithmetic) refuses the model and names the contracts that take it.
 Runs first in `lower`: the static passes never see a dynamic linear.
 """
 
@@ -24,7 +25,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from ..errors import QCompileError
 from ..frontend.values import CHOOSE_QPARAMS
 from ..numerics import dynamic
-from .rewrite import const_value, run_rewrite
+from ..numerics.contracts import Contract, contracts_for
+from .machinery import const_value, run_rewrite
 
 R = relax.op
 
@@ -54,16 +56,16 @@ def _qparams_call(ctx, m):
     return None
 
 
-def refuse_integer(label: str) -> QCompileError:
-    return QCompileError(
-        f"{label} is dynamically quantized: its input's scale is chosen at run time from the "
-        "data, which takes float arithmetic, and the 'integer' numerics contract has no float "
-        "in its kernels. Compile it with numerics='fbgemm' (bit-exact with PyTorch's fbgemm and "
-        "x86 engines) or numerics='qnnpack' (bit-exact with PyTorch's qnnpack engine), or "
-        "quantize the model statically (prepare / calibrate / convert)")
+def refuse(label: str, contract: Contract) -> QCompileError:
+    """The error for a dynamically quantized op under a contract without a DynamicLinear rule."""
+    takers = [c for c in contracts_for(contract.models) if c.dynamic is not None]
+    options = " or ".join(f"numerics='{c.name}' ({c.reference.description})" for c in takers)
+    why = contract.no_dynamic or f"the {contract.name!r} numerics contract does not cover it"
+    return QCompileError(f"{label} is dynamically quantized: {why}. Compile it with {options}, "
+                         "or quantize the model statically (prepare / calibrate / convert)")
 
 
-def _rewrite(ctx, call, contract: str):
+def _rewrite(ctx, call, contract: Contract):
     if not isinstance(call.op, tvm.ir.Op) or call.op.name not in (
             "relax.nn.relu", "relax.add", "relax.matmul"):
         return None
@@ -74,12 +76,9 @@ def _rewrite(ctx, call, contract: str):
     if marker is None:
         return None  # a static linear: the quantize has constant qparams
     reduce_range, label = bool(marker.args[2].value), str(marker.args[3].value)
-    if contract == "integer":
-        raise refuse_integer(label)
-    if contract not in dynamic.DYNAMIC_CONTRACTS:
-        raise QCompileError(f"{label} is dynamically quantized, which the {contract!r} numerics "
-                            f"contract does not cover; use {' or '.join(dynamic.DYNAMIC_CONTRACTS)}")
-    qmin, qmax = dynamic.activation_range(contract, reduce_range)
+    if contract.dynamic is None:
+        raise refuse(label, contract)
+    qmin, qmax = contract.dynamic.activation_range(reduce_range)
     # the quantize's own argument (a variable): a matched wildcard may stand for its value
     x = ctx.new(m[QX].args[0])
     qparams = ctx.emit(ctx.call_te(dynamic.choose_qparams, x, qmin, qmax,
@@ -102,20 +101,21 @@ def _rewrite(ctx, call, contract: str):
         weight_sum = None
     bias = const_value(m[BIAS]).astype(np.float32).reshape(-1) if BIAS in m else None
     relu = call.op.name == "relax.nn.relu"
+    fused_bias = contract.dynamic.fused_bias
     optional = [a for a in (bias, weight_sum) if a is not None]
 
     def output(acc_t, s_t, z_t, sw_t, *rest):
         rest = list(rest)
         b_t = rest.pop(0) if bias is not None else None
         ws_t = rest.pop(0) if weight_sum is not None else None
-        return dynamic.linear_output(acc_t, s_t, z_t, sw_t, b_t, ws_t, contract, relu)
+        return dynamic.linear_output(acc_t, s_t, z_t, sw_t, b_t, ws_t, fused_bias, relu)
 
     return ctx.call_te(output, ctx.emit(acc), scale, zero_point, relax.const(arrays["scale"]),
                        *[relax.const(a) for a in optional],
                        primfunc_name_hint="dynamic_linear_output")
 
 
-def lower_dynamic(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
+def lower_dynamic(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
     """Lower every dynamically quantized linear (with its bias and ReLU) for `contract`.
 
     Each of the region's last three ops (matmul, bias add, relu) is tried; the largest match is

@@ -1,7 +1,7 @@
-"""Pass: 8-bit max_pool2d becomes our vectorizable kernel (numerics.kernels.max_pool2d).
+"""Pass: 8-bit max_pool2d becomes our vectorizable kernel (numerics.pooling.max_pool2d).
 
 Relax legalizes max_pool2d to a padded copy plus a window max whose stride-2 reads are
-gathers; ours reads de-interleaved planes (see kernels.padded_planes).  Max is exact, so
+gathers; ours reads de-interleaved planes (see numerics.windows.padded_planes).  Max is exact, so
 this changes speed only.  NCHW, no dilation, no ceil_mode; anything else is left to Relax.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import tvm
 
-from ..numerics import kernels
-from .rewrite import run_rewrite
+from ..numerics import pooling
+from .machinery import run_rewrite
 
 
 def _rewrite(ctx, call):
@@ -25,10 +25,10 @@ def _rewrite(ctx, call):
     kernel = [int(k) for k in attrs.pool_size]
     strides = [int(s) for s in attrs.strides]
     padding = [int(p) for p in attrs.padding]
-    return ctx.call_te(kernels.max_pool2d, ctx.new(x), kernel, strides, padding,
+    return ctx.call_te(pooling.max_pool2d, ctx.new(x), kernel, strides, padding,
                        primfunc_name_hint="max_pool2d")
 
 
 def lower_max_pool(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite every 8-bit NCHW max_pool2d into kernels.max_pool2d."""
+    """Rewrite every 8-bit NCHW max_pool2d into pooling.max_pool2d."""
     return run_rewrite(mod, _rewrite)

@@ -40,7 +40,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .rewrite import run_rewrite
+from .machinery import run_rewrite
 
 
 def _ceil_to(v: int, block: int) -> int:

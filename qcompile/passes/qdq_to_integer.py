@@ -8,11 +8,12 @@ padded with its zero point (so padding contributes nothing) and, when every weig
 0, the u8 x i8 product is corrected by the constant `zx * sum(w[c])`.  The float epilogue that
 remains (bias add, activation, quantize) is the next passes' business.
 
-Under the fbgemm contract, a depthwise conv that PyTorch's fbgemm runs through its depthwise fast
-path gets that kernel's accumulator instead, whose pairs of raw products saturate to int16
-(numerics.kernels.depthwise_conv_fbgemm): not exact, but what fbgemm computes.  Every other
-depthwise conv gets the exact accumulator as a window kernel of the same shape
-(numerics.kernels.depthwise_conv_exact), vectorized along the output rows, instead of a grouped
+Under a contract with `saturating_depthwise` (fbgemm), a depthwise conv that PyTorch's fbgemm runs
+through its depthwise fast path gets that kernel's accumulator instead, whose pairs of raw
+products saturate to int16 (numerics.depthwise.depthwise_conv_fbgemm): not exact, but what
+fbgemm computes.  Every other depthwise conv gets the exact accumulator as a window kernel of the
+same shape (numerics.depthwise.depthwise_conv_exact), vectorized along the output rows, instead
+of a grouped
 conv2d scheduled generically (with it and the fused clamps of lower_qdq_ops, PT2E MobileNetV2
 went from 5.0 to 3.7 ms); with u8 activations and weights that fit int8 once shifted by their
 zero points, its taps are int8 and summed as one expression (depthwise_conv_exact_int8), which
@@ -26,8 +27,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ..numerics import kernels
-from .rewrite import const_value, run_rewrite
+from ..numerics import depthwise
+from ..numerics.contracts import Contract
+from .machinery import const_value, run_rewrite
 
 R = relax.op
 _OUT_ELEMWISE_FUSABLE = 4  # relax's OpPatternKind of conv2d
@@ -54,7 +56,7 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     attrs = call.attrs
     in_channels = int(x.ty.shape[1])
     oc, _, kh, kw = w.shape
-    if not kernels.fbgemm_depthwise_fast_path(in_channels, oc, int(attrs.groups), (kh, kw),
+    if not depthwise.fbgemm_depthwise_fast_path(in_channels, oc, int(attrs.groups), (kh, kw),
                                               attrs.strides, attrs.padding, attrs.dilation):
         return None
     taps = kh * kw
@@ -68,7 +70,7 @@ def _depthwise_fbgemm(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
     padding = [int(p) for p in attrs.padding]
 
     def fn(xt, wt, corr_t, zw_t=None):
-        return kernels.depthwise_conv_fbgemm(xt, wt, corr_t, zw_t, zx, kh, strides, padding)
+        return depthwise.depthwise_conv_fbgemm(xt, wt, corr_t, zw_t, zx, kh, strides, padding)
 
     # a conv for FuseOps (kOutEWiseFusable: its epilogue fuses, its input's producers do not);
     # its one-expression body would otherwise read as injective and absorb a quantize before it
@@ -93,7 +95,7 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
         taps = _taps_by_four(shifted.reshape(oc, -1))
 
         def fn8(xt, wt, corr_t):
-            return kernels.depthwise_conv_exact_int8(xt, wt, corr_t, zx, (kh, kw), strides,
+            return depthwise.depthwise_conv_exact_int8(xt, wt, corr_t, zx, (kh, kw), strides,
                                                      padding)
 
         # conv2d's fusion pattern, as for the fbgemm kernel (its body reads as injective)
@@ -102,16 +104,17 @@ def _depthwise_exact(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray):
                            primfunc_attrs={"op_pattern": _OUT_ELEMWISE_FUSABLE})
 
     def fn(xt, wt, corr_t):
-        return kernels.depthwise_conv_exact(xt, wt, corr_t, zx, strides, padding)
+        return depthwise.depthwise_conv_exact(xt, wt, corr_t, zx, strides, padding)
 
     return ctx.call_te(fn, x, relax.const(shifted), relax.const(corr),
                        primfunc_name_hint="depthwise_conv_exact")
 
 
-def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray, contract: str):
+def _conv_acc(ctx, call, x, zx: int, w: np.ndarray, zw: np.ndarray, contract: Contract):
     attrs = call.attrs
     if str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "OIHW":
-        acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw) if contract == "fbgemm" else None
+        saturating = contract.saturating_depthwise
+        acc = _depthwise_fbgemm(ctx, call, x, zx, w, zw) if saturating else None
         if acc is None:
             acc = _depthwise_exact(ctx, call, x, zx, w, zw)
         if acc is not None:
@@ -144,7 +147,7 @@ def _matmul_acc(x, zx: int, w: np.ndarray, zw: np.ndarray):
     return R.matmul(x32, relax.const(np.ascontiguousarray(shifted.T)), out_dtype="int32")
 
 
-def _rewrite(ctx, call, contract: str):
+def _rewrite(ctx, call, contract: Contract):
     if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d",
                                                                   "relax.matmul"):
         return None
@@ -166,7 +169,7 @@ def _rewrite(ctx, call, contract: str):
     return R.multiply(R.astype(ctx.emit(acc), "float32"), R.multiply(sx, sw))
 
 
-def qdq_to_integer(mod: tvm.IRModule, contract: str) -> tvm.IRModule:
+def qdq_to_integer(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
     """Rewrite every dequantized conv2d/matmul into an int32 accumulator times its scale.
 
     `contract` picks the accumulator where engines differ (fbgemm's depthwise fast path)."""

@@ -1,6 +1,6 @@
 """Tuning: MetaSchedule over the packed int8 kernels of one model, into a resumable database.
 
-    import -> integer module -> fuse -> tasks (packed kernels the family tensorizes)
+    tasks (packed kernels the family tensorizes: qcompile.compiler.tune extracts them)
       -> MetaSchedule (evolutionary search, XGBoost cost model, the family's design space)
       -> GatedDatabase (bit-exact check against the untuned kernel) -> JSON database in work_dir
 
@@ -26,11 +26,9 @@ import tempfile
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from qcompile.schedules import resolve_family
-from qcompile.schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics, is_tunable
-
 from ..errors import QCompileError, TuningInterrupted
-from ..numerics import check_contract
+from ..schedules import resolve_family
+from ..schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
 from .logs import PROVENANCE, RECORDS, WORKLOADS
 from .progress import Progress, draw_curve
@@ -39,20 +37,11 @@ BUILD_TIMEOUT_S = 120   # MetaSchedule's 30 s default is too short for int8 conv
 RUN_TIMEOUT_S = 60
 
 
-def extract_tasks(model, example_inputs, family, numerics: str, threads: int):
-    """The tunable kernels of the model: MetaSchedule ExtractedTasks (weight = calls per run)."""
-    from ..compiler.driver import _as_numpy, fuse, integer_module
-
-    integer, _, _ = integer_module(model, [_as_numpy(x) for x in example_inputs], numerics,
-                                   threads, family)
-    target = family.tvm_target()
-    fused = fuse(integer, target, family)
-    tasks = ms.relax_integration.extract_tasks(fused, target)
-    return [t for t in tasks if is_tunable(t.dispatched[0]["main"], family)]
-
-
-def _runner(rpc_tracker: str | None, rpc_key: str | None, family):
-    """MetaSchedule's runner and the gate's executor: here, or on the tracker's devices."""
+def runner_for(family, rpc_tracker: str | None = None, rpc_key: str | None = None):
+    """(MetaSchedule's runner, the gate's executor or None): here, or on the devices of an RPC
+    tracker.  Raises QCompileError for options that cannot work, before any extraction."""
+    if family.dot_intrinsic is None:
+        raise QCompileError(f"target family {family.name} has no tensorized kernels to tune")
     config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
                                        enable_cpu_cache_flush=False)
     if rpc_tracker is None:
@@ -175,26 +164,16 @@ def _trials_in(database, mod) -> tuple[int, float | None]:
     return len(records), (min(valid) if valid else None)
 
 
-def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
-               numerics=None, threads=None, rpc_tracker=None, rpc_key=None,
-               trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None) -> dict:
-    """See qcompile.tune.  `space` overrides the family's design space (tests use it);
-    `trials_per_task` (if given) sets `trials` to that many per extracted task."""
-    from ..compiler.driver import model_numerics
-
-    numerics = model_numerics(model, numerics)
-    family = resolve_family(target)
-    # a bad --rpc-* option fails before the extraction
-    runner, remote = _runner(rpc_tracker, rpc_key, family)
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()
-    if family.dot_intrinsic is None:
-        raise QCompileError(f"target family {family.name} has no tensorized kernels to tune")
+def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, threads=1,
+               trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None,
+               model_name: str = "model", numerics: str = "", target: str | None = None) -> dict:
+    """Tune extracted tasks (MetaSchedule ExtractedTasks of the family's tunable kernels) into
+    the database in `work_dir`; (runner, remote) from runner_for.  See qcompile.tune.  `space`
+    overrides the family's design space (tests use it); `trials_per_task` (if given) sets
+    `trials` to that many per task.  `model_name`, `numerics` and `target` (the name asked for)
+    go into the report."""
     target_obj = family.tvm_target()
     os.makedirs(work_dir, exist_ok=True)
-    tasks = extract_tasks(model, example_inputs, family, numerics, threads)
     if not tasks:
         amx = (f" (on {family.name} the dense kernels that fit AMX tiles have one schedule and "
                f"are not tuned; --target x86-avx512-vnni tunes their VNNI form)"
@@ -253,7 +232,7 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
             # builder pool alive until exit, where its threads fail to join
             interrupts["interrupted"] = True
         finally:
-            curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
+            curve = draw_curve(work_dir, f"{model_name} on {family.name}")
         if interrupts["interrupted"] and progress.done < remaining:
             gc.collect()
             raise TuningInterrupted(
@@ -261,9 +240,9 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
                 f"measured record is kept in {work_dir} ({len(inner)} in all); the same "
                 "command continues from them")
     else:
-        curve = draw_curve(work_dir, f"{type(model).__name__} on {family.name}")
+        curve = draw_curve(work_dir, f"{model_name} on {family.name}")
     report = {
-        "model": type(model).__name__, "target": target, "target_family": family.name,
+        "model": model_name, "target": target or family.name, "target_family": family.name,
         "target_dict": family.target(), "numerics": numerics, "work_dir": work_dir,
         "trials_requested": trials, "trials_before": sum(done_before),
         "trials_run": progress.done, "candidates_checked": gate.checked,

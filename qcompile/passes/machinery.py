@@ -1,4 +1,5 @@
-"""The machinery every qcompile pass shares: match a dataflow pattern at a call, rewrite it.
+"""The machinery every qcompile pass shares (not a pass): match a dataflow pattern at a call,
+rewrite it.
 
 A pass supplies `rewrite(ctx, call) -> Expr | None`.  `ctx.match(pattern, call)` looks through
 the function's bindings (relax.dpl patterns with var2val); `ctx.new(expr)` maps an original

@@ -7,9 +7,9 @@ Re-keying moves the records instead of retuning (the shipped logs were tuned on 
 reference machine, which a later session may not have):
 
     # in a checkout (git worktree) of the commit the logs were made for
-    python -m qcompile.tuning.rekey dump /tmp/old_kernels.json
+    python -m qcompile.rekey dump /tmp/old_kernels.json
     # in the current checkout
-    python -m qcompile.tuning.rekey apply /tmp/old_kernels.json
+    python -m qcompile.rekey apply /tmp/old_kernels.json
 
 `dump` writes the tunable kernels of every zoo model with a shipped log, extracted as
 `qcompile tune` extracted them (family and numerics from provenance.json, 2 threads, the
@@ -34,7 +34,11 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from .logs import PROVENANCE, RECORDS, WORKLOADS, NearRecords, database_dirs, shipped_root
+from .compiler.tune import extract_tasks
+from .models import first_inputs, load_model
+from .numerics.contracts import get_contract
+from .schedules import resolve_family
+from .tuning.logs import PROVENANCE, RECORDS, WORKLOADS, NearRecords, database_dirs, shipped_root
 
 THREADS = 2  # the reference machine's cores: what `qcompile tune` used there
 
@@ -46,16 +50,12 @@ def _read_json(path: str):
 
 def logged_model_kernels(log_dir: str) -> list[tuple[str, tvm.IRModule]]:
     """(name, module) of each tunable kernel of the log's model, in extraction order."""
-    from qcompile.schedules import resolve_family
-
-    from ..cli import first_inputs, load_model
-    from . import extract_tasks
-
     prov = _read_json(os.path.join(log_dir, PROVENANCE))
     name = os.path.basename(log_dir)
     entry = load_model(f"zoo:{name}", prov["numerics"], None)
     tasks = extract_tasks(entry.quantized, first_inputs(entry.example_inputs(1)),
-                          resolve_family(prov["target_family"]), prov["numerics"], THREADS)
+                          resolve_family(prov["target_family"]), get_contract(prov["numerics"]),
+                          THREADS)
     return [(t.task_name, t.dispatched[0]) for t in tasks]
 
 
@@ -125,7 +125,7 @@ def rekey_log(log_dir: str, old_kernels: list[tuple[str, str]]) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qcompile.tuning.rekey", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m qcompile.rekey", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["dump", "apply"])
     parser.add_argument("kernels", help="the JSON file dump writes and apply reads")

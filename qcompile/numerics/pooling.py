@@ -1,0 +1,278 @@
+"""Pooling kernels on 8-bit tensors, in each reference's arithmetic.
+
+  max_pool2d           exact (max needs no arithmetic): the same for every contract
+  adaptive (to 1x1)    fbgemm's vector/tail formula; QNNPACK's average pool; integer-only;
+                       the decomposed float mean (PyTorch's vectorized sum order)
+  avg_pool2d           fbgemm's; QNNPACK's (divisor always kh*kw); integer-only; decomposed
+Each adaptive kernel takes (x, qin, qout), each avg_pool kernel (x, qin, qout, kernel, stride,
+padding, ceil_mode, count_include_pad); pooling keeps the input qparams under the engines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+from ..errors import QCompileError
+from .constants import f32 as np_f32, qnnpack_avgpool_scale
+from .quantize import dequantize_value, quantize_value
+from .tir_ops import clamp, divide_round_even, f32, fence, fma, mul, rescale_fixed, rne_i32
+from .windows import padding4, window_taps
+
+def window_sum(x, zx: int, kernel, stride, pads, out_hw):
+    """int32 sums of (q - zx) over each pooling window; padded positions contribute 0."""
+    n, c, h, w = (int(d) for d in x.shape)
+    (kh, kw), (sh, sw) = kernel, stride
+    pt, pl = pads[0], pads[1]
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def tap(b, k, i, j):
+        y, z = i * sh + rh - pt, j * sw + rw - pl
+        inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
+        return tirx.Select(inside, value.astype("int32") - zx, 0)
+
+    return te.compute((n, c) + tuple(out_hw),
+                      lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]), name="pool_sum")
+
+
+def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_include_pad):
+    """PyTorch's avg_pool2d output size (oh, ow) and its divisor(i, j) as a TIR expression."""
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl, pb, pr = padding4(padding)
+
+    def out_size(size, k, s, p0, p1):
+        span = size + p0 + p1 - k
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= size + p0:
+            o -= 1
+        return o
+
+    def divisor(i, j):
+        y0, z0 = i * sh - pt, j * sw - pl
+        if count_include_pad:
+            y1 = tirx.min(y0 + kh, h + pb)
+            z1 = tirx.min(z0 + kw, w + pr)
+            return (y1 - y0) * (z1 - z0)
+        y1, z1 = tirx.min(y0 + kh, h), tirx.min(z0 + kw, w)
+        return (y1 - tirx.max(y0, 0)) * (z1 - tirx.max(z0, 0))
+
+    return (out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)), divisor
+
+
+def max_pool2d(x, kernel, strides, padding):
+    """Max pooling of 8-bit data (exact: max needs no arithmetic), vectorizable along rows.
+
+    Padding reads the dtype's minimum, which never wins.  The output width is computed padded
+    to whole vectors from de-interleaved planes (`padded_planes`) and cropped ("pool_max_taps"
+    is the reduction the schedule vectorizes, as for the depthwise kernel)."""
+    n, c = (int(d) for d in x.shape[:2])
+    kh, kw = (int(k) for k in kernel)
+    lowest = int(np.iinfo(str(x.dtype)).min)
+    oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, lowest)
+    ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+    taps = te.compute(
+        (n, c, oh, ow_ext),
+        lambda b, ch, i, j: te.max(tap(b, ch, i, j, ry, rx), axis=[ry, rx]),
+        name="pool_max_taps")
+    return te.compute((n, c, oh, ow), lambda b, ch, i, j: taps[b, ch, i, j], name="pool_max")
+
+
+
+# ---------------------------------------------------------------------------- adaptive, to 1x1
+def _pool_sum(x):
+    n, c, h, w = (int(d) for d in x.shape)
+    rh, rw = te.reduce_axis((0, h), "rh"), te.reduce_axis((0, w), "rw")
+    return te.compute((n, c, 1, 1), lambda b, k, i, j: te.sum(
+        x[b, k, rh, rw].astype("int32"), axis=[rh, rw]), name="pool_sum")
+
+
+def adaptive_avg_pool_engine(x, qin, qout):
+    """adaptive_avg_pool2d to 1x1 on a channels-last quint8 tensor, as fbgemm's kernels compute
+    it (keeps the input qparams).
+
+    acc = sum(q) - zx*HW; m = f(1/HW), s' = f(1/m), inv = f(1/s').  The first floor(C/8)*8
+    channels rne(fma(f(acc), inv, zx)), the others rint(f(f(acc*inv) + zx)).
+    """
+    _, c, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    total = _pool_sum(x)
+    m = np_f32(1.0) / np_f32(h * w)
+    inv = np_f32(1.0) / (np_f32(1.0) / m)
+    body_channels = (c // 8) * 8
+
+    def out(b, k, i, j):
+        acc = (total[b, k, i, j] - zx * h * w).astype("float32")
+        vec = rne_i32(fma(acc, f32(inv), f32(zx)))
+        tail = tirx.round(mul(acc, f32(inv)) + f32(zx)).astype("int32")
+        return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
+
+    return te.compute(total.shape, out, name="adaptive_avg_pool")
+
+
+def adaptive_avg_pool_integer(x, qin, qout):
+    """Integer-only mean to 1x1: (sum(q) - zx*HW) / HW in fixed point, rounded half to even."""
+    _, _, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    total = _pool_sum(x)
+    return te.compute(total.shape, lambda *i: clamp(
+        rescale_fixed(total(*i) - zx * h * w, 1.0 / (h * w)).astype("int32") + zx,
+        0, 255).astype("uint8"), name="avg_pool_int")
+
+
+def adaptive_avg_pool_qnnpack(x, qin, qout):
+    """PyTorch's qnnpack engine pools with QNNPACK (avg_pool_qnnpack_window over the whole map)
+    when there is more than one element, else as fbgemm."""
+    _, _, h, w = (int(d) for d in x.shape)
+    if h * w == 1:
+        return adaptive_avg_pool_engine(x, qin, qout)
+    return avg_pool_qnnpack_window(x, qin, (h, w), (h, w), (0, 0, 0, 0))
+
+
+def _vectorized_sum(values: list):
+    """PyTorch's float sum of a contiguous row of n < 512 elements (SumKernel.cpp, AVX2
+    Vectorized<float>: 8 lanes, 4 interleaved vector accumulators), as one TIR expression:
+    lane sums over whole 8-element vectors (vector j into accumulator j % 4 while four fit,
+    the rest into accumulator 0), accumulators 1..3 added into 0, then a scalar sum of the
+    tail, then the 8 lanes added to it in order.  Matched bit for bit for 2x2..14x14 windows."""
+    n, lanes, ilp = len(values), 8, 4
+    vectors = n // lanes
+    whole = vectors // ilp * ilp
+    acc = [[None] * lanes for _ in range(ilp)]
+
+    def add(a, b):
+        return b if a is None else fence(a + b)
+
+    for j in range(vectors):
+        slot = j % ilp if j < whole else 0
+        for lane in range(lanes):
+            acc[slot][lane] = add(acc[slot][lane], values[j * lanes + lane])
+    for slot in range(1, ilp):
+        for lane in range(lanes):
+            if acc[slot][lane] is not None:
+                acc[0][lane] = add(acc[0][lane], acc[slot][lane])
+    total = None
+    for k in range(vectors * lanes, n):
+        total = add(total, values[k])
+    for lane in range(lanes):
+        if acc[0][lane] is not None:
+            total = add(total, acc[0][lane])
+    return total
+
+
+def adaptive_avg_pool_decomposed(x, qin, qout):
+    """quantize(adaptive_avg_pool2d(dequantize(x), 1)): PyTorch computes it as
+    sum(dims=(-2, -1)) / (H * W), the sum in its vectorized order (_vectorized_sum)."""
+    n, c, h, w = (int(d) for d in x.shape)
+    if h * w >= 512:
+        raise QCompileError(f"global average pooling of {h}x{w} under pt2e numerics: PyTorch's "
+                            "cascade sum over 512 or more elements is not modelled yet")
+
+    def out(b, k, i, j):
+        values = [dequantize_value(x[b, k, t // w, t % w], *qin) for t in range(h * w)]
+        mean = fence(_vectorized_sum(values) / f32(np.float32(h * w)))
+        return quantize_value(mean, *qout).astype("uint8")
+
+    return te.compute((n, c, 1, 1), out, name="adaptive_avg_pool_pt2e")
+
+
+# ---------------------------------------------------------------------------- avg_pool2d
+def avg_pool_engine(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):
+    """avg_pool2d on a channels-last quint8 tensor as fbgemm's kernels compute it (keeps the
+    input qparams).
+
+    acc = sum(q - zx) over the window; m = f(1/div).  First floor(C/16)*16 channels:
+    rne(f(acc*m)) + zx; the others rint(f(f(acc*f(1/f(1/m))) + zx)).
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    (oh, ow), divisor = avg_pool_geometry(h, w, kernel, stride, padding, ceil_mode,
+                                          count_include_pad)
+    total = window_sum(x, zx, kernel, stride, padding4(padding), (oh, ow))
+    body_channels = (c // 16) * 16
+
+    def out(b, k, i, j):
+        div = divisor(i, j).astype("float32")
+        acc = total[b, k, i, j]
+        m = fence(f32(1.0) / div)
+        vec = rne_i32(mul(acc.astype("float32"), m)) + zx
+        inv = fence(f32(1.0) / fence(f32(1.0) / m))
+        tail = tirx.round(mul(acc.astype("float32"), inv) + f32(zx)).astype("int32")
+        return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
+
+    return te.compute((n, c, oh, ow), out, name="avg_pool")
+
+
+def avg_pool_integer(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):
+    """Integer-only avg_pool2d: sum(q - zx) / divisor, rounded half to even, + zx."""
+    n, c, h, w = (int(d) for d in x.shape)
+    zx = qin[1]
+    (oh, ow), divisor = avg_pool_geometry(h, w, kernel, stride, padding, ceil_mode,
+                                          count_include_pad)
+    total = window_sum(x, zx, kernel, stride, padding4(padding), (oh, ow))
+
+    def out(b, k, i, j):
+        return clamp(divide_round_even(total[b, k, i, j], divisor(i, j)) + zx, 0,
+                     255).astype("uint8")
+
+    return te.compute((n, c, oh, ow), out, name="avg_pool")
+
+
+def avg_pool_qnnpack(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):
+    """PyTorch's qnnpack engine: QNNPACK's kernel (avg_pool_qnnpack_window) without ceil_mode,
+    fbgemm's formula with it."""
+    if ceil_mode:
+        return avg_pool_engine(x, qin, qout, kernel, stride, padding, ceil_mode,
+                               count_include_pad)
+    return avg_pool_qnnpack_window(x, qin, kernel, stride, padding)
+
+
+def avg_pool_qnnpack_window(x, qin, kernel, stride, padding):
+    """QNNPACK average pooling (qnnpack engine: avg_pool2d without ceil_mode, adaptive 1x1).
+
+    acc = sum(q - zx) over the window, padding contributing 0; the divisor is always kh*kw
+    (count_include_pad and divisor_override are ignored): y = rne(f(f32(acc) * m)) + zx with
+    m = f(f32(s) / f(f32(s) * f(kh*kw))) (constants.qnnpack_avgpool_scale).
+    """
+    _, _, h, w = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in stride)
+    pt, pl, pb, pr = padding4(padding)
+    scale, zx = qin
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    m = qnnpack_avgpool_scale(scale, kh * kw)
+    total = window_sum(x, zx, (kh, kw), (sh, sw), (pt, pl, pb, pr), (oh, ow))
+
+    def out(*idx):
+        r = rne_i32(mul(total(*idx).astype("float32"), f32(m)))
+        return clamp(clamp(r, -32768, 32767) + zx, 0, 255).astype("uint8")
+
+    return te.compute(total.shape, out, name="avg_pool_qnnpack")
+
+
+def avg_pool_decomposed(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):
+    """quantize(avg_pool2d(dequantize(x))): PyTorch's float kernel sums each window row by row
+    in a float (padding adds nothing), then divides by the divisor (measured bit for bit for
+    2x2/s2, 3x3/s1 p1, 3x3/s2 p1 without count_include_pad, 3x3/s3)."""
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl = padding4(padding)[:2]
+    (oh, ow), divisor = avg_pool_geometry(h, w, kernel, stride, padding, ceil_mode,
+                                          count_include_pad)
+
+    def out(b, k, i, j):
+        total = None
+        for a in range(kh):
+            for e in range(kw):
+                y, z = i * sh + a - pt, j * sw + e - pl
+                inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+                v = dequantize_value(x[b, k, tirx.max(tirx.min(y, h - 1), 0),
+                                       tirx.max(tirx.min(z, w - 1), 0)], *qin)
+                v = tirx.Select(inside, v, f32(0.0))
+                total = v if total is None else fence(total + v)
+        mean = fence(total / divisor(i, j).astype("float32"))
+        return quantize_value(mean, *qout).astype("uint8")
+
+    return te.compute((n, c, oh, ow), out, name="avg_pool_pt2e")
