@@ -12,7 +12,8 @@ import pytest
 import torch
 import tvm_ffi
 
-from qcompile.compiler import compiler
+from qcompile.compiler import driver as compiler
+from qcompile.numerics import get_contract
 from qcompile import rekey
 from qcompile.tuning import logs
 from qcompile.tuning.gate import CorrectnessGate
@@ -84,7 +85,8 @@ def _conv_kernel(size: int, scale: float, shift: float):
     with the calibration), calibrated on inputs of the given scale and shift."""
     xs = inputs_like((1, 16, size, size), n=2, scale=scale, shift=shift)
     model = quantize_eager(seeded(torch.nn.Conv2d(16, 32, 3, padding=1), 4), xs)
-    integer, _, _ = compiler.integer_module(model, [xs[0].numpy()], "fbgemm", 2, FAMILY)
+    integer, _, _ = compiler.integer_module(model, [xs[0].numpy()], get_contract("fbgemm"), 2,
+                                             FAMILY)
     fused = compiler.fuse(integer, FAMILY.tvm_target(), FAMILY)
     (conv,) = [f for g, f in fused.functions.items() if "conv" in g.name_hint]
     return conv

@@ -153,6 +153,10 @@ def add_qnnpack(a, b, qa, qb, qo, relu: bool, threads: int = 1):
     return te.compute(a.shape, body, name="qadd_qnnpack")
 
 
+# its PrimFunc's name: the schedules keep this add's block materialized (schedules.common)
+add_qnnpack.primfunc_name = "qadd_qnnpack"
+
+
 def _integer_binary(a, b, qa, qb, qo, relu: bool, multiply: bool):
     """Integer-only add or mul.
 

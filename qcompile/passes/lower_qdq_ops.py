@@ -58,8 +58,8 @@ def _binary(ctx, call, m, contract: Contract, threads: int):
     multiply = op == "relax.multiply"
     kernel = contract.kernels.mul if multiply else contract.kernels.add
     fn = lambda x, y: kernel(x, y, qa, qb, qo, relu, threads)  # noqa: E731
-    return ctx.call_te(fn, ctx.new(m[A]), ctx.new(m[B]),
-                       primfunc_name_hint="qmul" if multiply else "qadd")
+    name = getattr(kernel, "primfunc_name", "qmul" if multiply else "qadd")
+    return ctx.call_te(fn, ctx.new(m[A]), ctx.new(m[B]), primfunc_name_hint=name)
 
 
 def _table_as_clamp(table: np.ndarray):
