@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .engines import quantized_engine
 from .errors import EngineLimitError
+from .frontend import op_table
 from .numerics.contracts import EAGER, contracts_for, get_contract
 
 
@@ -43,8 +44,17 @@ def fuzzed_contracts() -> tuple[str, ...]:
     """The contracts graphs are drawn for: those of eager models (graphs are quantized with
     torch.ao), as registered when the fuzzer runs."""
     return tuple(c.name for c in contracts_for(EAGER))
-REQUANTIZING = ("conv", "add", "mul", "cat", "linear", "avgpool", "hardswish",
-                "sigmoid")  # ops that round
+# the ops the generator draws (the op table's fuzz weights) and what each builds in the float
+# model; ops whose lowering is exact (data movement, max) or an integer clamp do not round
+ELEMENTWISE = {"relu": lambda: nn.ReLU(), "hardtanh": lambda: nn.Hardtanh(-0.5, 1.5),
+               "hardswish": lambda: nn.Hardswish(), "sigmoid": lambda: nn.Sigmoid()}
+POOLS = {"max_pool2d": lambda: nn.MaxPool2d(2), "avg_pool2d": lambda: nn.AvgPool2d(2)}
+_NOT_ROUNDING = ("exact", "clamp")
+
+
+def _unbuildable(kind: str) -> ValueError:
+    return ValueError(f"the op table has the fuzzer draw {kind!r}, which qcompile/fuzz.py "
+                      "cannot build: give it a builder")
 
 
 def graph_spec():
@@ -58,8 +68,7 @@ def graph_spec():
         values, ops = [f], []
         for _ in range(draw(st.integers(1, 5))):
             src = draw(st.integers(0, len(values) - 1))
-            kind = draw(st.sampled_from(["linear", "linear", "linear", "add", "mul", "relu",
-                                         "hardswish", "sigmoid"]))
+            kind = draw(st.sampled_from(op_table.fuzz_ops("sequence")))
             if kind in ("add", "mul"):
                 other = draw(st.sampled_from([i for i, v in enumerate(values)
                                               if v == values[src]]))
@@ -70,9 +79,11 @@ def graph_spec():
                 out = draw(st.integers(1, 24))
                 ops.append({"op": "linear", "a": src, "out": out, "relu": draw(st.booleans())})
                 values.append(out)
-            else:
+            elif kind in ELEMENTWISE:
                 ops.append({"op": kind, "a": src})
                 values.append(values[src])
+            else:
+                raise _unbuildable(kind)
         return {"input": [1, t, f], "ops": ops, "head": False, "head_depth": 0, "classes": 1}
 
     @st.composite
@@ -95,32 +106,32 @@ def graph_spec():
         for _ in range(draw(st.integers(1, 5))):
             src = draw(st.integers(0, len(values) - 1))
             sc, shw = values[src]
-            kind = draw(st.sampled_from(["conv", "conv", "conv", "add", "cat", "relu",
-                                         "hardtanh", "maxpool", "avgpool", "mul", "hardswish",
-                                         "sigmoid"]))
+            kind = draw(st.sampled_from(op_table.fuzz_ops("image")))
             if kind in ("add", "cat", "mul"):
                 same = [i for i, v in enumerate(values) if v == values[src]]
                 other = draw(st.sampled_from(same))
                 ops.append({"op": kind, "a": src, "b": other,
                             "relu": draw(st.booleans()) if kind == "add" else False})
                 values.append((sc * 2 if kind == "cat" else sc, shw))
-            elif kind == "conv":
+            elif kind == "conv2d":
                 k = draw(st.sampled_from([1, 3]))
                 stride = draw(st.sampled_from([1, 2])) if shw >= 4 else 1
                 depthwise = draw(st.booleans()) and k == 3
                 out = sc if depthwise else draw(st.integers(1, 16))
                 pad = k // 2
-                ops.append({"op": "conv", "a": src, "out": out, "k": k, "stride": stride,
+                ops.append({"op": "conv2d", "a": src, "out": out, "k": k, "stride": stride,
                             "groups": sc if depthwise else 1, "relu": draw(st.booleans())})
                 values.append((out, (shw + 2 * pad - k) // stride + 1))
-            elif kind in ("maxpool", "avgpool"):
+            elif kind in POOLS:
                 if shw < 2:
                     continue
                 ops.append({"op": kind, "a": src})
                 values.append((sc, shw // 2))
-            else:
+            elif kind in ELEMENTWISE:
                 ops.append({"op": kind, "a": src})
                 values.append(values[src])
+            else:
+                raise _unbuildable(kind)
         head = draw(st.booleans())
         return {"input": [1, c, hw, hw], "ops": ops, "head": head,
                 "head_depth": draw(st.integers(1, 3)) if head else 0,
@@ -149,7 +160,7 @@ class SpecModel(nn.Module):
                     lin.bias.uniform_(-1, 1, generator=gen)
                 layer = torch.ao.nn.intrinsic.LinearReLU(lin, nn.ReLU()) if op["relu"] else lin
                 channels.append(op["out"])
-            elif op["op"] == "conv":
+            elif op["op"] == "conv2d":
                 conv = nn.Conv2d(c, op["out"], op["k"], op["stride"], op["k"] // 2,
                                  groups=op["groups"])
                 with torch.no_grad():
@@ -161,9 +172,7 @@ class SpecModel(nn.Module):
                 layer = torch.ao.nn.quantized.FloatFunctional()
                 channels.append(c * 2 if op["op"] == "cat" else c)
             else:
-                layer = {"relu": nn.ReLU(), "hardtanh": nn.Hardtanh(-0.5, 1.5),
-                         "maxpool": nn.MaxPool2d(2), "avgpool": nn.AvgPool2d(2),
-                         "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid()}[op["op"]]
+                layer = {**ELEMENTWISE, **POOLS}[op["op"]]()
                 channels.append(c)
             self.layers.append(layer)
         self.head = None
@@ -263,7 +272,8 @@ def layer_bound(model, contract) -> int:
 def requantizing_ops(spec: dict) -> int:
     """Ops of the graph that round (the head: a global average pool and a linear)."""
     head = 1 + spec.get("head_depth", 1) if spec["head"] else 0  # the pool and the linears
-    return sum(op["op"] in REQUANTIZING for op in spec["ops"]) + head
+    return sum(op_table.BY_NAME[op["op"]].lowering not in _NOT_ROUNDING
+               for op in spec["ops"]) + head
 
 
 def _reference_refuses(model, inputs, engine: str) -> str | None:

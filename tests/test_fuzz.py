@@ -34,7 +34,7 @@ def test_the_comparison_has_teeth():
               suppress_health_check=list(HealthCheck))
     @given(fuzz.graph_spec())
     def collect(spec):
-        has_bias = spec["head"] or any(op["op"] in ("conv", "linear") for op in spec["ops"])
+        has_bias = spec["head"] or any(op["op"] in ("conv2d", "linear") for op in spec["ops"])
         # integer rounds biases, so it differs -- rarely on these small graphs: stop at one
         if fuzz.requantizing_ops(spec) >= 2 and has_bias and not any(v < 1 for v in seen):
             model, inputs = fuzz.build({**spec, "contract": "fbgemm"})
@@ -67,7 +67,7 @@ def test_fuzz_command(tmp_path, capsys):
 # found by `qcompile fuzz --n 2000 --seed 0`: QNNPACK's add refuses a 1900x scale ratio
 REFUSED_BY_QNNPACK = {'input': [1, 3, 4, 4],
      'ops': [{'op': 'add', 'a': 0, 'b': 0, 'relu': True},
-             {'op': 'conv',
+             {'op': 'conv2d',
               'a': 1,
               'out': 6,
               'k': 1,
@@ -76,7 +76,7 @@ REFUSED_BY_QNNPACK = {'input': [1, 3, 4, 4],
               'relu': False},
              {'op': 'add', 'a': 2, 'b': 2, 'relu': False},
              {'op': 'cat', 'a': 3, 'b': 3, 'relu': False},
-             {'op': 'maxpool', 'a': 4}],
+             {'op': 'max_pool2d', 'a': 4}],
      'head': True,
      'classes': 9,
      'contract': 'qnnpack',
@@ -120,7 +120,7 @@ def test_integer_bound_grows_with_the_accumulator_step():
     """A 1x1 conv into a 1e-4 output scale: its int32 bias rounding moves the result by up to
     half an accumulator step, ~2 output steps here (the 2000-graph run's graph 474)."""
     spec = {"input": [1, 9, 10, 10], "head": False, "head_depth": 0, "classes": 1,
-            "ops": [{"op": "conv", "a": 0, "out": 7, "k": 1, "stride": 1, "groups": 1,
+            "ops": [{"op": "conv2d", "a": 0, "out": 7, "k": 1, "stride": 1, "groups": 1,
                      "relu": True}],
             "contract": "integer", "per_channel": False, "qparams_seed": 0, "input_scale": 1.0,
             "seed": 3}

@@ -3,7 +3,8 @@
 Transformers quantized with `quantize_dynamic` keep everything but their Linears in float:
 embeddings of integer token ids, LayerNorm, attention (matmuls, masking, softmax), GELU,
 residual adds.  These become ordinary Relax float ops, compiled by TVM's own kernels; a
-dynamic linear after them chooses its qparams from whatever they computed.  They are not
+dynamic linear after them chooses its qparams from whatever they computed.  Which torch spelling
+reaches which converter is frontend/op_table.py's business.  They are not
 bit-exact with PyTorch's float kernels (other summation orders, other exp/erf), which is why
 verify reports the cosine to the float model next to the cosine to PyTorch's int8 run.
 
@@ -18,7 +19,6 @@ import operator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tvm import relax
 
 from .values import QValue
@@ -60,7 +60,7 @@ def _binary(op, what):
     return convert
 
 
-def embedding(imp, module, ids):
+def embedding_module(imp, module, ids):
     """nn.Embedding: rows of the float weight table, gathered by integer ids.  An id outside
     the table is clamped to its first or last row (PyTorch raises IndexError; a compiled
     library has no exceptions, and must never read outside the table)."""
@@ -158,43 +158,36 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
     return imp.emit(R.matmul(weights, v))
 
 
-def _module_layer_norm(imp, m, x):
+def embedding(imp, ids, weight, *args, **kwargs):
+    """F.embedding(ids, weight): rows of the weight table (clamped ids, as nn.Embedding)."""
+    return imp.emit(R.take(_float(imp, weight, "embedding"), _float(imp, ids, "embedding"),
+                           axis=0, mode="clip"))
+
+
+def tanh(imp, x):
+    return imp.emit(R.tanh(_float(imp, x, "tanh")))
+
+
+def to_float(imp, x):
+    """Tensor.float()."""
+    return to_dtype(imp, x, torch.float32)
+
+
+# a op b of float values (Python numbers, e.g. sizes, are combined as numbers)
+add = _binary(R.add, "add")
+sub = _binary(R.subtract, "sub")
+mul = _binary(R.multiply, "mul")
+truediv = _binary(R.divide, "truediv")
+
+
+# ---------------------------------------------------------------------------- modules
+def layer_norm_module(imp, m, x):
     return layer_norm(imp, x, m.normalized_shape, m.weight, m.bias, m.eps)
 
 
-FLOAT_MODULES = {
-    torch.nn.Embedding: embedding,
-    torch.nn.LayerNorm: _module_layer_norm,
-    torch.nn.GELU: lambda imp, m, x: gelu(imp, x, m.approximate),
-    torch.nn.Softmax: lambda imp, m, x: softmax(imp, x, m.dim),
-}
+def gelu_module(imp, m, x):
+    return gelu(imp, x, m.approximate)
 
-FLOAT_FUNCTIONS = {
-    F.embedding: lambda imp, ids, weight, *a, **k: imp.emit(
-        R.take(_float(imp, weight, "embedding"), _float(imp, ids, "embedding"), axis=0,
-               mode="clip")),
-    F.layer_norm: layer_norm,
-    F.gelu: gelu,
-    F.softmax: softmax,
-    torch.softmax: softmax,
-    torch.matmul: matmul,
-    operator.matmul: matmul,
-    operator.add: _binary(R.add, "add"),
-    operator.sub: _binary(R.subtract, "sub"),
-    operator.mul: _binary(R.multiply, "mul"),
-    operator.truediv: _binary(R.divide, "truediv"),
-    torch.transpose: transpose,
-    F.scaled_dot_product_attention: scaled_dot_product_attention,
-    torch.tanh: lambda imp, x: imp.emit(R.tanh(_float(imp, x, "tanh"))),
-}
 
-FLOAT_METHODS = {
-    "transpose": transpose,
-    "permute": permute,
-    "softmax": softmax,
-    "to": to_dtype,
-    "float": lambda imp, x: to_dtype(imp, x, torch.float32),
-    "masked_fill": masked_fill,
-    "unsqueeze": unsqueeze,
-    "matmul": matmul,
-}
+def softmax_module(imp, m, x):
+    return softmax(imp, x, m.dim)

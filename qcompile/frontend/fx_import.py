@@ -10,7 +10,8 @@ import tvm
 from tvm import relax
 
 from ..errors import QCompileError
-from .ops import FUNCTIONS, METHODS, describe_supported, lookup_module_handler
+from . import op_table
+from .importer import Importer
 from .values import QValue
 
 
@@ -23,9 +24,9 @@ def is_quantized_model(model: torch.nn.Module) -> bool:
     return False
 
 
-_QUANTIZE_FIRST = ("Quantize it first, e.g. torch.ao.quantization.prepare -> calibrate -> "
-                   "convert (eager) or prepare_fx -> calibrate -> convert_fx, with the 'fbgemm' "
-                   "or 'qnnpack' qconfig.")
+QUANTIZE_FIRST = ("Quantize it first, e.g. torch.ao.quantization.prepare -> calibrate -> "
+                  "convert (eager) or prepare_fx -> calibrate -> convert_fx, with the 'fbgemm' "
+                  "or 'qnnpack' qconfig.")
 
 
 class FxTraceError(QCompileError):
@@ -37,7 +38,7 @@ def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
     if not is_quantized_model(model):
         raise QCompileError(
             f"{type(model).__name__} is a float model: qcompile compiles quantized models. "
-            + _QUANTIZE_FIRST)
+            + QUANTIZE_FIRST)
     if isinstance(model, torch.fx.GraphModule):
         return model
     try:
@@ -48,29 +49,19 @@ def capture(model: torch.nn.Module) -> torch.fx.GraphModule:
             "Python control flow cannot be captured by fx yet.") from err
 
 
-class Importer:
-    """Walks an fx graph node by node and emits Relax through one BlockBuilder."""
+class FxImporter(Importer):
+    """Walks an fx graph node by node; each node's converter comes from the op table."""
 
     def __init__(self, gm: torch.fx.GraphModule, probe: bool = False):
+        super().__init__(probe)
         self.gm = gm
-        self.probe = probe
-        self.probes: list[tuple[str, QValue]] = []  # (module name, value) when probing
-        self.dequantized_from: dict[relax.Var, object] = {}  # float var -> its QParams
-        self.output_qparams = None  # QParams of the first output, when it is a dequantize
-        self.modules = dict(gm.named_modules()) if gm is not None else {}
-        self.bb = relax.BlockBuilder()
+        self.modules = dict(gm.named_modules())
         self.env: dict[torch.fx.Node, object] = {}
         self.node: torch.fx.Node | None = None
 
-    def emit(self, expr: relax.Expr) -> relax.Var:
-        """Bind an expression in the current dataflow block."""
-        return self.bb.emit(expr)
-
-    def error(self, message: str) -> QCompileError:
-        """An error that names the graph node being imported."""
+    def where(self) -> str:
         node = self.node
-        where = f" at node '{node.name}' ({node.format_node()})" if node is not None else ""
-        return QCompileError(f"{message}{where}")
+        return f"node '{node.name}' ({node.format_node()})" if node is not None else ""
 
     def _resolve(self, arg):
         return torch.fx.node.map_arg(arg, lambda n: self.env[n])
@@ -84,23 +75,23 @@ class Importer:
             return value
         if node.op == "call_module":
             module = self.modules[node.target]
-            handler = lookup_module_handler(module)
-            if handler is None:
+            convert = op_table.fx_module_converter(module)
+            if convert is None:
                 raise self.error(self._unsupported(f"module {type(module).__module__}."
                                                    f"{type(module).__name__}"))
-            return handler(self, module, *args, **kwargs)
+            return convert(self, module, *args, **kwargs)
         if node.op == "call_function":
             if node.target is operator.getitem and not isinstance(args[0], (QValue, relax.Expr)):
                 return args[0][args[1]]
-            handler = FUNCTIONS.get(node.target)
-            if handler is None:
+            convert = op_table.FX_FUNCTIONS.get(node.target)
+            if convert is None:
                 raise self.error(self._unsupported(f"function {_name(node.target)}"))
-            return handler(self, *args, **kwargs)
+            return convert(self, *args, **kwargs)
         if node.op == "call_method":
-            handler = METHODS.get(node.target)
-            if handler is None:
+            convert = op_table.FX_METHODS.get(node.target)
+            if convert is None:
                 raise self.error(self._unsupported(f"method Tensor.{node.target}"))
-            return handler(self, *args, **kwargs)
+            return convert(self, *args, **kwargs)
         raise self.error(f"unexpected fx node kind {node.op}")
 
     def probe_name(self, node: torch.fx.Node) -> str | None:
@@ -111,7 +102,7 @@ class Importer:
 
     @staticmethod
     def _unsupported(what: str) -> str:
-        return f"unsupported op: {what}. Supported: {describe_supported()}"
+        return f"unsupported op: {what}. Supported: {op_table.describe_fx()}"
 
     def run(self, input_shapes: list[tuple[int, ...]], input_dtypes=None) -> tvm.IRModule:
         """Import the graph; every placeholder becomes a parameter of `main` (float32 unless
@@ -149,72 +140,6 @@ class Importer:
             self.bb.emit_func_output(out)
         return self.bb.get()
 
-    def _output(self, value):
-        values = value if isinstance(value, (tuple, list)) else [value]
-        self.output_qparams = self.dequantized_from.get(values[0])
-        for v in values:
-            if isinstance(v, QValue):
-                raise QCompileError("the model returns a quantized tensor: end it with a "
-                                    "DeQuantStub (eager) so that outputs are float")
-        if len(values) == 1:
-            return values[0]
-        return relax.Tuple(list(values))
-
-
 
 def _name(target) -> str:
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
-
-
-def _importer(model, input_shapes, probe: bool, input_dtypes=None,
-              example_inputs=None) -> Importer:
-    """The importer for the model: fx for nn.Modules fx can trace, TorchScript for ScriptModules
-    (torch.jit.load), PT2E graphs (convert_pt2e, torch.export) and, through torch.jit.trace on
-    the example inputs (zeros of `input_shapes` without them), for quantized modules fx cannot
-    trace."""
-    from .pt2e_import import Pt2eImporter, is_pt2e_graph
-    from .script_import import ScriptImporter, is_quantized_script
-
-    if is_pt2e_graph(model):
-        return Pt2eImporter(model, probe)
-    if isinstance(model, torch.jit.ScriptModule):
-        if not is_quantized_script(model):
-            name = getattr(model, "original_name", "the TorchScript model")
-            raise QCompileError(f"{name} is a float model: qcompile compiles quantized models. "
-                                + _QUANTIZE_FIRST)
-        return ScriptImporter(model)
-    try:
-        return Importer(capture(model), probe)
-    except FxTraceError:
-        pass
-    try:
-        with torch.no_grad():
-            if example_inputs is None:
-                dtypes = input_dtypes or ["float32"] * len(input_shapes)
-                example_inputs = [torch.zeros(s, dtype=getattr(torch, d))
-                                  for s, d in zip(input_shapes, dtypes)]
-            # the trace follows the branches these inputs take: Python control flow on tensor
-            # values is fixed to what the example inputs did
-            traced = torch.jit.trace(model, tuple(torch.as_tensor(x) for x in example_inputs))
-    except Exception as err:  # noqa: BLE001 - neither capture works: say both
-        raise QCompileError(f"neither torch.fx nor torch.jit.trace could capture "
-                            f"{type(model).__name__}: {err}") from err
-    return ScriptImporter(traced)
-
-
-def import_model(model: torch.nn.Module, input_shapes: list[tuple[int, ...]],
-                 probe: bool = False, input_dtypes=None, example_inputs=None):
-    """Quantized torch model -> Relax IRModule in Q/DQ form (float outputs; float32 inputs
-    unless `input_dtypes` names others, e.g. int64 token ids).
-
-    With `probe`, `main` also returns the 8-bit output of every quantized module, after the
-    model's own outputs; returns (module, probe names) then (TorchScript models: no probes).
-    """
-    importer = _importer(model, input_shapes, probe, input_dtypes, example_inputs)
-    mod = importer.run(input_shapes, input_dtypes)
-    qp = importer.output_qparams
-    if qp is not None:  # the output's quantized step, for reports in LSBs
-        mod = mod.with_attr("qcompile.output_qparams", [qp.scale, qp.zero_point])
-    if probe:
-        return mod, [name for name, _ in importer.probes]
-    return mod

@@ -1,20 +1,17 @@
-"""The converter table: torch op -> Relax in Q/DQ form.
+"""Converters of PyTorch's quantized ops (eager / FX modules and functions; TorchScript and PT2E
+reuse some): torch op -> Relax in Q/DQ form.
 
-Adding an op is one entry in MODULES, FUNCTIONS or METHODS plus one test.  Every quantized op
-is written the way a dequantize -> float op -> quantize reading of it would be, so the passes
-see one form whatever the capture path was.  Data movement (reshape, flatten, max pool) stays on
-the 8-bit values, where it is exact.
+Every quantized op is written the way a dequantize -> float op -> quantize reading of it would
+be, so the passes see one form whatever the capture path was.  Data movement (reshape, flatten,
+max pool) stays on the 8-bit values, where it is exact.  Which torch spelling reaches which
+converter is frontend/op_table.py's business.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
-import torch.ao.nn.quantized as nnq
-import torch.ao.nn.quantized.dynamic as nnqd
-import torch.nn.functional as F
 from tvm import relax
 
 from .values import (QParams, QValue, choose_qparams, dequantize, quantize, scalar,
@@ -302,99 +299,88 @@ def identity(imp, module, x, *args, **kwargs):
     return x
 
 
-# ---------------------------------------------------------------------------- the tables
-def _module_relu6(imp, module, x):
+def passthrough(imp, x, *args, **kwargs):
+    """Tensor.contiguous() and the like: the value itself."""
+    return x
+
+
+# ---------------------------------------------------------------------------- calls, modules
+add = _binary(R.add, relu=False)
+add_relu = _binary(R.add, relu=True)
+mul = _binary(R.multiply, relu=False)
+mul_relu = _binary(R.multiply, relu=True)
+
+
+def relu6(imp, x, inplace=False):
+    return clamp_float(imp, x, 0.0, 6.0, "relu6")
+
+
+def hardtanh(imp, x, min_val=-1.0, max_val=1.0, inplace=False):
+    return clamp_float(imp, x, min_val, max_val, "hardtanh")
+
+
+def hardsigmoid(imp, x, inplace=False):
+    return _fixed_output(imp, x, hardsigmoid_expr, FIXED_SIGMOID_QPARAMS, "hardsigmoid")
+
+
+def sigmoid(imp, x):
+    return _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS, "sigmoid")
+
+
+def dequantize_module(imp, module, x):
+    return dequantize_value(imp, x)
+
+
+def conv2d_relu_module(imp, module, x):
+    return conv2d(imp, module, x, relu=True)
+
+
+def linear_relu_module(imp, module, x):
+    return linear(imp, module, x, relu=True)
+
+
+def dynamic_linear_relu_module(imp, module, x):
+    return dynamic_linear(imp, module, x, relu=True)
+
+
+def relu_module(imp, module, x):
+    return relu(imp, x)
+
+
+def relu6_module(imp, module, x):
     return clamp_float(imp, x, 0.0, 6.0, "ReLU6")
 
 
-def _module_hardtanh(imp, module, x):
+def hardtanh_module(imp, module, x):
     return clamp_float(imp, x, module.min_val, module.max_val, "Hardtanh")
 
 
-MODULES = {
-    nnq.Quantize: quantize_stub,
-    nnq.DeQuantize: lambda imp, m, x: dequantize_value(imp, x),
-    nnq.Conv2d: conv2d,
-    nniq.ConvReLU2d: lambda imp, m, x: conv2d(imp, m, x, relu=True),
-    nnq.Linear: linear,
-    nniq.LinearReLU: lambda imp, m, x: linear(imp, m, x, relu=True),
-    nnqd.Linear: dynamic_linear,
-    nniqd.LinearReLU: lambda imp, m, x: dynamic_linear(imp, m, x, relu=True),
-    nnq.ReLU6: _module_relu6,
-    torch.nn.ReLU: lambda imp, m, x: relu(imp, x),
-    torch.nn.ReLU6: _module_relu6,
-    torch.nn.Hardtanh: _module_hardtanh,
-    nnq.Hardswish: lambda imp, m, x: _fixed_output(imp, x, hardswish_expr, _qparams_of(m),
-                                                   "Hardswish"),
-    torch.nn.Hardsigmoid: lambda imp, m, x: _fixed_output(imp, x, hardsigmoid_expr,
-                                                          FIXED_SIGMOID_QPARAMS, "Hardsigmoid"),
-    torch.nn.Sigmoid: lambda imp, m, x: _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS,
-                                                      "Sigmoid"),
-    torch.nn.MaxPool2d: lambda imp, m, x: max_pool2d(imp, x, m.kernel_size, m.stride, m.padding,
-                                                     m.dilation, m.ceil_mode, m.return_indices),
-    torch.nn.AvgPool2d: lambda imp, m, x: avg_pool2d(imp, x, m.kernel_size, m.stride, m.padding,
-                                                     m.ceil_mode, m.count_include_pad,
-                                                     m.divisor_override),
-    torch.nn.AdaptiveAvgPool2d: lambda imp, m, x: adaptive_avg_pool2d(imp, x, m.output_size),
-    torch.nn.Flatten: lambda imp, m, x: flatten(imp, x, m.start_dim, m.end_dim),
-    torch.nn.Identity: identity,
-    torch.nn.Dropout: identity,
-}
-
-FUNCTIONS = {
-    torch.quantize_per_tensor: quantize_per_tensor,
-    torch.dequantize: dequantize_value,
-    torch.ops.quantized.add: _binary(R.add, relu=False),
-    torch.ops.quantized.add_relu: _binary(R.add, relu=True),
-    torch.ops.quantized.mul: _binary(R.multiply, relu=False),
-    torch.ops.quantized.mul_relu: _binary(R.multiply, relu=True),
-    torch.ops.quantized.cat: qcat,
-    torch.relu: relu,
-    F.relu: relu,
-    F.relu6: lambda imp, x, inplace=False: clamp_float(imp, x, 0.0, 6.0, "relu6"),
-    F.hardtanh: lambda imp, x, min_val=-1.0, max_val=1.0, inplace=False: clamp_float(
-        imp, x, min_val, max_val, "hardtanh"),
-    F.hardsigmoid: lambda imp, x, inplace=False: _fixed_output(
-        imp, x, hardsigmoid_expr, FIXED_SIGMOID_QPARAMS, "hardsigmoid"),
-    torch.sigmoid: lambda imp, x: _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS,
-                                                "sigmoid"),
-    F.max_pool2d: max_pool2d,
-    F.avg_pool2d: avg_pool2d,
-    F.adaptive_avg_pool2d: adaptive_avg_pool2d,
-    torch.flatten: flatten,
-    torch.reshape: reshape,
-}
-
-METHODS = {
-    "dequantize": dequantize_value,
-    "relu": relu,
-    "flatten": flatten,
-    "reshape": reshape,
-    "view": reshape,
-    "size": size,
-    "contiguous": lambda imp, x, *a, **k: x,
-}
+def hardswish_module(imp, module, x):
+    """quantized Hardswish: the module's own output qparams."""
+    return _fixed_output(imp, x, hardswish_expr, _qparams_of(module), "Hardswish")
 
 
-# float islands (frontend/float_ops.py): embeddings, LayerNorm, attention, GELU, arithmetic
-from .float_ops import FLOAT_FUNCTIONS, FLOAT_METHODS, FLOAT_MODULES  # noqa: E402
-
-MODULES.update(FLOAT_MODULES)
-FUNCTIONS.update({k: v for k, v in FLOAT_FUNCTIONS.items() if k not in FUNCTIONS})
-METHODS.update({k: v for k, v in FLOAT_METHODS.items() if k not in METHODS})
+def hardsigmoid_module(imp, module, x):
+    return _fixed_output(imp, x, hardsigmoid_expr, FIXED_SIGMOID_QPARAMS, "Hardsigmoid")
 
 
-def lookup_module_handler(module):
-    """The converter for a module instance (exact class first, then base classes)."""
-    for cls in type(module).__mro__:
-        if cls in MODULES:
-            return MODULES[cls]
-    return None
+def sigmoid_module(imp, module, x):
+    return _fixed_output(imp, x, R.sigmoid, FIXED_SIGMOID_QPARAMS, "Sigmoid")
 
 
-def describe_supported() -> str:
-    """A sorted, readable list of everything the table converts."""
-    names = [f"{c.__module__.replace('torch.ao.nn.', '')}.{c.__name__}" for c in MODULES]
-    names += [getattr(f, "__name__", str(f)) for f in FUNCTIONS]
-    names += [f"Tensor.{m}" for m in METHODS]
-    return ", ".join(sorted(set(names)))
+def max_pool2d_module(imp, m, x):
+    return max_pool2d(imp, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                      m.return_indices)
+
+
+def avg_pool2d_module(imp, m, x):
+    return avg_pool2d(imp, x, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                      m.count_include_pad, m.divisor_override)
+
+
+def adaptive_avg_pool2d_module(imp, m, x):
+    return adaptive_avg_pool2d(imp, x, m.output_size)
+
+
+def flatten_module(imp, m, x):
+    return flatten(imp, x, m.start_dim, m.end_dim)
