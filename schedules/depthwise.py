@@ -15,8 +15,8 @@ term, requantize, clip) is inlined into one block computed per R output rows and
 along them.
 
 fbgemm's depthwise pairs, and the exact kernel's taps when they are int8
-(numerics.depthwise.depthwise_conv_exact_int8), are one expression per output (no reduction loop); on
-families with `depthwise_quads` their 16 columns are tensorized instead of vectorized
+(numerics.depthwise.depthwise_conv_exact_int8), are one expression per output (no reduction
+loop); on families with `depthwise_quads` their 16 columns are tensorized instead of vectorized
 (schedules.depthwise_quads), and at stride 2 the intrinsic reads the padded rows ("pack_pad")
 and de-interleaves them in its shuffles, so "pack_data" is inlined away.  MobileNetV2, the
 model compiled both ways and timed interleaved (2-core Xeon, x86-amx): 4.28 -> 3.80 ms median.
@@ -39,8 +39,8 @@ ROWS = (4, 2, 1)
 
 
 WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps")
-# block annotations of numerics.depthwise.depthwise_conv_fbgemm and .depthwise_conv_exact_int8: their sums
-# can run on schedules.depthwise_quads
+# block annotations of numerics.depthwise.depthwise_conv_fbgemm and .depthwise_conv_exact_int8:
+# their sums can run on schedules.depthwise_quads
 QUAD_MARKS = {"fbgemm": "fbgemm_depthwise", "exact": "exact_depthwise"}
 
 

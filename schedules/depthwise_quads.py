@@ -24,13 +24,13 @@ byte shuffle of at most a few 32- or 64-byte row loads (the planes carry slack c
 loads past the last tap stay inside the buffer; the bytes there are never used).  A pair's
 second half past the last tap has a zero weight, and the weight row is padded with zero weights
 to a multiple of 4 (qdq_to_integer): the last quad's missing pair adds 0.  The description is
-the kernel's own expression (numerics.depthwise.fbgemm_pair_sum), so a tensorized block computes what the
-kernel defines; tests/test_intrinsics.py runs the intrinsic on saturating inputs against numpy
-and against the vectorized expression.
+the kernel's own expression (numerics.depthwise.fbgemm_pair_sum), so a tensorized block computes
+what the kernel defines; tests/test_intrinsics.py runs the intrinsic on saturating inputs against
+numpy and against the vectorized expression.
 
 The exact depthwise kernel with u8 activations and weights that fit int8
-(numerics.depthwise.depthwise_conv_exact_int8: PT2E, the integer and qnnpack contracts) uses the same
-quads with one vpdpbusd each (exact int32 sums; mode "exact").  MobileNetV2 interleaved A/B on
+(numerics.depthwise.depthwise_conv_exact_int8: PT2E, the integer and qnnpack contracts) uses the
+same quads with one vpdpbusd each (exact int32 sums; mode "exact").  MobileNetV2 interleaved A/B on
 the Xeon (ad-hoc script): integer contract 5.37 -> 4.94 ms, qnnpack 6.51 -> 5.94 ms median.
 
 Needs AVX-512 BW (vpmaddubsw, vpmaddwd on 512 bits), VBMI (byte shuffles across the register)

@@ -26,8 +26,8 @@ def test_one_primfunc_per_conv_epilogue():
     xs = inputs_like((1, 3, 10, 10))
     model = quantize_eager(body, xs, fuse=[["body.0", "body.1"]])
     for contract in ("fbgemm", "qnnpack", "integer"):
-        integer = passes.lower(frontend.import_model(model, [(1, 3, 10, 10)]), get_contract(contract),
-                               2)
+        imported = frontend.import_model(model, [(1, 3, 10, 10)])
+        integer = passes.lower(imported, get_contract(contract), 2)
         fused = fuse(integer, resolve_target("x86"))
         funcs = {gv.name_hint: _block_names(f) for gv, f in fused.functions_items()
                  if isinstance(f, tvm.tirx.PrimFunc)}
@@ -70,7 +70,7 @@ def test_a_value_used_twice_is_computed_once():
     # ResNet-18 ran its max pool twice and each residual's input add twice (0.3 ms of 6.1).
     model = quantize_eager(_PoolResidual(), inputs_like((1, 4, 12, 12)))
     for contract in ("fbgemm", "qnnpack", "integer"):
-        integer = passes.lower(frontend.import_model(model, [(1, 4, 12, 12)]), get_contract(contract),
-                               2)
+        imported = frontend.import_model(model, [(1, 4, 12, 12)])
+        integer = passes.lower(imported, get_contract(contract), 2)
         calls = _calls(integer["main"])
         assert sum(n.startswith("max_pool") for n in calls) == 1, (contract, calls)

@@ -16,7 +16,8 @@ from tvm import te, tirx
 from ..errors import EngineLimitError, QCompileError
 from .constants import f32 as np_f32, qnnpack_add
 from .quantize import dequantize_value, quantize_value
-from .tir_ops import clamp, f32, fbgemm_step, fence, fma, i32, mul, rescale_fixed, rne_i32, round_shift
+from .tir_ops import (clamp, f32, fbgemm_step, fence, fma, i32, mul, rescale_fixed, rne_i32,
+                      round_shift)
 
 # PyTorch's vectorized quantized elementwise kernels work in blocks of this many elements and
 # finish each parallel chunk with a scalar tail (AVX-512 build), and split tensors of at least
@@ -80,7 +81,8 @@ def add_fbgemm(a, b, qa, qb, qo, relu: bool, threads: int):
     """quantized add / add_relu as fbgemm's (AVX-512) vector body and scalar tail compute them.
 
     qa, qb, qo are (scale, zero_point).  Body: d = fma(s, q, f(s * -z)), c = f(da + db),
-    y = rne(f(c * inv)) + zo.  Tail: d = f(s * (q - z)), c = f(da + db), y = rint(f(f(c * inv) + zo)).
+    y = rne(f(c * inv)) + zo.  Tail: d = f(s * (q - z)), c = f(da + db),
+    y = rint(f(f(c * inv) + zo)).
     """
     _same_shape(a, b, "quantized add")
     (sa, za), (sb, zb), (so, zo) = qa, qb, qo
@@ -110,7 +112,8 @@ def add_fbgemm(a, b, qa, qb, qo, relu: bool, threads: int):
 
 
 def mul_fbgemm(a, b, qa, qb, qo, relu: bool, threads: int = 1):
-    """quantized mul (broadcasting; ATen's mul kernel has no scalar tail: `threads` unused): m = f(f(f32(sa) * f32(sb)) * f(1/so));
+    """quantized mul (broadcasting; ATen's mul kernel has no scalar tail: `threads` unused):
+    m = f(f(f32(sa) * f32(sb)) * f(1/so));
     y = rne(f(f32(c) * m)) + zo with c the product of the zero-point-shifted inputs."""
     (sa, za), (sb, zb), (so, zo) = qa, qb, qo
     m = np_f32(np_f32(np_f32(sa) * np_f32(sb)) * (np_f32(1.0) / np_f32(so)))

@@ -188,7 +188,8 @@ def conv_value(acc_value, ats64, bias_value):
     return v
 
 
-def conv_epilogue_decomposed(acc, ats, bias, axis: int, act=None, residual=None, act_after=None, out=None):
+def conv_epilogue_decomposed(acc, ats, bias, axis: int, act=None, residual=None, act_after=None,
+                             out=None):
     """conv/linear output: act(value) [+ dequantized residual, then act_after], then either
     quantized to `out` = (scale, zero_point) or left float (out None).
 

@@ -1,11 +1,13 @@
 """Relax passes from the Q/DQ form to integer kernels, one pass a file.
 
 Order matters and is fixed by `lower`:
-  lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize (under pt2e:
-  fuse_epilogue_pt2e) -> lower_qdq_ops -> lower_boundaries -> lower_max_pool -> check_lowered
-  -> FoldConstant
+  lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize (a contract without a
+  requantize rule: fuse_epilogue_pt2e) -> lower_qdq_ops -> lower_boundaries -> lower_max_pool
+  -> check_lowered -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization);
-and on the fused module (qcompile.compiler), block_activations (conv-to-conv tensors channel-blocked).
+and on the fused module (qcompile.compiler), block_activations (conv-to-conv tensors
+channel-blocked).  Every pass takes the numerics contract (numerics.contracts) and asks it.
+machinery.py (the rewriter every pass uses) and patterns.py (shared patterns) are not passes.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def runner_for(family, rpc_tracker: str | None = None, rpc_key: str | None = Non
         if family.is_cross():
             raise QCompileError(
                 f"tuning for {family.name} measures on the board: pass --rpc-tracker HOST:PORT "
-                f"--rpc-key KEY (README: 'Tuning for a board'); emulated timings mean nothing")
+                f"--rpc-key KEY (docs/targets.md, 'Tuning for a board'); emulated timings mean "
+                "nothing")
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config), None
     if not rpc_key:
         raise QCompileError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
