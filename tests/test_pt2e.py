@@ -87,10 +87,11 @@ class _ResidualBlock(nn.Module):
 
 
 def test_the_conv_scale_product_stays_double():
-    """numerics.pt2e computes a conv's value as f(double(acc) * (double(sx) * double(sw))); the
-    per-channel products reach the kernel as a float64 array (relax.const makes a float64
-    array float32 unless told, and the conv values then moved by a float32 rounding of
-    sx * sw: MobileNetV2 xnnpack 0.9940 / 4 LSB against eager instead of 0.9958 / 2)."""
+    """numerics.requantize.conv_value computes a conv's value as f(double(acc) * (double(sx) *
+    double(sw))); the per-channel products reach the kernel as a float64 array (relax.const
+    makes a float64 array float32 unless told, and the conv values then moved by a float32
+    rounding of sx * sw: MobileNetV2 xnnpack 0.9940 / 4 LSB against eager instead of 0.9958 /
+    2)."""
     import tvm
 
     gm, calib = _quantize(_ResidualBlock(full=True), (1, 5, 12, 12), "x86")
