@@ -39,7 +39,6 @@ from .frontend import op_table
 from .numerics.contracts import EAGER, contracts_for, get_contract
 
 
-
 def fuzzed_contracts() -> tuple[str, ...]:
     """The contracts graphs are drawn for: those of eager models (graphs are quantized with
     torch.ao), as registered when the fuzzer runs."""

@@ -28,7 +28,6 @@ class FileModel:
         return [torch.randn(self.input_shape, generator=gen) for _ in range(n)]
 
 
-
 def load_exported(path: str):
     """torch.export.load of a PT2E-quantized program (.pt2) -> its GraphModule."""
     import os
@@ -44,7 +43,6 @@ def load_exported(path: str):
         raise QCompileError(f"cannot read {path} as an exported program ({first}); qcompile "
                             "takes .pt2 files written by torch.export.save of a PT2E-quantized "
                             "model") from err
-
 
 
 def load_torchscript(path: str, engine: str = "fbgemm"):
@@ -71,13 +69,11 @@ def load_torchscript(path: str, engine: str = "fbgemm"):
                             "quantized model") from err
 
 
-
 def first_inputs(inputs: list) -> list:
     """The example inputs of one call: the first entry, unpacked when the model takes several
     (bert_encoder's (token ids, attention mask))."""
     first = inputs[0]
     return list(first) if isinstance(first, (tuple, list)) else [first]
-
 
 
 def reference_engine(numerics: str | None) -> str:

@@ -42,6 +42,9 @@ def test_each_spelling_names_one_op():
 def test_a_name_is_registered_once_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="registered already"):
         contracts.register(contracts.get_contract("integer"))
+    with pytest.raises(ValueError, match="have a default contract already"):
+        contracts.register(dataclasses.replace(contracts.get_contract("integer"),
+                                               name="second_default", default=True))
     with pytest.raises(qcompile.QCompileError, match="unknown numerics 'nope'.*fbgemm"):
         contracts.get_contract("nope")
 

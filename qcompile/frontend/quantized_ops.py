@@ -230,7 +230,6 @@ def _fixed_output(imp, x, float_fn, qp: QParams, what):
 FIXED_SIGMOID_QPARAMS = QParams(1.0 / 256.0, 0)
 
 
-
 def max_pool2d(imp, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     x = _need_q(imp, x, "max_pool2d")

@@ -116,6 +116,9 @@ def register(contract: Contract) -> Contract:
         raise ValueError(f"a contract named {contract.name!r} is registered already")
     if contract.models not in MODEL_KINDS:
         raise ValueError(f"contract {contract.name!r}: models must be one of {MODEL_KINDS}")
+    if contract.default and any(c.default for c in contracts_for(contract.models)):
+        raise ValueError(f"contract {contract.name!r}: {contract.models} models have a default "
+                         "contract already")
     _REGISTRY[contract.name] = contract
     return contract
 

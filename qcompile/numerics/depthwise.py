@@ -28,7 +28,6 @@ def fbgemm_depthwise_fast_path(in_channels: int, out_channels: int, groups: int,
             and all(p == (kh - 1) // 2 for p in pads))
 
 
-
 def fbgemm_pair_sum(x_at, w_at, taps: int):
     """sum over fbgemm's pairs of taps of sat16(x_t0 w_t0 + x_t1 w_t1), in int32.
 
@@ -43,7 +42,6 @@ def fbgemm_pair_sum(x_at, w_at, taps: int):
         pair = sat16_pair(x_at(t0), w_at(t0), x_at(min(t1, taps - 1)), w_at(t1))
         total = pair.astype("int32") if total is None else total + pair.astype("int32")
     return total
-
 
 
 def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, padding):
@@ -95,7 +93,6 @@ def depthwise_conv_fbgemm(x, w, wsum_corr, zw, zx: int, kernel: int, strides, pa
                       - zw[oc] * xsum[b, oc, i, j], name="dw_conv2d_acc")
 
 
-
 def depthwise_conv_exact(x, w, corr, zx: int, strides, padding):
     """The exact int32 accumulator of a depthwise conv, sum_t (x_t - zx) w_t, as a window kernel.
 
@@ -119,7 +116,6 @@ def depthwise_conv_exact(x, w, corr, zx: int, strides, padding):
                       name="dw_conv2d_acc")
 
 
-
 def exact_tap_sum(x_at, w_at, taps: int):
     """sum_t x_t w_t in int32 over `taps` taps (t a Python int): the exact depthwise sum as one
     expression, which the x86 tensor intrinsic that replaces it describes itself with
@@ -129,7 +125,6 @@ def exact_tap_sum(x_at, w_at, taps: int):
         term = x_at(t).astype("int32") * w_at(t).astype("int32")
         total = term if total is None else total + term
     return total
-
 
 
 def depthwise_conv_exact_int8(x, w, corr, zx: int, kernel_hw, strides, padding):

@@ -23,9 +23,7 @@ from .tir_ops import (clamp, f32, fbgemm_step, fence, fma, i32, mul, rescale_fix
 # finish each parallel chunk with a scalar tail (AVX-512 build), and split tensors of at least
 # GRAIN elements into min(threads, ceil(n / GRAIN)) chunks.  See docs/numerics.md, "add".
 BLOCK = 64
-
 GRAIN = 32768
-
 
 
 def body_mask_fn(n: int, threads: int, block: int = BLOCK):

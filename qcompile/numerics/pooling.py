@@ -79,7 +79,6 @@ def max_pool2d(x, kernel, strides, padding):
     return te.compute((n, c, oh, ow), lambda b, ch, i, j: taps[b, ch, i, j], name="pool_max")
 
 
-
 # ---------------------------------------------------------------------------- adaptive, to 1x1
 def _pool_sum(x):
     n, c, h, w = (int(d) for d in x.shape)

@@ -9,7 +9,6 @@ from tvm import te, tirx
 DEPTHWISE_LANES = 16  # output columns per vector (int32 lanes of a 512-bit register)
 
 
-
 def padding4(padding) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) from Relax's 2- or 4-element padding."""
     pads = [int(p) for p in padding]
