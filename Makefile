@@ -3,13 +3,13 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-arm demo test test-slow test-arm tune-logs clean
+.PHONY: setup setup-arm demo test test-slow test-garden test-arm tune-logs clean
 
 $(BIN)/qcompile: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,bench,pt2e]'
+	$(BIN)/pip install -q -e '.[test,bench,pt2e,garden]'
 	touch $@
 
 setup: $(BIN)/qcompile
@@ -34,6 +34,11 @@ test: setup
 ## Long runs: full-size zoo models under every contract.
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+## The whole model garden (torchvision's quantizable classifiers) at native sizes: compiled,
+## bit-exact with fbgemm, compile time; `qcompile garden` prints the table with timings.
+test-garden: setup
+	$(BIN)/python -m pytest -q -m garden
 
 ## Full-size aarch64 models under emulation (both ARM families, qnnpack numerics).
 test-arm: setup-arm

@@ -177,6 +177,26 @@ def cmd_fuzz(args):
                             f"reproducers in {args.out_dir}/ (qcompile fuzz --replay FILE)")
 
 
+def cmd_garden(args):
+    from .garden_report import format_garden, garden_row
+    from .zoo.garden import GARDEN
+
+    names = args.names or list(GARDEN)
+    rows = []
+    for name in names:
+        print(f"[garden] {name} ...", flush=True)
+        rows.append(garden_row(name, image_size=args.image_size, inputs=args.inputs,
+                               runs=args.runs, warmup=args.warmup, threads=args.threads,
+                               tune_logs=args.tune_logs or False,
+                               onnxruntime=not args.no_onnxruntime, time_it=args.runs > 0))
+        print(format_garden(rows[-1:]).splitlines()[-1], flush=True)
+    print(format_garden(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "command": " ".join(sys.argv)}, f, indent=1)
+        print(f"wrote {args.json}")
+
+
 def cmd_package(args):
     from .deploy.bundle import package
 
@@ -356,6 +376,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json")
     tune_log_args(s)
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("garden", help="torchvision's quantizable classifiers: compile, verify "
+                                      "and time each (a table)")
+    s.add_argument("names", nargs="*", help="garden models (default: all of them)")
+    s.add_argument("--image-size", type=int, default=None,
+                   help="input resolution (default: each model's own, 224 or 299)")
+    s.add_argument("--inputs", type=int, default=4, help="verify inputs per model")
+    s.add_argument("--runs", type=int, default=20, help="timed runs per runtime (0: no timing)")
+    s.add_argument("--warmup", type=int, default=5)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--tune-logs", metavar="DIR",
+                   help="apply the tuning databases under DIR (default: none)")
+    s.add_argument("--no-onnxruntime", action="store_true")
+    s.add_argument("--json")
+    s.set_defaults(fn=cmd_garden)
 
     s = sub.add_parser("demo", help="compile + verify the built-in ResNet-18, print latency")
     s.add_argument("--inputs", type=int, default=8)

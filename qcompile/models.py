@@ -1,5 +1,6 @@
 """Where the commands' models come from: `zoo:NAME` (our zoo, quantized eagerly or with PT2E),
-a TorchScript file (torch.jit.save, .pt) or an exported PT2E program (torch.export.save, .pt2).
+`garden:NAME` (torchvision's quantizable classifiers, zoo/garden.py), a TorchScript file
+(torch.jit.save, .pt) or an exported PT2E program (torch.export.save, .pt2).
 """
 
 from __future__ import annotations
@@ -85,10 +86,18 @@ def reference_engine(numerics: str | None) -> str:
 
 def load_model(spec: str, numerics: str | None, image_size: int | None,
                engine: str | None = None, input_shape=None, pt2e: str | None = None):
-    """`zoo:NAME` -> ZooModel (quantized eagerly, or with PT2E's `pt2e` quantizer); a
-    TorchScript (.pt) or exported-program (.pt2) file, with its input shape -> FileModel.
-    Eager models are quantized (or loaded) on `engine`, by default numerics' reference."""
+    """`zoo:NAME` -> ZooModel (quantized eagerly, or with PT2E's `pt2e` quantizer);
+    `garden:NAME` -> the torchvision model as a ZooModel; a TorchScript (.pt) or
+    exported-program (.pt2) file, with its input shape -> FileModel.  Eager models are
+    quantized (or loaded) on `engine`, by default numerics' reference."""
     engine = engine or reference_engine(numerics)
+    if spec.startswith("garden:"):
+        if pt2e is not None:
+            raise QCompileError("--pt2e quantizes our zoo models; garden models are quantized "
+                                "with their own fuse_model() and the eager qconfig")
+        from .zoo import garden
+
+        return garden.build(spec[len("garden:"):], image_size=image_size, engine=engine)
     if not spec.startswith("zoo:"):
         return FileModel(spec, input_shape, engine)
     from . import zoo

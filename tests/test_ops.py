@@ -125,3 +125,52 @@ def test_integer_contract_within_one_step(case):
     report = qcompile.verify(model, compiled, xs, engine="fbgemm")
     assert report["max_abs_lsb"] <= 1, report
     assert report["bit_exact_fraction"] > 0.95, report
+
+
+class _ChannelShuffle(nn.Module):
+    """ShuffleNet's block: split the channels in two (chunk), a conv on one half, cat, then the
+    channel shuffle (view, transpose, contiguous, view: size arithmetic in the traced graph)."""
+
+    def __init__(self, channels=12):
+        super().__init__()
+        self.conv = seeded(nn.Conv2d(channels // 2, channels // 2, 3, padding=1), seed=3)
+        self.cat = FloatFunctional()
+
+    def forward(self, x):
+        x1, x2 = x.chunk(2, dim=1)
+        x = self.cat.cat([x1, self.conv(x2)], dim=1)
+        batch, channels, height, width = x.size()
+        x = x.view(batch, 2, channels // 2, height, width)
+        x = x.transpose(1, 2).contiguous()
+        return x.view(batch, -1, height, width)
+
+
+@pytest.mark.parametrize("numerics,engine", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
+def test_channel_shuffle(numerics, engine):
+    xs = inputs_like((1, 12, 7, 9), n=3)
+    model = quantize_eager(_ChannelShuffle(), xs, engine=engine)
+    assert_exact(model, xs, numerics=numerics, engine=engine)
+
+
+class _Mean(nn.Module):
+    """x.mean((2, 3)) of a conv output (channels-last in PyTorch) and of the quantized input
+    (contiguous), keepdim and not.  Over 2 or 4 elements, means land on .5 often: the float
+    sum PyTorch rounds there decides them, not an integer sum (what adaptive pooling does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = seeded(nn.Conv2d(8, 60, 1), seed=4)
+        self.add = FloatFunctional()
+
+    def forward(self, x):
+        a = self.conv(x).mean([2, 3])
+        b = x.mean([-1, -2], keepdim=True)
+        return self.add.cat([a, b.flatten(1)], dim=1)
+
+
+@pytest.mark.parametrize("numerics,engine", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
+@pytest.mark.parametrize("hw", [(7, 7), (3, 5), (2, 1), (2, 2)])
+def test_quantized_mean(hw, numerics, engine):
+    xs = inputs_like((1, 8, *hw), n=4)
+    model = quantize_eager(_Mean(), xs, engine=engine)
+    assert_exact(model, xs, numerics=numerics, engine=engine)

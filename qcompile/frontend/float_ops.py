@@ -26,8 +26,9 @@ from .values import QValue
 R = relax.op
 
 
-def _float(imp, value, what: str):
-    """A float Relax expression for `value` (a Relax float expr, a torch tensor or a number)."""
+def float_value(imp, value, what: str):
+    """A float Relax expression for `value` (a Relax float expr, a torch tensor or a number);
+    a quantized value is refused (a float op on 8-bit data)."""
     if isinstance(value, QValue):
         raise imp.error(f"{what} is a float op applied to a quantized tensor: put a DeQuantStub "
                         "before it (float islands run on dequantized values)")
@@ -50,7 +51,7 @@ def _binary(op, what):
     def convert(imp, a, b):
         if not isinstance(a, (relax.Expr, QValue)) and not isinstance(b, (relax.Expr, QValue)):
             return getattr(operator, what)(a, b)  # Python arithmetic on sizes
-        x, y = _float(imp, a, what), _float(imp, b, what)
+        x, y = float_value(imp, a, what), float_value(imp, b, what)
         if "int" in str(x.ty.dtype) and "float" in str(y.ty.dtype):
             x = R.astype(x, "float32")
         if "int" in str(y.ty.dtype) and "float" in str(x.ty.dtype):
@@ -67,45 +68,33 @@ def embedding_module(imp, module, ids):
     if module.max_norm is not None:
         raise imp.error("nn.Embedding with max_norm is not supported")
     table = relax.const(module.weight.detach().numpy().astype("float32"))
-    return imp.emit(R.take(table, _float(imp, ids, "embedding"), axis=0, mode="clip"))
+    return imp.emit(R.take(table, float_value(imp, ids, "embedding"), axis=0, mode="clip"))
 
 
 def layer_norm(imp, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    x = _float(imp, x, "layer_norm")
+    x = float_value(imp, x, "layer_norm")
     n = len(normalized_shape)
     shape = [int(d) for d in normalized_shape]
     gamma = weight if weight is not None else torch.ones(shape)
     beta = bias if bias is not None else torch.zeros(shape)
     axes = list(range(_rank(x) - n, _rank(x)))
-    return imp.emit(R.nn.layer_norm(x, _float(imp, gamma, "layer_norm"),
-                                    _float(imp, beta, "layer_norm"), axes, epsilon=float(eps)))
+    return imp.emit(R.nn.layer_norm(x, float_value(imp, gamma, "layer_norm"),
+                                    float_value(imp, beta, "layer_norm"), axes, epsilon=float(eps)))
 
 
 def gelu(imp, x, approximate="none"):
-    x = _float(imp, x, "gelu")
+    x = float_value(imp, x, "gelu")
     return imp.emit(R.nn.gelu_tanh(x) if approximate == "tanh" else R.nn.gelu(x))
 
 
 def softmax(imp, x, dim=None, dtype=None, _stacklevel=3):
     if dim is None:
         raise imp.error("softmax without dim is not supported")
-    return imp.emit(R.nn.softmax(_float(imp, x, "softmax"), axis=int(dim)))
+    return imp.emit(R.nn.softmax(float_value(imp, x, "softmax"), axis=int(dim)))
 
 
 def matmul(imp, a, b):
-    return imp.emit(R.matmul(_float(imp, a, "matmul"), _float(imp, b, "matmul")))
-
-
-def transpose(imp, x, dim0, dim1):
-    x = _float(imp, x, "transpose")
-    axes = list(range(_rank(x)))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return imp.emit(R.permute_dims(x, axes))
-
-
-def permute(imp, x, *dims):
-    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
-    return imp.emit(R.permute_dims(_float(imp, x, "permute"), [int(d) for d in dims]))
+    return imp.emit(R.matmul(float_value(imp, a, "matmul"), float_value(imp, b, "matmul")))
 
 
 def to_dtype(imp, x, *args, **kwargs):
@@ -115,22 +104,22 @@ def to_dtype(imp, x, *args, **kwargs):
              torch.bool: "bool"}
     if dtype not in names:
         raise imp.error(f"conversion to {dtype} is not supported")
-    x = _float(imp, x, "to")
+    x = float_value(imp, x, "to")
     if str(x.ty.dtype) == names[dtype]:  # e.g. a dynamic linear's Y.to(x.dtype): a no-op
         return x
     return imp.emit(R.astype(x, names[dtype]))
 
 
 def masked_fill(imp, x, mask, value):
-    x = _float(imp, x, "masked_fill")
-    cond = _float(imp, mask, "masked_fill")
+    x = float_value(imp, x, "masked_fill")
+    cond = float_value(imp, mask, "masked_fill")
     if str(cond.ty.dtype) != "bool":
         cond = R.astype(cond, "bool")
     return imp.emit(R.where(cond, relax.const(np.array(value, dtype="float32")), x))
 
 
 def unsqueeze(imp, x, dim):
-    x = _float(imp, x, "unsqueeze")
+    x = float_value(imp, x, "unsqueeze")
     return imp.emit(R.expand_dims(x, [int(dim) % (_rank(x) + 1)]))
 
 
@@ -141,7 +130,7 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
     if is_causal or enable_gqa:
         raise imp.error("scaled_dot_product_attention with is_causal or enable_gqa is not "
                         "supported; pass an explicit attn_mask")
-    q, k, v = (_float(imp, t, "scaled_dot_product_attention") for t in (q, k, v))
+    q, k, v = (float_value(imp, t, "scaled_dot_product_attention") for t in (q, k, v))
     head_dim = int(q.ty.shape[-1])
     factor = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     axes = list(range(_rank(k)))
@@ -149,7 +138,7 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
     scores = R.multiply(R.matmul(q, R.permute_dims(k, axes)),
                         relax.const(np.array(factor, dtype="float32")))
     if attn_mask is not None:
-        mask = _float(imp, attn_mask, "scaled_dot_product_attention")
+        mask = float_value(imp, attn_mask, "scaled_dot_product_attention")
         if str(mask.ty.dtype) == "bool":
             scores = R.where(mask, scores, relax.const(np.array(-np.inf, dtype="float32")))
         else:
@@ -160,12 +149,12 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
 
 def embedding(imp, ids, weight, *args, **kwargs):
     """F.embedding(ids, weight): rows of the weight table (clamped ids, as nn.Embedding)."""
-    return imp.emit(R.take(_float(imp, weight, "embedding"), _float(imp, ids, "embedding"),
+    return imp.emit(R.take(float_value(imp, weight, "embedding"), float_value(imp, ids, "embedding"),
                            axis=0, mode="clip"))
 
 
 def tanh(imp, x):
-    return imp.emit(R.tanh(_float(imp, x, "tanh")))
+    return imp.emit(R.tanh(float_value(imp, x, "tanh")))
 
 
 def to_float(imp, x):
@@ -178,6 +167,7 @@ add = _binary(R.add, "add")
 sub = _binary(R.subtract, "sub")
 mul = _binary(R.multiply, "mul")
 truediv = _binary(R.divide, "truediv")
+floordiv = _binary(R.floor_divide, "floordiv")
 
 
 # ---------------------------------------------------------------------------- modules

@@ -14,6 +14,7 @@ import torch
 import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
 from tvm import relax
 
+from . import float_ops
 from .values import (QParams, QValue, choose_qparams, dequantize, quantize, scalar,
                      weight_dequantize)
 
@@ -270,9 +271,65 @@ def _shape_of(value):
 
 
 def _movement(value, fn):
+    """fn applied to the tensor: an 8-bit one keeps its qparams (data movement is exact)."""
     if isinstance(value, QValue):
         return QValue(fn(value.expr), value.qparams)
     return fn(value)
+
+
+def _tensor(imp, x, what: str):
+    """A quantized value as it is; anything else as a float Relax expression."""
+    return x if isinstance(x, QValue) else float_ops.float_value(imp, x, what)
+
+
+def transpose(imp, x, dim0, dim1):
+    """x.transpose(dim0, dim1), of 8-bit or float data."""
+    x = _tensor(imp, x, "transpose")
+    axes = list(range(len(_shape_of(x))))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return _movement(x, lambda v: imp.emit(R.permute_dims(v, axes)))
+
+
+def permute(imp, x, *dims):
+    """x.permute(*dims), of 8-bit or float data."""
+    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+    x = _tensor(imp, x, "permute")
+    return _movement(x, lambda v: imp.emit(R.permute_dims(v, [int(d) for d in dims])))
+
+
+def chunk(imp, x, chunks, dim=0):
+    """x.chunk(chunks, dim): slices of ceil(size / chunks) along dim (the last may be shorter,
+    and there may be fewer than `chunks`, as in PyTorch), of 8-bit or float data."""
+    x = _tensor(imp, x, "chunk")
+    shape = _shape_of(x)
+    axis = dim % len(shape)
+    step = -(-shape[axis] // int(chunks))
+
+    def piece(begin):
+        end = min(begin + step, shape[axis])
+        return _movement(x, lambda v: imp.emit(R.strided_slice(v, [axis], [begin], [end])))
+
+    return tuple(piece(begin) for begin in range(0, shape[axis], step))
+
+
+def mean(imp, x, dim=None, keepdim=False, dtype=None):
+    """x.mean(dims).  Quantized: the mean over H and W of an (N, C, H, W) tensor, which keeps
+    its qparams (PyTorch's quantized mean); float: a float island.  The dims stay as spelled
+    (2, 3 or -1, -2...): PyTorch's qnnpack engine picks its kernel by them."""
+    if not isinstance(x, QValue):
+        f = float_ops.float_value(imp, x, "mean")
+        axes = None if dim is None else [int(d) for d in (dim if isinstance(dim, (list, tuple))
+                                                          else [dim])]
+        return imp.emit(R.mean(f, axis=axes, keepdims=bool(keepdim)))
+    shape = _shape_of(x)
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if (len(shape) != 4 or dim is None or sorted(int(d) % 4 for d in dims) != [2, 3]
+            or dtype is not None):
+        raise imp.error(f"mean of a quantized tensor over dims {dim} of shape {shape} is not "
+                        "supported (the global spatial mean, dims (2, 3) of N, C, H, W, only)")
+    mean_hw = R.mean(dequantize(x), axis=[int(d) for d in dims], keepdims=True)
+    pooled = QValue(imp.emit(quantize(mean_hw, x.qparams)), x.qparams)
+    return pooled if keepdim else flatten(imp, pooled, 1)
 
 
 def flatten(imp, x, start_dim=0, end_dim=-1):

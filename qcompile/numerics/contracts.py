@@ -71,6 +71,7 @@ class Kernels:
     # sigmoid (and relu, clip where integer_clamp is False)
     unary_table: Callable
     adaptive_avg_pool: Callable  # to 1x1: (x, qin, qout)
+    mean: Callable               # over H and W, to (N, C, 1, 1): (x, qin, qout, dims as spelled)
     avg_pool: Callable           # (x, qin, qout, kernel, stride, padding, ceil_mode,
     #                              count_include_pad)
     # relu / hardtanh that keep the input's qparams: True, an integer clamp of the steps (the
@@ -166,8 +167,8 @@ register(Contract(
         requantize_tensor=quantize.requantize_tensor,
         add=elementwise.add_fbgemm, mul=elementwise.mul_fbgemm,
         unary_table=partial(tables.engine_tables, "fbgemm", True),
-        adaptive_avg_pool=pooling.adaptive_avg_pool_engine, avg_pool=pooling.avg_pool_engine,
-        integer_clamp=True),
+        adaptive_avg_pool=pooling.adaptive_avg_pool_engine, mean=pooling.mean_engine,
+        avg_pool=pooling.avg_pool_engine, integer_clamp=True),
     dynamic=DynamicLinear(reduce_range=True, fused_bias=True)))
 
 register(Contract(
@@ -182,7 +183,8 @@ register(Contract(
         requantize_tensor=quantize.requantize_tensor,
         add=elementwise.add_qnnpack, mul=elementwise.mul_fbgemm,
         unary_table=partial(tables.engine_tables, "qnnpack", False),
-        adaptive_avg_pool=pooling.adaptive_avg_pool_qnnpack, avg_pool=pooling.avg_pool_qnnpack,
+        adaptive_avg_pool=pooling.adaptive_avg_pool_qnnpack,
+        mean=pooling.mean_qnnpack, avg_pool=pooling.avg_pool_qnnpack,
         integer_clamp=True, clamp_permutes_channels_last=True),
     dynamic=DynamicLinear(reduce_range=False, fused_bias=False)))
 
@@ -201,7 +203,8 @@ register(Contract(
         requantize_tensor=quantize.requantize_tensor_integer,
         add=elementwise.add_integer, mul=elementwise.mul_integer,
         unary_table=tables.exact_tables,
-        adaptive_avg_pool=pooling.adaptive_avg_pool_integer, avg_pool=pooling.avg_pool_integer,
+        adaptive_avg_pool=pooling.adaptive_avg_pool_integer, mean=pooling.mean_integer,
+        avg_pool=pooling.avg_pool_integer,
         integer_clamp=True),
     dynamic=None,
     no_dynamic="its input's scale is chosen at run time from the data, which takes float "
@@ -225,5 +228,6 @@ register(Contract(
         add=elementwise.add_decomposed, mul=elementwise.mul_decomposed,
         unary_table=tables.decomposed_tables,
         adaptive_avg_pool=pooling.adaptive_avg_pool_decomposed,
-        avg_pool=pooling.avg_pool_decomposed, integer_clamp=False),
+        mean=pooling.mean_decomposed, avg_pool=pooling.avg_pool_decomposed,
+        integer_clamp=False),
     dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet"))

@@ -15,7 +15,7 @@ from tvm import te, tirx
 
 from ..errors import QCompileError
 from .constants import f32 as np_f32, qnnpack_avgpool_scale
-from .quantize import dequantize_value, quantize_value
+from .quantize import dequantize_value, quantize_value, quantize_value_fma
 from .tir_ops import clamp, divide_round_even, f32, fence, fma, mul, rescale_fixed, rne_i32
 from .windows import padding4, window_taps
 
@@ -108,6 +108,42 @@ def adaptive_avg_pool_engine(x, qin, qout):
         return clamp(tirx.Select(k < body_channels, vec, tail), 0, 255).astype("uint8")
 
     return te.compute(total.shape, out, name="adaptive_avg_pool")
+
+
+def mean_engine(x, qin, qout, dims=(2, 3)):
+    """x.mean(dims) over H and W of an 8-bit tensor as PyTorch's quantized mean computes it
+    (fbgemm and x86 engines, channels-last or not, however the dims are spelled): the values
+    dequantized, f(s * (q - zp)), summed in float in order over the H*W positions, divided by
+    H*W, quantized (quantize_per_tensor) to qout."""
+    n, c, h, w = (int(d) for d in x.shape)
+    rh, rw = te.reduce_axis((0, h), "rh"), te.reduce_axis((0, w), "rw")
+    total = te.compute((n, c, 1, 1), lambda b, k, i, j: te.sum(
+        dequantize_value(x[b, k, rh, rw], *qin), axis=[rh, rw]), name="mean_sum")
+    count = f32(np_f32(h * w))
+
+    def out(*idx):
+        return quantize_value_fma(fence(total(*idx) / count), *qout).astype("uint8")
+
+    return te.compute(total.shape, out, name="mean")
+
+
+def mean_qnnpack(x, qin, qout, dims):
+    """x.mean(dims) under PyTorch's qnnpack engine: dims spelled exactly (2, 3) go to QNNPACK's
+    global average pool, the arithmetic of avg_pool_qnnpack_window over the whole map; any other
+    spelling ((-1, -2), (3, 2)...) to ATen's kernel, as mean_engine."""
+    if tuple(dims) == (2, 3):
+        return adaptive_avg_pool_qnnpack(x, qin, qout)
+    return mean_engine(x, qin, qout)
+
+
+def mean_integer(x, qin, qout, dims):
+    """Integer-only mean over H and W (adaptive_avg_pool_integer)."""
+    return adaptive_avg_pool_integer(x, qin, qout)
+
+
+def mean_decomposed(x, qin, qout, dims):
+    """A PT2E program's mean over H and W (adaptive_avg_pool_decomposed)."""
+    return adaptive_avg_pool_decomposed(x, qin, qout)
 
 
 def adaptive_avg_pool_integer(x, qin, qout):

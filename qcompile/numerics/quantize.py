@@ -18,13 +18,19 @@ from .constants import f32 as np_f32, quantize_bound
 from .tir_ops import clamp, dtype_range, f32, fence, fma, mul, rescale_fixed, rne_i32
 
 
-def quantize(x, scale: float, zero_point: int, dtype: str = "uint8"):
-    """quantize_per_tensor: clamp(rne(fma(x, f(1/s), zp))) -- the zero point inside the FMA."""
+def quantize_value_fma(v, scale: float, zero_point: int, lo: int = 0, hi: int = 255):
+    """quantize_per_tensor of one float32 TIR value: clamp(rne(fma(v, f(1/s), zp))), the zero
+    point inside the FMA (an int32 value)."""
     inv = np_f32(1.0) / np_f32(scale)
+    return clamp(rne_i32(fma(v, f32(inv), f32(zero_point))), lo, hi)
+
+
+def quantize(x, scale: float, zero_point: int, dtype: str = "uint8"):
+    """quantize_per_tensor of a float32 tensor (quantize_value_fma)."""
     lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
     return te.compute(
         x.shape,
-        lambda *i: clamp(rne_i32(fma(x(*i), f32(inv), f32(zero_point))), lo, hi).astype(dtype),
+        lambda *i: quantize_value_fma(x(*i), scale, zero_point, lo, hi).astype(dtype),
         name="quantize",
     )
 

@@ -44,6 +44,7 @@ POOL = is_op("relax.quantize")(
     is_op("relax.nn.adaptive_avg_pool2d")(DQA) | is_op("relax.nn.avg_pool2d")(DQA), SO, ZO)
 
 CAT = is_op("relax.quantize")(is_op("relax.concat")(wildcard()), SO, ZO)
+MEAN = is_op("relax.quantize")(is_op("relax.mean")(DQA), SO, ZO)
 
 
 def _qp(ctx, m, scale, zp):
@@ -142,6 +143,18 @@ def _pool(ctx, call, m, contract: Contract, threads: int):
     return ctx.call_te(fn, ctx.new(m[A]), primfunc_name_hint="avg_pool")
 
 
+def _mean(ctx, call, m, contract: Contract, threads: int):
+    """The mean over H and W the frontends write for a quantized tensor's mean((2, 3))."""
+    qa, qo = _qp(ctx, m, SA, ZA), _qp(ctx, m, SO, ZO)
+    mean = ctx.value_of(call.args[0])
+    dims = tuple(int(a) for a in mean.attrs.axis)  # as spelled: an engine may dispatch on it
+    if sorted(d % 4 for d in dims) != [2, 3] or not bool(mean.attrs.keepdims):
+        raise QCompileError(f"a quantized mean over axes {list(dims)} is not supported (the "
+                            "global spatial mean only)")
+    fn = lambda t: contract.kernels.mean(t, qa, qo, dims)  # noqa: E731
+    return ctx.call_te(fn, ctx.new(m[A]), primfunc_name_hint="mean")
+
+
 def _concat(ctx, call, m, contract: Contract, threads: int):
     cat = ctx.value_of(call.args[0])
     parts = ctx.value_of(cat.args[0])
@@ -160,7 +173,7 @@ def _concat(ctx, call, m, contract: Contract, threads: int):
 
 # pattern -> lowering(ctx, call, match, contract, threads), tried in this order
 LOWERINGS = ((BINARY, _binary), (SAME_QPARAMS_ACT, _same_qparams_act), (UNARY, _unary),
-             (POOL, _pool), (CAT, _concat))
+             (POOL, _pool), (MEAN, _mean), (CAT, _concat))
 
 
 def lower_qdq_ops(mod: tvm.IRModule, contract: Contract, threads: int) -> tvm.IRModule:

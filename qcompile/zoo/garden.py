@@ -1,0 +1,93 @@
+"""The model garden: torchvision's quantizable classifiers (`torchvision.models.quantization`),
+models nobody here wrote or tuned for, built with random weights and quantized with their own
+`fuse_model()` and the fbgemm qconfig, calibrated on 8 inputs.
+
+torchvision is an optional extra (`pip install -e .[garden]`, installed with --no-deps so pip
+keeps the pinned CPU torch).  PyPI's torchvision 0.28 is built against CUDA torch: beside the
+CPU torch its C++ ops do not load, and `import torchvision` then fails registering fake kernels
+for two of them (`operator torchvision::nms does not exist`).  The classifiers need none of its
+C++ ops, so `import_torchvision` declares those two operators' schemas (no kernels) and imports
+it; with a torchvision whose C++ ops load, it imports it as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+from ..errors import QCompileError
+
+# name -> native input size (inception_v3 takes 299 px, the others 224)
+GARDEN = {
+    "googlenet": 224, "inception_v3": 299, "mobilenet_v2": 224, "mobilenet_v3_large": 224,
+    "resnet18": 224, "resnet50": 224, "resnext101_32x8d": 224, "resnext101_64x4d": 224,
+    "shufflenet_v2_x0_5": 224, "shufflenet_v2_x1_0": 224, "shufflenet_v2_x1_5": 224,
+    "shufflenet_v2_x2_0": 224,
+}
+CALIBRATION_SAMPLES = 8
+# the ops torchvision/_meta_registrations.py registers fake kernels for whether or not its C++
+# extension loaded, with the schemas its C++ code declares
+_FAKE_REGISTERED = {
+    "nms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def import_torchvision():
+    """The torchvision module, importable beside the CPU torch (see the module docstring)."""
+    if importlib.util.find_spec("torchvision") is None:
+        raise QCompileError("the model garden needs torchvision: pip install --no-deps "
+                            "torchvision==0.28.0 pillow (or pip install -e '.[garden]' after "
+                            "make setup; --no-deps keeps the CPU torch)")
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as err:
+        if "torchvision::" not in str(err):
+            raise
+    import torch
+
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]  # the failed import's half-initialized modules
+    for op, schema in _FAKE_REGISTERED.items():
+        try:
+            torch.library.define(f"torchvision::{op}", schema)
+        except RuntimeError:  # declared already (by an earlier attempt or a loaded extension)
+            pass
+    return importlib.import_module("torchvision")
+
+
+@functools.lru_cache(maxsize=None)
+def build(name: str, image_size: int | None = None, engine: str = "fbgemm", seed: int = 0):
+    """Garden model `name` as a ZooModel: random (seeded) weights, its own fuse_model(), the
+    engine's default qconfig, calibrated on CALIBRATION_SAMPLES synthetic images (shared
+    between calls with the same arguments)."""
+    if name not in GARDEN:
+        raise QCompileError(f"unknown garden model {name!r}; the garden: {', '.join(GARDEN)}")
+    import torch
+    from torch.ao import quantization as tq
+
+    from . import ZooModel, _random_inputs, _single_thread
+    from ..engines import quantized_engine
+
+    import_torchvision()
+    quantization = importlib.import_module("torchvision.models.quantization")
+    size = image_size or GARDEN[name]
+    shape = (1, 3, size, size)
+    with _single_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kwargs = {"aux_logits": False, "init_weights": True} if name in (
+            "googlenet", "inception_v3") else {}
+        float_model = getattr(quantization, name)(weights=None, quantize=False, **kwargs).eval()
+        model = getattr(quantization, name)(weights=None, quantize=False, **kwargs).eval()
+        model.load_state_dict(float_model.state_dict())
+        calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
+        with quantized_engine(engine), torch.no_grad():
+            model.fuse_model()
+            model.qconfig = tq.get_default_qconfig(engine)
+            tq.prepare(model, inplace=True)
+            for x in calibration:
+                model(x)
+            tq.convert(model, inplace=True)
+    return ZooModel(f"garden:{name}", engine, float_model, model.eval(), shape)

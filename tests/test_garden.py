@@ -1,0 +1,60 @@
+"""The model garden (qcompile/zoo/garden.py): torchvision's quantizable classifiers with random
+weights, each quantized with its own fuse_model() and the fbgemm qconfig, compiled with the
+default schedules and compared with PyTorch's fbgemm engine.
+
+One small model (ShuffleNet: chunk, size arithmetic, the channel shuffle's view/transpose,
+a quantized mean) in the default run; the whole garden at native sizes behind the `garden`
+marker (make test-garden)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import qcompile
+from qcompile.cli import main
+from qcompile.zoo import garden
+
+
+def test_torchvision_imports_beside_the_cpu_torch():
+    """In a fresh process: the adapter imports torchvision, whose C++ ops may not load."""
+    code = ("from qcompile.zoo.garden import import_torchvision; tv = import_torchvision(); "
+            "from torchvision.models import quantization as q; "
+            "print(type(q.shufflenet_v2_x0_5(weights=None, quantize=False)).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "QuantizableShuffleNetV2" in done.stdout
+
+
+def test_a_small_garden_model_is_bit_exact(capsys):
+    entry = garden.build("shufflenet_v2_x0_5", image_size=64)
+    compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), tune_logs=False)
+    report = qcompile.verify(entry.quantized, compiled, entry.example_inputs(3, seed=5))
+    assert report["bit_exact_fraction"] == 1.0, report
+    assert compiled.meta["kernels"]["tensorized"] > 0
+    assert main(["garden", "shufflenet_v2_x0_5", "--image-size", "64", "--runs", "0",
+                 "--inputs", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "garden:shufflenet_v2_x0_5" in table and "1.000000" in table
+
+
+def test_an_unknown_garden_model_names_the_garden():
+    with pytest.raises(qcompile.QCompileError, match="resnext101_32x8d"):
+        garden.build("resnet1000")
+
+
+@pytest.mark.garden
+@pytest.mark.parametrize("name", sorted(garden.GARDEN))
+def test_every_garden_model_compiles_and_is_bit_exact(name):
+    """Compile times are printed, not asserted (timings are never a test's business:
+    `qcompile garden` reports them)."""
+    entry = garden.build(name)
+    start = time.perf_counter()
+    compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), tune_logs=False)
+    print(f"{name}: compiled in {time.perf_counter() - start:.1f} s")
+    report = qcompile.verify(entry.quantized, compiled, entry.example_inputs(4, seed=1234))
+    assert report["bit_exact_fraction"] >= 0.999, report
