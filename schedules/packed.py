@@ -159,12 +159,15 @@ def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register
 
 
 def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
-    """Tile, tensorize (with `family.dot_intrinsic`) and fuse the epilogue of a packed conv2d.
+    """Tile, tensorize (with the family's dot-product intrinsic of the packed tile's width)
+    and fuse the epilogue of a packed conv2d (grouped or not).
 
     `search=True` leaves the tile sizes to MetaSchedule (sampled, recorded in the trace)."""
-    intrin, registers = family.dot_intrinsic, family.acc_registers
+    registers = family.acc_registers
     block = sch.get_sblock("conv2d_packed")
     n, ob, y, x, o, cb, ky, kx, ci = sch.get_loops(block)
+    # the tile's width: out_block, or a narrower one a grouped conv's groups are packed to
+    intrin = family.dot_intrinsic_for(extent(sch, o))
     tiles = conv_tiles(extent(sch, x), extent(sch, ob), registers)
     obo, obi = _split(sch, ob, tiles.blocks, search, 4)
     xo, xi = _split(sch, x, tiles.rows, search, registers)

@@ -40,33 +40,40 @@ from .dot_product import dot_product_desc, pixel_dot_desc
 
 VNNI_16x4 = "qcompile_dot_16x4_u8i8i32_vnni"
 VNNI_16x4_LOCAL = "qcompile_dot_16x4_u8i8i32_vnni_local"
+# the same dot product on 8 and 4 outputs (ymm, xmm: AVX-512 VL), for grouped convolutions
+# whose groups have fewer than 16 output channels
+VNNI_8x4_LOCAL = "qcompile_dot_8x4_u8i8i32_vnni_local"
+VNNI_4x4_LOCAL = "qcompile_dot_4x4_u8i8i32_vnni_local"
 VNNI_PIXELS_16x4_LOCAL = "qcompile_pixels_16x4_u8i8i32_vnni_local"
 AVX2_8x2 = "qcompile_dot_8x2_u8i8i32_avx2"
 AVX2_8x2_LOCAL = "qcompile_dot_8x2_u8i8i32_avx2_local"
 
 
-def _vnni_16x4(scope: str):
+def _vnni(lanes: int, scope: str):
+    """C[i] += sum_k A[k] B[i, k], i < lanes (16, 8 or 4: a zmm, ymm or xmm vpdpbusd)."""
+    bits = 32 * lanes
+
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
             # one expression: named temporaries become local buffers, which TVM 0.27
             # allocates with TVMBackendAllocWorkspace in every parallel iteration
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{bits}"),
+                C.vload([0], dtype=f"int32x{lanes}"),
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"),
-                                          16), dtype="uint8x64"),
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
+                                          lanes), dtype=f"uint8x{4 * lanes}"),
+                B.vload([0, 0], dtype=f"int8x{4 * lanes}"),
+                dtype=f"int32x{lanes}",
             )
 
-    return dot_product_desc(16, 4, scope), impl
+    return dot_product_desc(lanes, 4, scope), impl
 
 
 def _vnni_pixels_16x4(scope: str):
@@ -115,8 +122,10 @@ def _avx2_8x2(scope: str):
     return dot_product_desc(8, 2, scope), impl
 
 
-TensorIntrin.register(VNNI_16x4, *_vnni_16x4("global"), override=True)
-TensorIntrin.register(VNNI_16x4_LOCAL, *_vnni_16x4("local"), override=True)
+TensorIntrin.register(VNNI_16x4, *_vnni(16, "global"), override=True)
+TensorIntrin.register(VNNI_16x4_LOCAL, *_vnni(16, "local"), override=True)
+TensorIntrin.register(VNNI_8x4_LOCAL, *_vnni(8, "local"), override=True)
+TensorIntrin.register(VNNI_4x4_LOCAL, *_vnni(4, "local"), override=True)
 TensorIntrin.register(VNNI_PIXELS_16x4_LOCAL, *_vnni_pixels_16x4("local"), override=True)
 TensorIntrin.register(AVX2_8x2, *_avx2_8x2("global"), override=True)
 TensorIntrin.register(AVX2_8x2_LOCAL, *_avx2_8x2("local"), override=True)

@@ -18,6 +18,10 @@ CONVS = {
     "7x7_stride2": dict(cin=3, cout=10, k=7, stride=2, padding=3, groups=1),
     "stride2_nopad": dict(cin=6, cout=6, k=3, stride=2, padding=0, groups=1),
     "groups3": dict(cin=9, cout=12, k=3, stride=1, padding=1, groups=3),
+    # grouped convs packed by 4-, 8- and 16-wide tiles (ResNeXt's, RegNet's)
+    "groups4_c4_per_group": dict(cin=16, cout=16, k=3, stride=1, padding=1, groups=4),
+    "groups3_c8_per_group_stride2": dict(cin=24, cout=24, k=3, stride=2, padding=1, groups=3),
+    "groups2_c16_out_per_group": dict(cin=16, cout=32, k=3, stride=1, padding=1, groups=2),
     "depthwise_c12_stride2": dict(cin=12, cout=12, k=3, stride=2, padding=1, groups=12),
     "depthwise_c7": dict(cin=7, cout=7, k=3, stride=1, padding=1, groups=7),
     "dilation2": dict(cin=4, cout=5, k=3, stride=1, padding=2, groups=1, dilation=2),

@@ -243,3 +243,19 @@ def test_no_kernel_of_a_zoo_model_runs_serially(name, numerics):
               if isinstance(func, tvm.tirx.PrimFunc)
               and (blocks := [b for b in _serial_blocks(func, VNNI) if b[1] >= 1024])}
     assert not serial, serial
+
+
+@pytest.mark.skipif(not VNNI.runs_here(), reason="needs AVX-512 VNNI")
+@pytest.mark.parametrize("cin,cout,groups", [(16, 16, 4), (24, 24, 3), (32, 64, 4)])
+def test_grouped_convs_are_tensorized_by_the_tile_their_groups_fill(cin, cout, groups):
+    """ResNeXt's grouped convs (4 to 64 channels per group) run on the packed kernel, tiled
+    16, 8 or 4 outputs wide (zmm, ymm, xmm vpdpbusd), bit-exact."""
+    body = nn.Sequential(seeded(nn.Conv2d(cin, cout, 3, padding=1, groups=groups), seed=cin),
+                         nn.ReLU())
+    xs = inputs_like((1, cin, 9, 7), n=3)
+    model = quantize_eager(body, xs, fuse=[["body.0", "body.1"]])
+    compiled = qcompile.compile(model, xs[:1], target=VNNI.name, tune_logs=False)
+    assert compiled.meta["kernels"]["generic"] == 1, compiled.meta  # the input's quantize
+    assert any("conv2d_packed" in name for name in compiled.meta["kernel_schedules"])
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0, report

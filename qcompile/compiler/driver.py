@@ -89,7 +89,8 @@ def integer_module(model, examples: list, contract: Contract, threads: int, fami
     integer = passes.lower(mod, contract, threads)
     integer = passes.pack_layout(
         integer, family.out_block, family.in_block, family.signed_activations,
-        pixel_lanes=family.out_block if family.pixel_intrinsic else None)
+        pixel_lanes=family.out_block if family.pixel_intrinsic else None,
+        group_lanes=family.group_lanes)
     return integer, probes, out_qp
 
 

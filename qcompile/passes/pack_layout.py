@@ -9,6 +9,9 @@ reduction reads it, so a schedule can tensorize the tile and be right by constru
   conv2d  W[O, C, KH, KW] -> Wp[O/ob, C/ib, KH, KW, ob, ib]
           x[N, C, H, W]  -> xp[N, C/ib, H+pad, W+pad, ib] (the zero-point padding is absorbed)
           acc[n, o/ob, y, x, ob] -> out[n, o, y, x]
+  grouped (groups G > 1, not depthwise): the same, W[O, C/G, ..] packed by a tile width that
+          fills each group's outputs with whole blocks (16, or 8 / 4 where a family has
+          narrower intrinsics); output block o reads its group's C/G/ib channel blocks
   With `pixel_lanes` (a target whose intrinsic can take pixels as lanes), pixels are the
   vector lanes instead of channels, and the accumulator is NCHW already (no transposing
   epilogue):
@@ -110,9 +113,12 @@ def _read_padded(x, b, ch, y, z, pad_value: int):
     return tirx.if_then_else(inside, value, tirx.const(pad_value, "uint8"))
 
 
-def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, correction=None):
+def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, correction=None,
+             groups: int = 1):
     """x[N, C, H, W] u8 (unpadded) with packed Wp -> int32 [N, o_count, OH, OW];
-    `correction` [o_count] int32: activations packed shifted to i8, the correction added back."""
+    `correction` [o_count] int32: activations packed shifted to i8, the correction added back.
+    With `groups`, each output block reads the channel blocks of its group (Wp's blocks never
+    straddle two groups)."""
     n, _, h, w = (int(d) for d in x.shape)
     obn, cbn, kh, kw, ob, ib = (int(d) for d in wp.shape)
     top, left, bottom, right = pad4
@@ -126,15 +132,20 @@ def _conv_te(x, wp, o_count: int, pad4, pad_value: int, strides, dilation, corre
         value = _read_padded(x, b, cb * ib + ci, y - top, z - left, pad_value)
         return value if correction is None else _shifted(value)
 
-    xp = te.compute((n, cbn, hp, wpd, ib), pack, name="pack_data")
+    xp = te.compute((n, cbn * groups, hp, wpd, ib), pack, name="pack_data")
     rc = te.reduce_axis((0, cbn), "cb")
     ry = te.reduce_axis((0, kh), "ky")
     rx = te.reduce_axis((0, kw), "kx")
     ri = te.reduce_axis((0, ib), "ci")
+
+    def channel_block(o):
+        # a grouped conv's output block o reads its group's cbn channel blocks
+        return rc if groups == 1 else o // (obn // groups) * cbn + rc
+
     acc = te.compute(
         (n, obn, oh, ow, ob),
         lambda b, o, y, z, oi: te.sum(
-            xp[b, rc, y * sh + ry * dh, z * sw + rx * dw, ri].astype("int32")
+            xp[b, channel_block(o), y * sh + ry * dh, z * sw + rx * dw, ri].astype("int32")
             * wp[o, rc, ry, rx, oi, ri].astype("int32"), axis=[rc, ry, rx, ri]),
         name="conv2d_packed")
     return te.compute(
@@ -222,7 +233,17 @@ def _weight(expr):
     return None
 
 
-def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None):
+def _group_lanes(w: np.ndarray, groups: int, ib: int, lanes: tuple) -> int | None:
+    """The widest tile (of `lanes`) a grouped conv's groups fill with whole blocks, or None
+    when none does or its groups' input channels are no whole number of ib-blocks."""
+    cout_g, cin_g = w.shape[0] // groups, w.shape[1]
+    if cin_g % ib:
+        return None
+    return next((n for n in lanes if cout_g % n == 0), None)
+
+
+def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None,
+             group_lanes: tuple):
     if not isinstance(call.op, tvm.ir.Op):
         return None
     name = call.op.name
@@ -242,9 +263,14 @@ def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None)
         return ctx.call_te(_dense_te, ctx.new(x_orig), relax.const(wp), int(w.shape[1]),
                            *correction, primfunc_name_hint="dense_packed")
     attrs = call.attrs
-    if (int(attrs.groups) != 1 or str(attrs.data_layout) != "NCHW"
-            or str(attrs.kernel_layout) != "OIHW" or str(attrs.out_layout) != "NCHW"):
+    groups = int(attrs.groups)
+    if (str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW"
+            or str(attrs.out_layout) != "NCHW"):
         return None
+    if groups != 1:
+        ob = _group_lanes(w, groups, ib, group_lanes)
+        if ob is None:
+            return None
     pad4, pad_value = [int(p) for p in attrs.padding], 0
     source = ctx.value_of(x_orig)
     if (isinstance(source, relax.Call) and source.op.name == "relax.nn.pad"
@@ -258,7 +284,8 @@ def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None)
         return None  # conv2d's own padding pads with 0: leave such a conv to the generic path
     wp = pack_conv_weight(w, ob, ib)
     strides, dilation = [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation]
-    pixels = None if signed else _pixel_kernel(x_orig, w, pad4, strides, dilation, pixel_lanes)
+    pixels = None if signed or groups != 1 else _pixel_kernel(x_orig, w, pad4, strides, dilation,
+                                                              pixel_lanes)
     if pixels == "conv2d_pixels":
         return ctx.call_te(_conv_pixels_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]),
                            primfunc_name_hint=pixels)
@@ -266,19 +293,31 @@ def _rewrite(ctx, call, ob: int, ib: int, signed: bool, pixel_lanes: int | None)
         return ctx.call_te(_conv_pixel_rows_te, ctx.new(x_orig), relax.const(wp),
                            int(w.shape[0]), pad4, pad_value, strides, primfunc_name_hint=pixels)
     correction = [_shift_correction(w, 0)] if signed else []
-    return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
-                       pad_value, strides, dilation, *correction,
+    if groups == 1:  # (the same call as before grouped convs were packed: same kernels)
+        return ctx.call_te(_conv_te, ctx.new(x_orig), relax.const(wp), int(w.shape[0]), pad4,
+                           pad_value, strides, dilation, *correction,
+                           primfunc_name_hint="conv2d_packed")
+
+    def grouped(xt, wt, *corr):
+        return _conv_te(xt, wt, int(w.shape[0]), pad4, pad_value, strides, dilation,
+                        *corr, groups=groups)
+
+    return ctx.call_te(grouped, ctx.new(x_orig), relax.const(wp), *correction,
                        primfunc_name_hint="conv2d_packed")
 
 
 def pack_layout(mod: tvm.IRModule, out_block: int, in_block: int,
-                signed_activations: bool = False, pixel_lanes: int | None = None) -> tvm.IRModule:
+                signed_activations: bool = False, pixel_lanes: int | None = None,
+                group_lanes: tuple = ()) -> tvm.IRModule:
     """Rewrite u8 x i8 conv2d (groups 1) / matmul with constant weights into packed kernels.
 
     `out_block` x `in_block` is the weight tile of the target's dot-product instruction
     (16 x 4 for AVX-512 VNNI, 4 x 4 for ARM); `signed_activations`: the instruction takes
     i8 x i8 (activations packed shifted by -128, see the module docstring); `pixel_lanes`:
     the target also has a pixel-lane intrinsic of that many lanes (the convs _pixel_kernel
-    picks use it)."""
+    picks use it); `group_lanes`: the tile widths a grouped conv (groups > 1, not depthwise)
+    may be packed to, the widest that divides its groups' output channels (none: grouped
+    convs stay generic)."""
     return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, out_block, in_block,
-                                                       signed_activations, pixel_lanes))
+                                                       signed_activations, pixel_lanes,
+                                                       group_lanes))

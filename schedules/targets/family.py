@@ -73,10 +73,29 @@ class TargetFamily:
     # vpdpbusd (schedules.depthwise_quads: needs AVX-512 BW, VBMI and VNNI); False: their
     # expression vectorized as written
     depthwise_quads: bool = False
+    # (lanes, intrinsic) of the same dot product on fewer outputs than out_block: grouped convs
+    # whose groups have fewer output channels tile by one of them (pack_layout, group_lanes)
+    narrow_intrinsics: tuple = ()
 
     @property
     def arch(self) -> str:
         return self.machine.arch
+
+    @property
+    def group_lanes(self) -> tuple:
+        """The output-tile widths of channel-lane kernels, widest first (out_block, then the
+        narrow intrinsics'): what a grouped conv's per-group tile may be."""
+        return tuple(sorted({self.out_block, *(n for n, _ in self.narrow_intrinsics)},
+                            reverse=True))
+
+    def dot_intrinsic_for(self, lanes: int) -> str:
+        """The channel-lane intrinsic of a tile `lanes` outputs wide."""
+        if lanes == self.out_block:
+            return self.dot_intrinsic
+        for n, name in self.narrow_intrinsics:
+            if n == lanes:
+                return name
+        raise ValueError(f"{self.name} has no {lanes}-lane dot-product intrinsic")
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(self.target())

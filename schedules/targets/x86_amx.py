@@ -19,4 +19,5 @@ FAMILY = TargetFamily(
     "tiles, everything else as x86-avx512-vnni",
     target, intrinsics.VNNI_16x4_LOCAL, 16, 4, X86_64, CPU_FLAGS, acc_registers=16,
     pixel_intrinsic=intrinsics.VNNI_PIXELS_16x4_LOCAL, activation_block=16, amx=True,
-    tune_logs_of=vnni.FAMILY.name, depthwise_quads=True)
+    tune_logs_of=vnni.FAMILY.name, depthwise_quads=True,
+    narrow_intrinsics=((8, intrinsics.VNNI_8x4_LOCAL), (4, intrinsics.VNNI_4x4_LOCAL)))

@@ -24,4 +24,5 @@ def target() -> dict:
 FAMILY = TargetFamily(
     "x86-avx512-vnni", "x86-64 with AVX-512 VNNI (Zen 4, Ice Lake and later): vpdpbusd",
     target, intrinsics.VNNI_16x4_LOCAL, 16, 4, X86_64, CPU_FLAGS, acc_registers=16,
-    pixel_intrinsic=intrinsics.VNNI_PIXELS_16x4_LOCAL, activation_block=16, depthwise_quads=True)
+    pixel_intrinsic=intrinsics.VNNI_PIXELS_16x4_LOCAL, activation_block=16, depthwise_quads=True,
+    narrow_intrinsics=((8, intrinsics.VNNI_8x4_LOCAL), (4, intrinsics.VNNI_4x4_LOCAL)))
