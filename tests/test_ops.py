@@ -25,6 +25,12 @@ CONVS = {
     "depthwise_c12_stride2": dict(cin=12, cout=12, k=3, stride=2, padding=1, groups=12),
     "depthwise_c7": dict(cin=7, cout=7, k=3, stride=1, padding=1, groups=7),
     "dilation2": dict(cin=4, cout=5, k=3, stride=1, padding=2, groups=1, dilation=2),
+    # output widths with no row tile (17, 71: Inception's) are computed padded and cropped
+    "width17_padded": dict(cin=8, cout=16, k=3, stride=1, padding=1, groups=1, hw=(5, 17)),
+    "width71_stride2_7x1": dict(cin=8, cout=8, k=(7, 1), stride=2, padding=(3, 0), groups=1,
+                                hw=(9, 141)),
+    "1x7_width17": dict(cin=16, cout=16, k=(1, 7), stride=1, padding=(0, 3), groups=1,
+                        hw=(3, 17)),
 }
 
 # (input scale factor, shift): ordinary, all-positive (zero point 0), all-negative (zero point
@@ -39,7 +45,7 @@ def test_conv2d(name, per_channel):
     c = CONVS[name]
     conv = seeded(nn.Conv2d(c["cin"], c["cout"], c["k"], c["stride"], c["padding"],
                             dilation=c.get("dilation", 1), groups=c["groups"]), seed=len(name))
-    xs = inputs_like((1, c["cin"], 11, 13), n=3)
+    xs = inputs_like((1, c["cin"], *c.get("hw", (11, 13))), n=3)
     assert_exact(quantize_eager(conv, xs, per_channel=per_channel), xs)
 
 
