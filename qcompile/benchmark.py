@@ -34,11 +34,13 @@ from .engines import quantized_engine
 
 
 def _onnxruntime_int8(float_model, example, calibration, threads):
-    """Export the float model, quantize it with ORT's quantize_static; a callable, or a reason."""
+    """Export the float model, pre-process it and quantize it with ONNX Runtime's tools
+    (quant_pre_process, quantize_static: QDQ, per channel); a callable, or a reason."""
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                               quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         return None, "onnxruntime not installed (pip install '.[bench]')"
 
@@ -51,10 +53,15 @@ def _onnxruntime_int8(float_model, example, calibration, threads):
 
     workdir = tempfile.mkdtemp(prefix="qcompile-bench-")
     fp32, int8 = os.path.join(workdir, "fp32.onnx"), os.path.join(workdir, "int8.onnx")
+    pre = os.path.join(workdir, "fp32_pre.onnx")
     try:
         torch.onnx.export(float_model, (example,), fp32, input_names=["input"],
                           output_names=["output"], opset_version=17, dynamo=False)
-        quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        # ONNX Runtime's own pre-processing (shape inference, graph optimization) before
+        # quantize_static, as its docs ask: without it a torchvision model's Identity nodes
+        # kept the adds out of the quantized patterns (ResNet-18 14 ms against 3.4)
+        quant_pre_process(fp32, pre)
+        quantize_static(pre, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as err:  # noqa: BLE001 - any exporter failure is reported, not fatal
         return None, f"ONNX export/quantization failed: {err}"
