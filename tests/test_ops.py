@@ -95,6 +95,10 @@ UNARY = {
     "relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardtanh": nn.Hardtanh(-0.5, 1.5),
     "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(), "hardsigmoid": nn.Hardsigmoid(),
     "max_pool_3x3_s2": nn.MaxPool2d(3, 2, 1), "max_pool_2x2": nn.MaxPool2d(2),
+    # ceil_mode (GoogLeNet's, Inception's): windows past the input's end on 15 x 17
+    "max_pool_2x2_ceil": nn.MaxPool2d(2, ceil_mode=True),
+    "max_pool_3x3_s2_p1_ceil": nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+    "max_pool_3x3_s3_ceil": nn.MaxPool2d(3, 3, ceil_mode=True),
     "avg_pool_3x3_s2": nn.AvgPool2d(3, 2, 1), "avg_pool_2x2": nn.AvgPool2d(2),
     "avg_pool_no_pad_count": nn.AvgPool2d(3, 1, 1, count_include_pad=False),
     "adaptive_avg_pool": nn.AdaptiveAvgPool2d(1), "flatten": nn.Flatten(),

@@ -17,7 +17,7 @@ from ..errors import QCompileError
 from .constants import f32 as np_f32, qnnpack_avgpool_scale
 from .quantize import dequantize_value, quantize_value, quantize_value_fma
 from .tir_ops import clamp, divide_round_even, f32, fence, fma, mul, rescale_fixed, rne_i32
-from .windows import padding4, window_taps
+from .windows import padding4, pooled_size, window_taps
 
 def window_sum(x, zx: int, kernel, stride, pads, out_hw):
     """int32 sums of (q - zx) over each pooling window; padded positions contribute 0."""
@@ -42,13 +42,6 @@ def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_
     sh, sw = stride
     pt, pl, pb, pr = padding4(padding)
 
-    def out_size(size, k, s, p0, p1):
-        span = size + p0 + p1 - k
-        o = (-(-span // s) if ceil_mode else span // s) + 1
-        if ceil_mode and (o - 1) * s >= size + p0:
-            o -= 1
-        return o
-
     def divisor(i, j):
         y0, z0 = i * sh - pt, j * sw - pl
         if count_include_pad:
@@ -58,18 +51,32 @@ def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_
         y1, z1 = tirx.min(y0 + kh, h), tirx.min(z0 + kw, w)
         return (y1 - tirx.max(y0, 0)) * (z1 - tirx.max(z0, 0))
 
-    return (out_size(h, kh, sh, pt, pb), out_size(w, kw, sw, pl, pr)), divisor
+    return (pooled_size(h, kh, sh, pt, pb, ceil_mode),
+            pooled_size(w, kw, sw, pl, pr, ceil_mode)), divisor
 
 
-def max_pool2d(x, kernel, strides, padding):
+def _ceil_padding(x, kernel, strides, padding):
+    """(top, left, bottom, right) padding under which the floor rule gives ceil_mode's size."""
+    h, w = (int(d) for d in x.shape[2:])
+    (kh, kw), (sh, sw) = kernel, (int(s) for s in strides)
+    pt, pl, pb, pr = padding4(padding)
+    oh, ow = pooled_size(h, kh, sh, pt, pb, True), pooled_size(w, kw, sw, pl, pr, True)
+    return (pt, pl, max(pb, (oh - 1) * sh + kh - h - pt), max(pr, (ow - 1) * sw + kw - w - pl))
+
+
+def max_pool2d(x, kernel, strides, padding, ceil_mode: bool = False):
     """Max pooling of 8-bit data (exact: max needs no arithmetic), vectorizable along rows.
 
-    Padding reads the dtype's minimum, which never wins.  The output width is computed padded
+    Padding reads the dtype's minimum, which never wins; so ceil_mode is the floor rule over
+    bottom/right padding extended to reach the last window (PyTorch's windows past the input
+    take the max of what they cover, and each covers at least one input element).  The output width is computed padded
     to whole vectors from de-interleaved planes (`padded_planes`) and cropped ("pool_max_taps"
     is the reduction the schedule vectorizes, as for the depthwise kernel)."""
     n, c = (int(d) for d in x.shape[:2])
     kh, kw = (int(k) for k in kernel)
     lowest = int(np.iinfo(str(x.dtype)).min)
+    if ceil_mode:
+        padding = _ceil_padding(x, (kh, kw), strides, padding)
     oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, lowest)
     ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
     taps = te.compute(

@@ -15,6 +15,16 @@ def padding4(padding) -> tuple[int, int, int, int]:
     return tuple(pads * 2) if len(pads) == 2 else tuple(pads)
 
 
+def pooled_size(size: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) -> int:
+    """PyTorch's pooled output size: floor or ceil of (size + p0 + p1 - k) / s, plus one; with
+    ceil_mode the last window must still start inside the input or the leading padding."""
+    span = size + p0 + p1 - k
+    o = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (o - 1) * s >= size + p0:
+        o -= 1
+    return o
+
+
 def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int,
                   slack: int = 0):
     """x[N, C, H, W] padded with `fill`, columns de-interleaved by the stride: "pack_data"
