@@ -1,6 +1,6 @@
-"""Default schedule of the window kernels: the depthwise convs (fbgemm's, the exact one) and
-the 8-bit max pool (qcompile.numerics.depthwise.depthwise_conv_fbgemm, .depthwise_conv_exact,
-numerics.pooling.max_pool2d).
+"""Default schedule of the window kernels: the depthwise convs (fbgemm's, the exact one), the
+8-bit max pool and the average pools' window sums (qcompile.numerics.depthwise.
+depthwise_conv_fbgemm, .depthwise_conv_exact, numerics.pooling.max_pool2d, .window_sum).
 
 The kernel computes a padded output width (a whole number of 16-lane vectors) from an input
 padded with the zero point ("pack_data"), so its pair loop has no bounds checks:
@@ -38,14 +38,14 @@ LANES = 16
 ROWS = (4, 2, 1)
 
 
-WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps")
+WINDOW_BLOCKS = ("dw_conv2d_pairs", "dw_conv2d_taps", "pool_max_taps", "pool_sum_taps")
 # block annotations of numerics.depthwise.depthwise_conv_fbgemm and .depthwise_conv_exact_int8:
 # their sums can run on schedules.depthwise_quads
 QUAD_MARKS = {"fbgemm": "fbgemm_depthwise", "exact": "exact_depthwise"}
 
 
 def window_kind(sch: s_tir.Schedule) -> str | None:
-    """The name of the window reduction this function holds (depthwise or max pool), or None."""
+    """The name of the window reduction this function holds (depthwise, pool), or None."""
     return next((n for n in WINDOW_BLOCKS if find_block(sch, n) is not None), None)
 
 

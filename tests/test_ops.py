@@ -101,6 +101,9 @@ UNARY = {
     "max_pool_3x3_s3_ceil": nn.MaxPool2d(3, 3, ceil_mode=True),
     "avg_pool_3x3_s2": nn.AvgPool2d(3, 2, 1), "avg_pool_2x2": nn.AvgPool2d(2),
     "avg_pool_no_pad_count": nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+    "avg_pool_2x2_ceil": nn.AvgPool2d(2, ceil_mode=True),
+    "avg_pool_3x3_s2_p1_ceil_no_pad_count": nn.AvgPool2d(3, 2, 1, ceil_mode=True,
+                                                         count_include_pad=False),
     "adaptive_avg_pool": nn.AdaptiveAvgPool2d(1), "flatten": nn.Flatten(),
 }
 

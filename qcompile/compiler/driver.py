@@ -263,7 +263,7 @@ def schedule_summary(kernels: dict, log_dirs: list) -> str:
             if kernels["tuned_near"] else "")
     lines = [f"kernels: {tuned} of {total} from tune logs ({len(log_dirs)} database(s){near}), "
              f"{amx}{len(kernels['tensorized'])} tensorized by default, "
-             f"{len(kernels['window'])} window (depthwise, max pool), "
+             f"{len(kernels['window'])} window (depthwise, pools), "
              f"{len(kernels['generic'])} generic"]
     if log_dirs and kernels["tensorized"]:
         lines.append("  not in the tune logs: " + ", ".join(kernels["tensorized"]))

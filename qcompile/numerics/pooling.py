@@ -17,23 +17,23 @@ from ..errors import QCompileError
 from .constants import f32 as np_f32, qnnpack_avgpool_scale
 from .quantize import dequantize_value, quantize_value, quantize_value_fma
 from .tir_ops import clamp, divide_round_even, f32, fence, fma, mul, rescale_fixed, rne_i32
-from .windows import padding4, pooled_size, window_taps
+from .windows import padding4, pooled_size, reaching_padding, window_taps
+
 
 def window_sum(x, zx: int, kernel, stride, pads, out_hw):
-    """int32 sums of (q - zx) over each pooling window; padded positions contribute 0."""
-    n, c, h, w = (int(d) for d in x.shape)
-    (kh, kw), (sh, sw) = kernel, stride
-    pt, pl = pads[0], pads[1]
+    """int32 sums of (q - zx) over each pooling window; padded positions contribute 0.
+
+    The input is padded with zx (so a padded tap adds zx - zx) into window_taps' planes, as
+    far as the last window reaches (ceil_mode), and "pool_sum_taps" is computed on whole
+    vectors of output columns: the window schedule (schedules.depthwise) vectorizes it.  The
+    kernel reading it crops to out_hw."""
+    (kh, kw) = (int(k) for k in kernel)
+    pads = reaching_padding(x, (kh, kw), stride, pads, out_hw)
+    _oh, _ow, ow_ext, tap = window_taps(x, (kh, kw), stride, pads, zx)
+    n, c = (int(d) for d in x.shape[:2])
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
-
-    def tap(b, k, i, j):
-        y, z = i * sh + rh - pt, j * sw + rw - pl
-        inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
-        value = x[b, k, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)]
-        return tirx.Select(inside, value.astype("int32") - zx, 0)
-
-    return te.compute((n, c) + tuple(out_hw),
-                      lambda b, k, i, j: te.sum(tap(b, k, i, j), axis=[rh, rw]), name="pool_sum")
+    return te.compute((n, c, out_hw[0], ow_ext), lambda b, k, i, j: te.sum(
+        tap(b, k, i, j, rh, rw).astype("int32") - zx, axis=[rh, rw]), name="pool_sum_taps")
 
 
 def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_include_pad):
@@ -55,15 +55,6 @@ def avg_pool_geometry(h: int, w: int, kernel, stride, padding, ceil_mode, count_
             pooled_size(w, kw, sw, pl, pr, ceil_mode)), divisor
 
 
-def _ceil_padding(x, kernel, strides, padding):
-    """(top, left, bottom, right) padding under which the floor rule gives ceil_mode's size."""
-    h, w = (int(d) for d in x.shape[2:])
-    (kh, kw), (sh, sw) = kernel, (int(s) for s in strides)
-    pt, pl, pb, pr = padding4(padding)
-    oh, ow = pooled_size(h, kh, sh, pt, pb, True), pooled_size(w, kw, sw, pl, pr, True)
-    return (pt, pl, max(pb, (oh - 1) * sh + kh - h - pt), max(pr, (ow - 1) * sw + kw - w - pl))
-
-
 def max_pool2d(x, kernel, strides, padding, ceil_mode: bool = False):
     """Max pooling of 8-bit data (exact: max needs no arithmetic), vectorizable along rows.
 
@@ -76,7 +67,11 @@ def max_pool2d(x, kernel, strides, padding, ceil_mode: bool = False):
     kh, kw = (int(k) for k in kernel)
     lowest = int(np.iinfo(str(x.dtype)).min)
     if ceil_mode:
-        padding = _ceil_padding(x, (kh, kw), strides, padding)
+        h, w = (int(d) for d in x.shape[2:])
+        pt, pl, pb, pr = padding4(padding)
+        out_hw = (pooled_size(h, kh, int(strides[0]), pt, pb, True),
+                  pooled_size(w, kw, int(strides[1]), pl, pr, True))
+        padding = reaching_padding(x, (kh, kw), strides, padding, out_hw)
     oh, ow, ow_ext, tap = window_taps(x, (kh, kw), strides, padding, lowest)
     ry, rx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
     taps = te.compute(
@@ -290,7 +285,7 @@ def avg_pool_qnnpack_window(x, qin, kernel, stride, padding):
         r = rne_i32(mul(total(*idx).astype("float32"), f32(m)))
         return clamp(clamp(r, -32768, 32767) + zx, 0, 255).astype("uint8")
 
-    return te.compute(total.shape, out, name="avg_pool_qnnpack")
+    return te.compute((*total.shape[:2], oh, ow), out, name="avg_pool_qnnpack")
 
 
 def avg_pool_decomposed(x, qin, qout, kernel, stride, padding, ceil_mode, count_include_pad):

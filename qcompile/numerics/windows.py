@@ -25,6 +25,16 @@ def pooled_size(size: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) ->
     return o
 
 
+def reaching_padding(x, kernel, strides, padding, out_hw) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right): `padding` with bottom and right extended until the floor
+    rule gives out_hw windows (ceil_mode's last windows reach past the input's end)."""
+    h, w = (int(d) for d in x.shape[2:])
+    (kh, kw), (sh, sw) = (int(k) for k in kernel), (int(s) for s in strides)
+    pt, pl, pb, pr = padding4(padding)
+    oh, ow = out_hw
+    return (pt, pl, max(pb, (oh - 1) * sh + kh - h - pt), max(pr, (ow - 1) * sw + kw - w - pl))
+
+
 def padded_planes(x, pad4, fill: int, stride_w: int, out_w: int, kernel_w: int,
                   slack: int = 0):
     """x[N, C, H, W] padded with `fill`, columns de-interleaved by the stride: "pack_data"
