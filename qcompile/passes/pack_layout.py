@@ -225,14 +225,25 @@ def _conv_pixel_rows_te(x, wp, o_count: int, pad4, pad_value: int, strides):
         name="conv2d_pixel_rows")
 
 
+# A pixel-lane 1x1 conv's register tile reads up to 8 pixel vectors of the whole reduction
+# for every channel tile: with more input channels than fit 8 x lanes x C in this many bytes
+# of L1 they stream from L2 instead.  Timed kernel alone (profile_kernels, Zen 5, 2 threads):
+# 512->512 at 28x28 pixel lanes 0.553 ms, channel lanes 0.286; 128->512 0.079 vs 0.127,
+# 256->256 at 56x56 0.253 vs 0.310.
+PIXEL_TILE_BYTES = 32 * 1024
+
+
 def _pixel_kernel(x, w: np.ndarray, pad4, strides, dilation, lanes: int | None) -> str | None:
     """Which pixel-lane kernel computes this conv, if any: "conv2d_pixels" (1x1, stride 1,
-    unpadded, H*W a multiple of `lanes`) or "conv2d_pixel_rows" (output width a multiple of
-    `lanes`, dilation 1).  Whole vectors only: no partial tile, no masked store."""
+    unpadded, H*W a multiple of `lanes`, see PIXEL_TILE_BYTES) or "conv2d_pixel_rows" (output
+    width a multiple of `lanes`, dilation 1).  Whole vectors only: no partial tile, no masked
+    store."""
     if lanes is None:
         return None
     h, wd = int(x.ty.shape[2]), int(x.ty.shape[3])
     if w.shape[2:] == (1, 1) and not any(pad4) and list(strides) == [1, 1]:
+        if 8 * lanes * w.shape[1] > PIXEL_TILE_BYTES:
+            return None
         if (h * wd) % lanes == 0:
             return "conv2d_pixels"
     out_w = (wd + pad4[1] + pad4[3] - w.shape[3]) // strides[1] + 1
