@@ -1,4 +1,5 @@
-"""Side-by-side timing: qcompile vs PyTorch fbgemm int8, PyTorch fp32 and ONNX Runtime int8.
+"""Side-by-side timing: qcompile vs PyTorch fbgemm int8, PyTorch fp32, ONNX Runtime int8 and
+OpenVINO int8 (both on the model ONNX Runtime's quantize_static makes).
 
 A PT2E model (torchao convert_pt2e) is timed against what PyTorch deploys it with instead of
 fbgemm: `torch.compile` with Inductor's freezing on (PyTorch's documented path for
@@ -33,11 +34,11 @@ import torch
 from .engines import quantized_engine
 
 
-def _onnxruntime_int8(float_model, example, calibration, threads):
-    """Export the float model, pre-process it and quantize it with ONNX Runtime's tools
-    (quant_pre_process, quantize_static: QDQ, per channel); a callable, or a reason."""
+def _onnx_int8(float_model, example, calibration):
+    """Export the float model to ONNX, pre-process it and quantize it with ONNX Runtime's tools
+    (quant_pre_process, quantize_static: QDQ, per channel, u8 activations, i8 weights): the
+    int8 model ONNX Runtime and OpenVINO both run.  (path, None), or (None, a reason)."""
     try:
-        import onnxruntime as ort
         from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -65,11 +66,40 @@ def _onnxruntime_int8(float_model, example, calibration, threads):
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as err:  # noqa: BLE001 - any exporter failure is reported, not fatal
         return None, f"ONNX export/quantization failed: {err}"
+    return int8, None
+
+
+def _onnxruntime_int8(int8_path, example, threads):
+    """ONNX Runtime (CPU provider) on the int8 ONNX model: a callable, or a reason."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "onnxruntime not installed (pip install '.[bench]')"
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(int8_path, options, providers=["CPUExecutionProvider"])
     feed = {"input": example.numpy()}
     return (lambda: session.run(None, feed)), None
+
+
+def _openvino_int8(int8_path, example, threads):
+    """OpenVINO's CPU plugin on the same int8 ONNX model (it reads the QDQ pairs and runs the
+    quantized layers in u8/i8; latency hint, one stream): a callable, or a reason."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None, "openvino not installed (pip install '.[bench]')"
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(int8_path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str)
+                  for op in compiled.get_runtime_model().get_ops()
+                  if "runtimePrecision" in op.get_rt_info()}
+    if not precisions & {"u8", "i8"}:
+        return None, f"OpenVINO ran no layer in int8 (runtime precisions {sorted(precisions)})"
+    request = compiled.create_infer_request()
+    data = example.numpy()
+    return (lambda: request.infer({0: data})), None
 
 
 def _inductor(quantized, example):
@@ -113,8 +143,9 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
 
 
 def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
-          threads=None, onnxruntime=True, pt2e=False) -> dict:
-    """Time `compiled` against PyTorch fbgemm (and fp32, ONNX Runtime int8 when given/installed).
+          threads=None, onnxruntime=True, openvino=True, pt2e=False) -> dict:
+    """Time `compiled` against PyTorch fbgemm (and, given the float model and installed,
+    PyTorch fp32, ONNX Runtime int8 and OpenVINO int8 on one int8 ONNX model).
 
     `example` is one input tensor; `calibration` (inputs for ORT's quantize_static) defaults to
     [example].  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
@@ -147,18 +178,23 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
                 float_model(example)
 
         runners["torch_fp32"] = torch_fp32
-    if onnxruntime and float_model is not None:
-        ort_run, why = _onnxruntime_int8(float_model, example, calibration or [example], threads)
-        if ort_run is not None:
-            runners["onnxruntime_int8"] = ort_run
-        else:
-            notes.append(why)
+    if (onnxruntime or openvino) and float_model is not None:
+        int8_path, why = _onnx_int8(float_model, example, calibration or [example])
+        peers = [("onnxruntime_int8", _onnxruntime_int8, onnxruntime),
+                 ("openvino_int8", _openvino_int8, openvino)]
+        for name, runner, wanted in peers:
+            if wanted and int8_path is not None:
+                run, why = runner(int8_path, example, threads)
+                runners.update({name: run} if run is not None else {})
+            if wanted and name not in runners:
+                notes.append(f"{name}: {why}")
     report = {"runtimes": _time_interleaved(runners, runs, warmup), "threads": threads,
               "batch": int(example.shape[0]), "notes": notes}
     ours = report["runtimes"]["qcompile"]["median_ms"]
     for name, key in (("torch_fbgemm", "speedup_vs_fbgemm"),
                       ("torch_inductor", "speedup_vs_inductor"),
                       ("onnxruntime_int8", "speedup_vs_onnxruntime"),
+                      ("openvino_int8", "speedup_vs_openvino"),
                       ("torch_fp32", "speedup_vs_fp32")):
         if name in report["runtimes"]:
             report[key] = report["runtimes"][name]["median_ms"] / ours

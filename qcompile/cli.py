@@ -121,7 +121,7 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
         from .benchmark import bench
 
         timed = bench(entry.quantized, compiled, inputs[0], runs=runs_for_latency, warmup=2,
-                      onnxruntime=False)
+                      onnxruntime=False, openvino=False)
         report["latency_ms"] = {k: v["median_ms"] for k, v in timed["runtimes"].items()}
     return report
 
@@ -188,7 +188,8 @@ def cmd_garden(args):
         rows.append(garden_row(name, image_size=args.image_size, inputs=args.inputs,
                                runs=args.runs, warmup=args.warmup, threads=args.threads,
                                tune_logs=args.tune_logs or False,
-                               onnxruntime=not args.no_onnxruntime, time_it=args.runs > 0))
+                               onnxruntime=not args.no_onnxruntime,
+                               openvino=not args.no_openvino, time_it=args.runs > 0))
         print(format_garden(rows[-1:]).splitlines()[-1], flush=True)
     print(format_garden(rows))
     if args.json:
@@ -250,7 +251,7 @@ def cmd_bench(args):
                                 verbose=True, tune_logs=tune_logs_arg(args))
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
-                   pt2e=bool(args.pt2e))
+                   openvino=not args.no_openvino, pt2e=bool(args.pt2e))
     report["model"] = args.model or f"dense {m}x{k}x{n}"
     if gops:
         report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--target", default="x86")
     s.add_argument("--no-onnxruntime", action="store_true")
+    s.add_argument("--no-openvino", action="store_true")
     s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
                    help="quantize the zoo model with PT2E (this torchao quantizer) and time it "
                         "against torch.compile (Inductor, freezing) instead of fbgemm")
@@ -389,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tune-logs", metavar="DIR",
                    help="apply the tuning databases under DIR (default: none)")
     s.add_argument("--no-onnxruntime", action="store_true")
+    s.add_argument("--no-openvino", action="store_true")
     s.add_argument("--json")
     s.set_defaults(fn=cmd_garden)
 

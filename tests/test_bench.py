@@ -19,16 +19,18 @@ def test_dense_bench_report(tmp_path, capsys):
     assert "GOP/s" in capsys.readouterr().out
 
 
-def test_model_bench_with_onnxruntime(tmp_path):
+def test_model_bench_with_onnxruntime_and_openvino(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
+    pytest.importorskip("openvino")
     out = tmp_path / "b.json"
     assert main(["bench", "zoo:mobilenet_v2", "--image-size", "64", "--runs", "3", "--warmup",
                  "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for name in ("qcompile", "torch_fbgemm", "torch_fp32", "onnxruntime_int8"):
+    for name in ("qcompile", "torch_fbgemm", "torch_fp32", "onnxruntime_int8", "openvino_int8"):
         assert report["runtimes"][name]["median_ms"] > 0, report
-    assert "speedup_vs_onnxruntime" in report
+    assert "speedup_vs_onnxruntime" in report and "speedup_vs_openvino" in report
+    assert report["notes"] == [], report
 
 
 def test_bench_needs_a_model(capsys):
@@ -41,7 +43,7 @@ def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
     pytest.importorskip("torchao")
     out = tmp_path / "b.json"
     assert main(["bench", "zoo:mobilenet_v2", "--pt2e", "x86", "--image-size", "32",
-                 "--runs", "3", "--warmup", "1", "--no-onnxruntime", "--json", str(out)]) == 0
+                 "--runs", "3", "--warmup", "1", "--no-onnxruntime", "--no-openvino", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["runtimes"]) == {"qcompile", "torch_inductor", "torch_fp32"}, report
     assert report["speedup_vs_inductor"] > 0 and "speedup_vs_fbgemm" not in report, report
@@ -50,7 +52,7 @@ def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
 def test_kernel_profile_names_every_kernel_and_how_it_was_scheduled(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "zoo:resnet18", "--image-size", "32", "--runs", "3", "--warmup", "1",
-                 "--no-onnxruntime", "--kernels", "4", "--json", str(out)]) == 0
+                 "--no-onnxruntime", "--no-openvino", "--kernels", "4", "--json", str(out)]) == 0
     profile = json.loads(out.read_text())["kernel_profile"]
     kernels = [k for k in profile["kernels"] if k["name"] != "vm"]
     fused = [k for k in kernels if k["name"].startswith("fused_")]
