@@ -100,3 +100,13 @@ def test_kernel_key_ignores_quantization_constants_and_keeps_shapes():
     assert not tvm_ffi.structural_equal(base, recalibrated)
     assert logs.kernel_shape_key(base) == logs.kernel_shape_key(recalibrated)
     assert logs.kernel_shape_key(base) != logs.kernel_shape_key(_conv_kernel(12, 2.0, 0.0))
+
+
+def test_schedule_summary_names_a_few_untuned_kernels_and_counts_the_rest():
+    from qcompile.compiler.driver import SUMMARY_NAMES, schedule_summary
+    names = [f"fused_conv2d_packed{i}" for i in range(SUMMARY_NAMES + 5)]
+    kernels = {"tuned": ["a"], "tuned_near": [], "tensorized": names, "window": [], "generic": []}
+    text = schedule_summary(kernels, ["tune_logs/x86"])
+    assert text.startswith(f"kernels: 1 of {len(names) + 1} from tune logs")
+    assert names[SUMMARY_NAMES - 1] in text and names[SUMMARY_NAMES] not in text
+    assert "and 5 more" in text

@@ -253,6 +253,9 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     return CompiledModel(executable, meta, integer, timings)
 
 
+SUMMARY_NAMES = 6  # untuned kernels named in the summary; a garden model has a hundred
+
+
 def schedule_summary(kernels: dict, log_dirs: list) -> str:
     """How the kernels were scheduled: from tune logs, on AMX tiles, tensorized default,
     window, generic default."""
@@ -265,8 +268,12 @@ def schedule_summary(kernels: dict, log_dirs: list) -> str:
              f"{amx}{len(kernels['tensorized'])} tensorized by default, "
              f"{len(kernels['window'])} window (depthwise, pools), "
              f"{len(kernels['generic'])} generic"]
-    if log_dirs and kernels["tensorized"]:
-        lines.append("  not in the tune logs: " + ", ".join(kernels["tensorized"]))
+    untuned = kernels["tensorized"]
+    if log_dirs and untuned:
+        shown = ", ".join(untuned[:SUMMARY_NAMES])
+        more = len(untuned) - SUMMARY_NAMES
+        lines.append(f"  not in the tune logs: {shown}"
+                     + (f" and {more} more (`qcompile tune` records them)" if more > 0 else ""))
     return "\n".join(lines)
 
 
