@@ -185,3 +185,30 @@ def test_a_rerun_tunes_only_the_kernels_below_their_share(tmp_path):
     measured = [line for line in lines if "trials | task" in line]
     assert len(measured) == 2 and not any(had[0] + ":" in line for line in measured), measured
     assert all(t["best_ms"] is not None for t in second["tasks"]), second["tasks"]
+
+
+def _one_schedule_space(family):
+    """A design space of exactly one schedule (the default tiles, nothing sampled)."""
+    def apply(sch: s_tir.Schedule):
+        packed.schedule_conv(sch, family, search=False)
+        return [sch]
+
+    return ms.space_generator.ScheduleFn(apply, sch_rules=[], postprocs=[], mutator_probs={})
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="tunes the AVX-512 VNNI kernels")
+def test_a_task_whose_search_comes_back_empty_ends_at_once(small_conv, tmp_path):
+    # MetaSchedule's evolutionary search answers a task with nothing untried by an empty batch
+    # and gives up only after five of them, each a whole evolution (10-40 s on 2 cores for a
+    # real kernel): garden:resnet50 idled ten minutes this way.  One empty batch ends the task.
+    model, xs = small_conv
+    family = resolve_family("x86-avx512-vnni")
+    lines = []
+    report = qcompile.tune(model, xs[:1], target=family.name, trials=8,
+                           work_dir=str(tmp_path / "w"), trials_per_iter=4,
+                           out=lines.append, space=_one_schedule_space(family))
+    assert report["trials_run"] == 1, report
+    empty = [line for line in lines if "no untried schedule" in line]
+    assert len(empty) == 1, lines  # without the callback: five
+    assert len(report["tasks_exhausted"]) == 1, report
+    assert any("found nothing new to try" in line for line in lines), lines

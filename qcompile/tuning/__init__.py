@@ -155,6 +155,24 @@ class _StopWhenAsked(ms.measure_callback.PyMeasureCallback):
             raise _StopRequested()
 
 
+@derived_object
+class _EndExhaustedTasks(ms.measure_callback.PyMeasureCallback):
+    """Ends a task after its search comes back with no untried schedule (a small design space,
+    or one the evolution has covered).  MetaSchedule's evolutionary search answers that with an
+    empty batch and gives up only after five in a row, each a whole evolution (10-40 s per
+    kernel on 2 cores), while the scheduler keeps picking the task: garden:resnet50 spent ten
+    minutes so.  `ended` collects the scheduler's task ids."""
+
+    def __init__(self, ended: set):
+        super().__init__()
+        self.ended = ended
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if not measure_candidates and task_id not in self.ended:
+            self.ended.add(task_id)
+            task_scheduler.terminate_task(task_id)
+
+
 def _trials_in(database, mod) -> tuple[int, float | None]:
     """(records, best seconds) the database holds for a workload."""
     if not database.has_workload(mod):
@@ -192,7 +210,8 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
     needs = [max(0, share - done) for done in done_before]
     todo = [i for i, need in enumerate(needs) if need]
     remaining = sum(needs)
-    out(f"[tune] {len(tasks)} tasks ({', '.join(names)}), {share} trials each; "
+    listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    out(f"[tune] {len(tasks)} tasks ({listed}), {share} trials each; "
         f"{sum(done_before)} trials already in {work_dir}; {remaining} to run on the "
         f"{len(todo)} tasks below their share")
     gate = CorrectnessGate(target_obj, execute=remote)
@@ -201,6 +220,7 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
     for i, best in enumerate(best_before):
         if best is not None:
             progress.seed_best(i, best)
+    exhausted = set()  # the scheduler's ids (indices into todo) of tasks _EndExhaustedTasks ended
     if remaining:
         import_tvm_intrinsics()
         loggers = _task_loggers(work_dir, names)
@@ -224,7 +244,8 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
                     cost_model=ms.cost_model.XGBModel(
                         extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                       progress, _StopWhenAsked(interrupts)],
+                                       progress, _EndExhaustedTasks(exhausted),
+                                       _StopWhenAsked(interrupts)],
                     task_scheduler="gradient")
         except (KeyboardInterrupt, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not interrupts["interrupted"]:
@@ -248,6 +269,7 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
         "trials_requested": trials, "trials_before": sum(done_before),
         "trials_run": progress.done, "candidates_checked": gate.checked,
         "candidates_rejected": len(gate.rejected), "rejections": gate.rejected[:20],
+        "tasks_exhausted": sorted(names[todo[i]] for i in exhausted),
         "estimated_model_ms": progress.estimate_ms(), "tuning_curve": curve,
         "tasks": [{"name": n, "calls": int(t.weight), "trials_before": d,
                    "best_ms": None if b is None else b * 1e3}
@@ -257,7 +279,10 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
     with open(os.path.join(work_dir, PROVENANCE), "w") as f:
         json.dump(report, f, indent=1)
     out(f"[tune] done: {progress.done} trials run, {gate.checked} candidates checked, "
-        f"{len(gate.rejected)} rejected by the correctness gate; estimated kernel time "
+        f"{len(gate.rejected)} rejected by the correctness gate"
+        + (f", {len(exhausted)} task(s) ended when the search found nothing new to try"
+           if exhausted else "")
+        + "; estimated kernel time "
         + (f"{report['estimated_model_ms']:.2f} ms" if report["estimated_model_ms"] else "-")
         + (f"; curve: {curve}" if curve else ""))
     return report

@@ -47,6 +47,10 @@ class Progress(ms.measure_callback.PyMeasureCallback):
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         task_id = self.tuned[task_id]
+        if not measure_candidates:  # ended by _EndExhaustedTasks (qcompile.tuning)
+            self.out(f"[tune] task {task_id + 1}/{len(self.names)} {self.names[task_id]}: the "
+                     "search found no untried schedule; done with it (a rerun searches again)")
+            return
         self.done += len(measure_candidates)
         for result in runner_results:
             secs = [float(s) for s in (result.run_secs or [])]
