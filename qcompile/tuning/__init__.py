@@ -35,6 +35,7 @@ from .progress import Progress, draw_curve
 
 BUILD_TIMEOUT_S = 120   # MetaSchedule's 30 s default is too short for int8 convs on 2 cores
 RUN_TIMEOUT_S = 60
+RUN_REPEATS = 10  # timed calls per candidate, each after a cache flush
 
 
 def runner_for(family, rpc_tracker: str | None = None, rpc_key: str | None = None):
@@ -42,8 +43,12 @@ def runner_for(family, rpc_tracker: str | None = None, rpc_key: str | None = Non
     tracker.  Raises QCompileError for options that cannot work, before any extraction."""
     if family.dot_intrinsic is None:
         raise QCompileError(f"target family {family.name} has no tensorized kernels to tune")
-    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
-                                       enable_cpu_cache_flush=False)
+    # each timed call with the caches flushed of everything but the input (TVM's
+    # cache_flush_cpu_non_first_arg): in a model a kernel's weights come from memory, its input
+    # from the kernel before it.  Timed hot, over and over, garden:resnet50's 14x14 3x3 conv
+    # (6 calls) won with tiles that ran 0.68 -> 0.97 ms in the model; timed so, 0.66 -> 0.69.
+    config = ms.runner.EvaluatorConfig(number=1, repeat=RUN_REPEATS, min_repeat_ms=0,
+                                       enable_cpu_cache_flush=True)
     if rpc_tracker is None:
         if family.is_cross():
             raise QCompileError(
