@@ -6,6 +6,7 @@ fails here, not silently in a user's model."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import tvm_ffi
 
 from qcompile.compiler import driver as compiler
+from qcompile.compiler.driver import SUMMARY_NAMES, schedule_summary
 from qcompile.numerics import get_contract
 from qcompile import rekey
 from qcompile.tuning import logs
@@ -103,10 +105,33 @@ def test_kernel_key_ignores_quantization_constants_and_keeps_shapes():
 
 
 def test_schedule_summary_names_a_few_untuned_kernels_and_counts_the_rest():
-    from qcompile.compiler.driver import SUMMARY_NAMES, schedule_summary
     names = [f"fused_conv2d_packed{i}" for i in range(SUMMARY_NAMES + 5)]
     kernels = {"tuned": ["a"], "tuned_near": [], "tensorized": names, "window": [], "generic": []}
     text = schedule_summary(kernels, ["tune_logs/x86"])
     assert text.startswith(f"kernels: 1 of {len(names) + 1} from tune logs")
     assert names[SUMMARY_NAMES - 1] in text and names[SUMMARY_NAMES] not in text
     assert "and 5 more" in text
+
+
+def test_shipped_logs_apply_on_the_cpu_family_they_were_tuned_on(tmp_path):
+    # Zen 4-tuned schedules ran ResNet-18 8 % slower than the defaults on Zen 5: shipped logs
+    # apply by themselves only where they were tuned; a dir the user names applies anyway
+    made = {}
+    for name, signature in (("same", "V family 1"), ("other", "V family 2"), ("unsaid", None)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / logs.PROVENANCE).write_text(json.dumps({"cpu_signature": signature}))
+        made[name] = str(d)
+    applied, skipped = logs.shipped_for_this_cpu(sorted(made.values()), "V family 1")
+    assert applied == [made["same"], made["unsaid"]] and skipped == [made["other"]]
+    assert logs.shipped_for_this_cpu([made["other"]], None) == ([made["other"]], [])
+    # every shipped database says where it was tuned, so the rule can hold for it
+    for directory in DATABASES:
+        assert logs.tuned_on(directory), directory
+    # a cross target's logs (timed on a board) do not depend on this host
+    applied, skipped = logs.resolve_tune_logs(True, FAMILY.name, runs_here=False)
+    assert applied == DATABASES and skipped == []
+    text = schedule_summary({"tuned": [], "tuned_near": [], "tensorized": ["k"], "window": [],
+                             "generic": []}, [], [made["other"]])
+    assert "1 shipped tune log(s) not applied: tuned on V family 2" in text
+    assert f"--tune-logs {tmp_path}" in text

@@ -225,7 +225,8 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     integer, probes, out_qp = integer_module(model, examples, contract, threads, family, probe)
     timings["frontend_passes_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    log_dirs = logs.resolve_tune_logs(tune_logs, family.tune_logs_of or family.name)
+    log_dirs, skipped = logs.resolve_tune_logs(tune_logs, family.tune_logs_of or family.name,
+                                               runs_here=not family.is_cross())
     databases = logs.open_databases(log_dirs)
     database = logs.union(databases)
     schedules_used = {}
@@ -240,7 +241,7 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
                for how in ("tuned", "tuned_near", "amx", "tensorized", "window", "generic")}
     meta = {"numerics": contract.name, "threads": threads, "target": str(target),
-            "target_family": family.name, "tune_logs": log_dirs,
+            "target_family": family.name, "tune_logs": log_dirs, "tune_logs_skipped": skipped,
             "kernels": {how: len(names) for how, names in kernels.items()},
             "kernel_schedules": dict(sorted(schedules_used.items())),
             "input_shapes": [list(s) for s in shapes], "input_dtypes": dtypes,
@@ -249,16 +250,16 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     if verbose:
         print(f"compiled {meta['model']} for {target} ({family.name}, {contract.name} numerics): "
               + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-        print(schedule_summary(kernels, log_dirs))
+        print(schedule_summary(kernels, log_dirs, skipped))
     return CompiledModel(executable, meta, integer, timings)
 
 
 SUMMARY_NAMES = 6  # untuned kernels named in the summary; a garden model has a hundred
 
 
-def schedule_summary(kernels: dict, log_dirs: list) -> str:
+def schedule_summary(kernels: dict, log_dirs: list, skipped: list = ()) -> str:
     """How the kernels were scheduled: from tune logs, on AMX tiles, tensorized default,
-    window, generic default."""
+    window, generic default; and the shipped logs `skipped` (tuned on another CPU family)."""
     total = sum(len(v) for v in kernels.values())
     amx = f"{len(kernels['amx'])} dense on AMX tiles, " if kernels.get("amx") else ""
     tuned = len(kernels["tuned"]) + len(kernels["tuned_near"])
@@ -274,6 +275,12 @@ def schedule_summary(kernels: dict, log_dirs: list) -> str:
         more = len(untuned) - SUMMARY_NAMES
         lines.append(f"  not in the tune logs: {shown}"
                      + (f" and {more} more (`qcompile tune` records them)" if more > 0 else ""))
+    if skipped:
+        from ..tuning import logs
+        where = sorted({logs.tuned_on(d) for d in skipped})
+        lines.append(f"  {len(skipped)} shipped tune log(s) not applied: tuned on "
+                     f"{', '.join(where)}, this CPU is {logs.cpu_signature()}; "
+                     f"`--tune-logs {os.path.dirname(skipped[0])}` applies them anyway")
     return "\n".join(lines)
 
 

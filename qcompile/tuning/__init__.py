@@ -30,7 +30,7 @@ from ..errors import QCompileError, TuningInterrupted
 from ..schedules import resolve_family
 from ..schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
-from .logs import PROVENANCE, RECORDS, WORKLOADS
+from .logs import PROVENANCE, RECORDS, WORKLOADS, cpu_signature
 from .progress import Progress, draw_curve
 
 BUILD_TIMEOUT_S = 120   # MetaSchedule's 30 s default is too short for int8 convs on 2 cores
@@ -279,7 +279,9 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
         "tasks": [{"name": n, "calls": int(t.weight), "trials_before": d,
                    "best_ms": None if b is None else b * 1e3}
                   for n, t, d, b in zip(names, tasks, done_before, progress.best)],
-        "cpu": _cpu_name(), "date": datetime.date.today().isoformat(),
+        # the CPU the timings come from: this one, or a board's (not recorded)
+        "cpu": _cpu_name(), "cpu_signature": None if remote is not None else cpu_signature(),
+        "date": datetime.date.today().isoformat(),
     }
     with open(os.path.join(work_dir, PROVENANCE), "w") as f:
         json.dump(report, f, indent=1)
