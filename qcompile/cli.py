@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s, numerics=True):
         s.add_argument("model", help="zoo:resnet18 | zoo:mobilenet_v2 | zoo:mobilenet_v3_small "
-                                     "| zoo:bert_ffn | zoo:bert_ffn_dynamic | a TorchScript file "
-                                     "(torch.jit.save, .pt) | "
+                                     "| zoo:bert_ffn | zoo:bert_ffn_dynamic | garden:NAME "
+                                     "(torchvision's quantizable classifiers: qcompile garden "
+                                     "--help lists them) | a TorchScript file (torch.jit.save, .pt) | "
                                      "an exported PT2E program (torch.export.save, .pt2)")
         s.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                        help="the input shape of a model file")
@@ -381,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("garden", help="torchvision's quantizable classifiers: compile, verify "
                                       "and time each (a table)")
-    s.add_argument("names", nargs="*", help="garden models (default: all of them)")
+    from .zoo.garden import GARDEN
+    s.add_argument("names", nargs="*",
+                   help=f"garden models, of {', '.join(GARDEN)} (default: all of them)")
     s.add_argument("--image-size", type=int, default=None,
                    help="input resolution (default: each model's own, 224 or 299)")
     s.add_argument("--inputs", type=int, default=4, help="verify inputs per model")
