@@ -14,7 +14,7 @@ import torch
 import tvm_ffi
 
 from qcompile.compiler import driver as compiler
-from qcompile.compiler.driver import SUMMARY_NAMES, schedule_summary
+from qcompile.compiler.driver import schedule_summary
 from qcompile.numerics import get_contract
 from qcompile import rekey
 from qcompile.tuning import logs
@@ -105,11 +105,11 @@ def test_kernel_key_ignores_quantization_constants_and_keeps_shapes():
 
 
 def test_schedule_summary_names_a_few_untuned_kernels_and_counts_the_rest():
-    names = [f"fused_conv2d_packed{i}" for i in range(SUMMARY_NAMES + 5)]
+    names = [f"fused_conv2d_packed{i}" for i in range(logs.SHOWN_NAMES + 5)]
     kernels = {"tuned": ["a"], "tuned_near": [], "tensorized": names, "window": [], "generic": []}
     text = schedule_summary(kernels, ["tune_logs/x86"])
     assert text.startswith(f"kernels: 1 of {len(names) + 1} from tune logs")
-    assert names[SUMMARY_NAMES - 1] in text and names[SUMMARY_NAMES] not in text
+    assert names[logs.SHOWN_NAMES - 1] in text and names[logs.SHOWN_NAMES] not in text
     assert "and 5 more" in text
 
 

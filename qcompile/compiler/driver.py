@@ -254,9 +254,6 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     return CompiledModel(executable, meta, integer, timings)
 
 
-SUMMARY_NAMES = 6  # untuned kernels named in the summary; a garden model has a hundred
-
-
 def schedule_summary(kernels: dict, log_dirs: list, skipped: list = ()) -> str:
     """How the kernels were scheduled: from tune logs, on AMX tiles, tensorized default,
     window, generic default; and the shipped logs `skipped` (tuned on another CPU family)."""
@@ -269,14 +266,13 @@ def schedule_summary(kernels: dict, log_dirs: list, skipped: list = ()) -> str:
              f"{amx}{len(kernels['tensorized'])} tensorized by default, "
              f"{len(kernels['window'])} window (depthwise, pools), "
              f"{len(kernels['generic'])} generic"]
+    from ..tuning import logs
     untuned = kernels["tensorized"]
     if log_dirs and untuned:
-        shown = ", ".join(untuned[:SUMMARY_NAMES])
-        more = len(untuned) - SUMMARY_NAMES
-        lines.append(f"  not in the tune logs: {shown}"
-                     + (f" and {more} more (`qcompile tune` records them)" if more > 0 else ""))
+        lines.append(f"  not in the tune logs: {logs.few_names(untuned)}"
+                     + (" (`qcompile tune` records them)"
+                        if len(untuned) > logs.SHOWN_NAMES else ""))
     if skipped:
-        from ..tuning import logs
         where = sorted({logs.tuned_on(d) for d in skipped})
         lines.append(f"  {len(skipped)} shipped tune log(s) not applied: tuned on "
                      f"{', '.join(where)}, this CPU is {logs.cpu_signature()}; "

@@ -30,7 +30,7 @@ from ..errors import QCompileError, TuningInterrupted
 from ..schedules import resolve_family
 from ..schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
-from .logs import PROVENANCE, RECORDS, WORKLOADS, cpu_signature
+from .logs import PROVENANCE, RECORDS, WORKLOADS, cpu_signature, cpuinfo, few_names
 from .progress import Progress, draw_curve
 
 BUILD_TIMEOUT_S = 120   # MetaSchedule's 30 s default is too short for int8 convs on 2 cores
@@ -215,8 +215,7 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
     needs = [max(0, share - done) for done in done_before]
     todo = [i for i, need in enumerate(needs) if need]
     remaining = sum(needs)
-    listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    out(f"[tune] {len(tasks)} tasks ({listed}), {share} trials each; "
+    out(f"[tune] {len(tasks)} tasks ({few_names(names)}), {share} trials each; "
         f"{sum(done_before)} trials already in {work_dir}; {remaining} to run on the "
         f"{len(todo)} tasks below their share")
     gate = CorrectnessGate(target_obj, execute=remote)
@@ -296,11 +295,4 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()

@@ -14,6 +14,7 @@ schedule does not depend on it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -113,24 +114,41 @@ def union(databases: list[ms.database.Database]) -> ms.database.Database | None:
     return databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)
 
 
-def cpu_signature() -> str | None:
-    """This machine's CPU as tuned schedules depend on it: vendor and family, e.g.
-    "AuthenticAMD family 25" (Zen 3/4) or "AuthenticAMD family 26" (Zen 5); None off Linux."""
+@functools.cache
+def cpuinfo() -> dict:
+    """The first value of each /proc/cpuinfo field ("vendor_id", "cpu family", "model name",
+    ...); empty off Linux.  Read once per process."""
     fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family") and key not in fields:
-                    fields[key] = value.strip()
-                if len(fields) == 2:
-                    break
+                key, sep, value = line.partition(":")
+                if not sep:
+                    if fields:  # the first processor's block has ended
+                        break
+                    continue
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
+        pass
+    return fields
+
+
+def cpu_signature() -> str | None:
+    """This machine's CPU as tuned schedules depend on it: vendor and family, e.g.
+    "AuthenticAMD family 25" (Zen 3/4) or "AuthenticAMD family 26" (Zen 5); None off Linux."""
+    info = cpuinfo()
+    if "vendor_id" not in info or "cpu family" not in info:
         return None
-    if len(fields) < 2:
-        return None
-    return f"{fields['vendor_id']} family {fields['cpu family']}"
+    return f"{info['vendor_id']} family {info['cpu family']}"
+
+
+SHOWN_NAMES = 6  # kernel names a one-line summary shows; a garden model has a hundred
+
+
+def few_names(names: list[str]) -> str:
+    """The first SHOWN_NAMES of `names`, and how many more there are."""
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 def tuned_on(log_dir: str) -> str | None:
