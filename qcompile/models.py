@@ -1,5 +1,5 @@
 """Where the commands' models come from: `zoo:NAME` (our zoo, quantized eagerly or with PT2E),
-`garden:NAME` (torchvision's quantizable classifiers, zoo/garden.py), a TorchScript file
+`garden:NAME` (torchvision's quantizable classifiers, or with PT2E any architecture of zoo/garden.py), a TorchScript file
 (torch.jit.save, .pt) or an exported PT2E program (torch.export.save, .pt2).
 """
 
@@ -92,12 +92,15 @@ def load_model(spec: str, numerics: str | None, image_size: int | None,
     quantized (or loaded) on `engine`, by default numerics' reference."""
     engine = engine or reference_engine(numerics)
     if spec.startswith("garden:"):
-        if pt2e is not None:
-            raise QCompileError("--pt2e quantizes our zoo models; garden models are quantized "
-                                "with their own fuse_model() and the eager qconfig")
         from .zoo import garden
 
-        return garden.build(spec[len("garden:"):], image_size=image_size, engine=engine)
+        name = spec[len("garden:"):]
+        if pt2e is not None:
+            return garden.build_pt2e(name, pt2e, image_size=image_size)
+        if name in garden.PT2E_GARDEN:
+            raise QCompileError(f"garden:{name} has no eager-quantizable version: quantize it "
+                                "the PT2E way, --pt2e x86 (or xnnpack)")
+        return garden.build(name, image_size=image_size, engine=engine)
     if not spec.startswith("zoo:"):
         return FileModel(spec, input_shape, engine)
     from . import zoo

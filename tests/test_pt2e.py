@@ -143,19 +143,78 @@ def test_contract_mismatches_are_refused():
         qcompile.compile(eager.quantized, eager.example_inputs(1), numerics="pt2e")
 
 
-class _Gelu(nn.Module):
+class _Cumsum(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 1)
 
     def forward(self, x):
-        return nn.functional.gelu(self.conv(x))
+        return torch.cumsum(self.conv(x), 1)
 
 
 def test_unsupported_op_names_op_and_node():
-    gm, calib = _quantize(_Gelu(), (1, 3, 8, 8), "x86", n=1)
-    with pytest.raises(qcompile.QCompileError, match=r"unsupported PT2E op aten\.gelu.*node 'gelu'"):
+    gm, calib = _quantize(_Cumsum(), (1, 3, 8, 8), "x86", n=1)
+    with pytest.raises(qcompile.QCompileError,
+                       match=r"unsupported PT2E op aten\.cumsum.*node 'cumsum'"):
         qcompile.compile(gm, calib, tune_logs=False)
+
+
+class _FloatIslands(nn.Module):
+    """Quantized convs and linears with the float ops a quantizer leaves between them, as
+    exported CNNs and transformers have them: SiLU, GELU, LayerNorm over channels (ConvNeXt's
+    permutes), attention on tokens (class token expanded and concatenated, SDPA on
+    unflattened heads, select / unbind / squeeze), scalar arithmetic, interpolation, a mean
+    over tokens, and a linear the quantizer left in float (MultiheadAttention's in_proj)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(16)
+        self.pw = nn.Conv2d(16, 16, 1)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16))
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 16)
+        self.in_proj_weight = nn.Parameter(torch.randn(16, 16) / 4)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = nn.functional.silu(self.stem(x))                         # (1, 16, 8, 8)
+        y = self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        y = nn.functional.gelu(self.pw(y)) * 0.5 - 0.1
+        y = y + nn.functional.interpolate(nn.functional.avg_pool2d(y, 2), scale_factor=2.0)
+        y = y + nn.functional.interpolate(nn.functional.avg_pool2d(y, 2), scale_factor=2.0,
+                                          mode="bilinear", align_corners=False)
+        tokens = torch.cat([self.cls.expand(1, -1, -1), y.flatten(2).transpose(1, 2)], dim=1)
+        q, k, v = self.qkv(tokens).unflatten(-1, (3, 2, 8)).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = nn.functional.scaled_dot_product_attention(q, k, v)     # (1, 2, 65, 8)
+        tokens = tokens + self.proj(attn.transpose(1, 2).flatten(2))
+        tokens = nn.functional.linear(tokens, self.in_proj_weight) / 2.0
+        pooled = tokens[:, 1:].mean(dim=1) + tokens.select(1, 0).unsqueeze(1).squeeze(1)
+        return self.head(torch.sigmoid(pooled))
+
+
+def test_float_islands_between_quantized_ops():
+    """Every op above imports and runs; top-1 and cosine against the PT2E program as PyTorch
+    runs it (the float islands are TVM's float kernels, not PyTorch's bit for bit)."""
+    gm, calib = _quantize(_FloatIslands(), (1, 3, 16, 16), "x86", n=4)
+    ops = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+    assert ops >= {f"aten.{op}" for op in (
+        "silu.default", "gelu.default", "layer_norm.default", "permute.default", "sub.Tensor",
+        "div.Tensor", "mul.Tensor", "upsample_nearest2d.vec", "upsample_bilinear2d.vec",
+        "expand.default", "unflatten.int", "unbind.int", "scaled_dot_product_attention.default",
+        "slice.Tensor", "select.int", "squeeze.dim", "unsqueeze.default", "mean.dim",
+        "sigmoid.default")}, ops
+    compiled, report = _verify(gm, calib)
+    assert report["top1_agreement"] == 1.0 and report["cosine"] > 0.9999, report
+
+
+def test_long_squeeze_excite_pools_compile_and_agree():
+    """MobileNetV3-small at 224 px: squeeze-excite pools over 56x56 and 28x28 maps (PyTorch's
+    cascaded sum, numerics.pooling) used to be refused."""
+    zm = zoo_pt2e.get("mobilenet_v3_small", "x86", image_size=224)
+    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), tune_logs=False)
+    report = qcompile.verify(zm.quantized, compiled, zm.example_inputs(2))
+    assert report["top1_agreement"] == 1.0 and report["cosine"] > 0.9999, report
 
 
 class _DepthwiseBlock(nn.Module):

@@ -19,7 +19,7 @@ import operator
 
 import numpy as np
 import torch
-from tvm import relax
+from tvm import relax, te, tirx
 
 from .values import QValue
 
@@ -118,11 +118,6 @@ def masked_fill(imp, x, mask, value):
     return imp.emit(R.where(cond, relax.const(np.array(value, dtype="float32")), x))
 
 
-def unsqueeze(imp, x, dim):
-    x = float_value(imp, x, "unsqueeze")
-    return imp.emit(R.expand_dims(x, [int(dim) % (_rank(x) + 1)]))
-
-
 def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, enable_gqa=False):
     """softmax(q k^T * scale + mask) v, PyTorch's math reading of SDPA (a bool mask keeps
@@ -153,6 +148,34 @@ def embedding(imp, ids, weight, *args, **kwargs):
                            axis=0, mode="clip"))
 
 
+def silu(imp, x, inplace=False):
+    """x / (1 + exp(-x)), PyTorch's formula (one division, not x * sigmoid(x))."""
+    def formula(t):
+        return te.compute(t.shape, lambda *i: t(*i) / (tirx.const(1.0, "float32")
+                                                       + tirx.exp(-t(*i))), name="silu")
+
+    return imp.bb.emit_te(formula, float_value(imp, x, "silu"))  # one kernel, not four ops
+
+
+def interpolate(imp, x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """F.interpolate of an (N, C, H, W) float tensor: nearest or bilinear."""
+    x = float_value(imp, x, "interpolate")
+    h, w = [int(d) for d in x.ty.shape][2:]
+    if size is None:
+        factors = scale_factor if isinstance(scale_factor, (list, tuple)) else [scale_factor] * 2
+        size = [int(math.floor(h * float(factors[0]))), int(math.floor(w * float(factors[1])))]
+    size = [int(d) for d in (size if isinstance(size, (list, tuple)) else [size, size])]
+    if mode == "nearest":
+        return imp.emit(R.image.resize2d(x, size, method="nearest_neighbor",
+                                         coordinate_transformation_mode="asymmetric",
+                                         rounding_method="floor"))
+    if mode == "bilinear":
+        return imp.emit(R.image.resize2d(x, size, method="linear",
+                                         coordinate_transformation_mode=(
+                                             "align_corners" if align_corners else "half_pixel")))
+    raise imp.error(f"interpolate mode {mode!r} is not supported (nearest, bilinear)")
+
+
 def tanh(imp, x):
     return imp.emit(R.tanh(float_value(imp, x, "tanh")))
 
@@ -177,6 +200,10 @@ def layer_norm_module(imp, m, x):
 
 def gelu_module(imp, m, x):
     return gelu(imp, x, m.approximate)
+
+
+def silu_module(imp, m, x):
+    return silu(imp, x)
 
 
 def softmax_module(imp, m, x):

@@ -15,7 +15,7 @@ import torch
 import torch.fx
 from tvm import relax
 
-from . import op_table, quantized_ops
+from . import float_ops, op_table, quantized_ops
 from .fx_import import FxImporter
 from .pt2e_ops import Dq, PendingMaxPool, scalar
 from .values import QParams, QValue, dequantize
@@ -61,9 +61,7 @@ class Pt2eImporter(FxImporter):
                                              pair(padding), pair(dilation), ceil_mode=ceil_mode))
         if isinstance(value, QValue):
             raise self.error(f"{what} got an 8-bit tensor without its dequantize")
-        if isinstance(value, relax.Expr):
-            return value
-        raise self.error(f"{what} expects a tensor computed from the inputs, got {type(value)}")
+        return float_ops.float_value(self, value, what)  # a Relax value, a constant, a number
 
     def qparams(self, scale, zero_point, qmin, qmax, dtype) -> QParams:
         """A quantize's qparams as the Q/DQ form holds them (int8 shifted to uint8)."""

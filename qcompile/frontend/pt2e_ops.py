@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tvm import relax
 
-from . import quantized_ops
+from . import float_ops, quantized_ops
 from .values import QValue, quantize as quantize_expr, weight_dequantize
 
 R = relax.op
@@ -105,11 +105,15 @@ def _weight(imp, w: torch.Tensor, scales, zero_points, axis: int, dtype) -> Weig
 
 
 # ---------------------------------------------------------------------------- conv / linear
-def _need_weight(imp, w, what):
-    if not isinstance(w, Weight):
-        raise imp.error(f"{what} with a float weight: the weight must be quantized (int8) for "
-                        "qcompile; annotate this op in your quantizer")
-    return w
+def _weight_expr(imp, w, what):
+    """The weight of a conv / linear: a dequantized int8 constant (the op is quantized), or
+    a float constant the quantizer left alone (a float island)."""
+    if isinstance(w, Weight):
+        return w.expr
+    if isinstance(w, torch.Tensor) and w.is_floating_point():
+        return relax.const(w.detach().to(torch.float32).numpy())
+    raise imp.error(f"{what} with a weight computed in the graph is not supported (a constant "
+                    "weight, int8-quantized or float, only)")
 
 
 def _bias_const(bias, shape):
@@ -118,11 +122,11 @@ def _bias_const(bias, shape):
 
 
 def conv2d(imp, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    w = _need_weight(imp, w, "conv2d")
+    weight = _weight_expr(imp, w, "conv2d")
     if isinstance(padding, str):
         raise imp.error(f"conv2d padding={padding!r} is not supported (explicit padding only)")
     pair = torch.nn.modules.utils._pair
-    y = R.nn.conv2d(imp.as_float(x, "conv2d"), w.expr, strides=pair(stride),
+    y = R.nn.conv2d(imp.as_float(x, "conv2d"), weight, strides=pair(stride),
                     padding=pair(padding), dilation=pair(dilation), groups=int(groups))
     if bias is not None:
         y = R.add(y, _bias_const(bias, (1, -1, 1, 1)))
@@ -130,8 +134,8 @@ def conv2d(imp, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def linear(imp, x, w, bias=None):
-    w = _need_weight(imp, w, "linear")
-    y = R.matmul(imp.as_float(x, "linear"), R.permute_dims(w.expr, [1, 0]))
+    weight = _weight_expr(imp, w, "linear")
+    y = R.matmul(imp.as_float(x, "linear"), R.permute_dims(weight, [1, 0]))
     if bias is not None:
         y = R.add(y, _bias_const(bias, (-1,)))
     return imp.emit(y)
@@ -159,12 +163,55 @@ def clamp(imp, x, min=None, max=None):  # noqa: A002 - aten's argument names
 
 
 def _binary(op, what):
+    """a op b of float values; a Python number or a constant tensor on either side, and add
+    and sub's alpha (b * alpha), as aten's Tensor and Scalar overloads have them."""
+
     def convert(imp, a, b, alpha=1):
+        x, y = imp.as_float(a, what), imp.as_float(b, what)
         if alpha != 1:
-            raise imp.error(f"{what} with alpha={alpha} is not supported")
-        return imp.emit(op(imp.as_float(a, what), imp.as_float(b, what)))
+            y = R.multiply(y, relax.const(np.array(alpha, dtype="float32")))
+        return imp.emit(op(x, y))
 
     return convert
+
+
+def _reversed(convert):
+    """rsub(a, b) = b - a * alpha."""
+    return lambda imp, a, b, alpha=1: convert(imp, b, a, alpha) if alpha == 1 else convert(
+        imp, b, imp.emit(R.multiply(imp.as_float(a, "rsub"),
+                                    relax.const(np.array(alpha, dtype="float32")))))
+
+
+def island(fn):
+    """A float-island converter of frontend/float_ops.py on PT2E values: dequantized (8-bit)
+    operands are read as their float view first."""
+
+    def convert(imp, *args, **kwargs):
+        args = [imp.as_float(a, fn.__name__) if isinstance(a, (Dq, PendingMaxPool)) else a
+                for a in args]
+        return fn(imp, *args, **kwargs)
+
+    return convert
+
+
+def layer_norm(imp, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    return float_ops.layer_norm(imp, imp.as_float(x, "layer_norm"), normalized_shape, weight,
+                                bias, eps)
+
+
+def upsample_nearest2d(imp, x, output_size=None, scale_factors=None):
+    """Nearest upsampling copies values: on a dequantized value it moves the 8-bit data."""
+    def resize(v):
+        return float_ops.interpolate(imp, v, output_size, scale_factors, "nearest")
+
+    if isinstance(x, Dq):
+        return Dq(QValue(resize(x.q.expr), x.q.qparams))
+    return resize(imp.as_float(x, "upsample_nearest2d"))
+
+
+def upsample_bilinear2d(imp, x, output_size=None, align_corners=False, scale_factors=None):
+    return float_ops.interpolate(imp, imp.as_float(x, "upsample_bilinear2d"), output_size,
+                                 scale_factors, "bilinear", align_corners)
 
 
 def _unary(fn, what):
@@ -193,7 +240,7 @@ def mean(imp, x, dims, keepdim=False, dtype=None):
     if len(shape) == 4 and sorted(d % 4 for d in dims) == [2, 3]:
         pooled = adaptive_avg_pool2d(imp, x, 1)
         return pooled if keepdim else imp.emit(R.reshape(pooled, shape[:2]))
-    raise imp.error(f"mean over dims {list(dims)} is not supported (global 2-d pooling only)")
+    return quantized_ops.mean(imp, imp.as_float(x, "mean"), dims, keepdim)
 
 
 def max_pool2d(imp, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -227,7 +274,10 @@ def identity(imp, x, *args, **kwargs):
 
 
 add = _binary(R.add, "add")
+sub = _binary(R.subtract, "sub")
+rsub = _reversed(sub)
 mul = _binary(R.multiply, "mul")
+div = _binary(R.divide, "div")
 hardswish = _unary(quantized_ops.hardswish_expr, "hardswish")
 hardsigmoid = _unary(quantized_ops.hardsigmoid_expr, "hardsigmoid")
 sigmoid = _unary(R.sigmoid, "sigmoid")
@@ -235,3 +285,14 @@ flatten = _movement(quantized_ops.flatten)
 reshape = _movement(lambda imp, x, shape: quantized_ops.reshape(imp, x, *shape))
 transpose = _movement(quantized_ops.transpose)
 permute = _movement(quantized_ops.permute)
+expand = _movement(quantized_ops.expand)
+unflatten = _movement(quantized_ops.unflatten)
+unsqueeze = _movement(quantized_ops.unsqueeze)
+squeeze = _movement(quantized_ops.squeeze)
+select = _movement(quantized_ops.select)
+slice_tensor = _movement(quantized_ops.slice_tensor)
+
+
+def unbind(imp, x, dim=0):
+    pieces = quantized_ops.unbind(imp, x.q if isinstance(x, Dq) else x, dim)
+    return tuple(Dq(p) for p in pieces) if isinstance(x, Dq) else pieces

@@ -312,6 +312,70 @@ def chunk(imp, x, chunks, dim=0):
     return tuple(piece(begin) for begin in range(0, shape[axis], step))
 
 
+def expand(imp, x, *sizes, implicit=False):
+    """x.expand(*sizes) (-1 keeps a size), of 8-bit or float data."""
+    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
+    x = _tensor(imp, x, "expand")
+    shape = _shape_of(x)
+    lead = len(sizes) - len(shape)
+    target = [shape[i - lead] if int(d) == -1 else int(d) for i, d in enumerate(sizes)]
+    return _movement(x, lambda v: imp.emit(R.broadcast_to(v, target)))
+
+
+def unflatten(imp, x, dim, sizes):
+    """x.unflatten(dim, sizes) (one size may be -1), of 8-bit or float data."""
+    shape = _shape_of(_tensor(imp, x, "unflatten"))
+    axis = int(dim) % len(shape)
+    sizes = [int(d) for d in sizes]
+    if -1 in sizes:
+        known = int(np.prod([d for d in sizes if d != -1]))
+        sizes[sizes.index(-1)] = shape[axis] // known
+    return reshape(imp, x, *(shape[:axis] + sizes + shape[axis + 1:]))
+
+
+def unsqueeze(imp, x, dim):
+    """x.unsqueeze(dim), of 8-bit or float data."""
+    x = _tensor(imp, x, "unsqueeze")
+    axis = int(dim) % (len(_shape_of(x)) + 1)
+    return _movement(x, lambda v: imp.emit(R.expand_dims(v, [axis])))
+
+
+def squeeze(imp, x, dim=None):
+    """x.squeeze(dim) (a dim of size other than 1 stays, as in PyTorch), of 8-bit or float
+    data."""
+    x = _tensor(imp, x, "squeeze")
+    shape = _shape_of(x)
+    dims = range(len(shape)) if dim is None else dim if isinstance(dim, (list, tuple)) else [dim]
+    axes = sorted({int(d) % len(shape) for d in dims if shape[int(d)] == 1})
+    if not axes:
+        return x
+    return _movement(x, lambda v: imp.emit(R.squeeze(v, axes)))
+
+
+def slice_tensor(imp, x, dim=0, start=None, end=None, step=1):
+    """x[..., start:end:step, ...] along dim, of 8-bit or float data."""
+    x = _tensor(imp, x, "slice")
+    size = _shape_of(x)[int(dim)]
+    begin, stop, stride = slice(start, end, step).indices(size)
+    return _movement(x, lambda v: imp.emit(R.strided_slice(v, [int(dim)], [begin], [stop],
+                                                           [stride])))
+
+
+def select(imp, x, dim, index):
+    """x.select(dim, index): one slice along dim, that dim removed, of 8-bit or float data."""
+    x = _tensor(imp, x, "select")
+    axis = int(dim) % len(_shape_of(x))
+    index = int(index) % _shape_of(x)[axis]
+    piece = slice_tensor(imp, x, axis, index, index + 1)
+    return _movement(piece, lambda v: imp.emit(R.squeeze(v, [axis])))
+
+
+def unbind(imp, x, dim=0):
+    """x.unbind(dim): every slice along dim, of 8-bit or float data."""
+    x = _tensor(imp, x, "unbind")
+    return tuple(select(imp, x, dim, i) for i in range(_shape_of(x)[int(dim)]))
+
+
 def mean(imp, x, dim=None, keepdim=False, dtype=None):
     """x.mean(dims).  Quantized: the mean over H and W of an (N, C, H, W) tensor, which keeps
     its qparams (PyTorch's quantized mean); float: a float island.  The dims stay as spelled

@@ -102,13 +102,6 @@ def arith(convert, name: str, reverse: bool = False):
     return fn
 
 
-def slice_(imp, x, dim=0, start=None, end=None, step=1):
-    """aten::slice of a graph tensor."""
-    shape = quantized_ops.size(imp, x)
-    start, end = start or 0, shape[dim] if end is None else min(end, shape[dim])
-    return imp.emit(relax.op.strided_slice(x, [dim], [start], [end], [step]))
-
-
 def layer_norm(imp, x, shape, weight, bias, eps, *_):
     return float_ops.layer_norm(imp, x, shape, weight, bias, eps)
 

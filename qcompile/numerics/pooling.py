@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
-from ..errors import QCompileError
 from .constants import f32 as np_f32, qnnpack_avgpool_scale
 from .quantize import dequantize_value, quantize_value, quantize_value_fma
 from .tir_ops import clamp, divide_round_even, f32, fence, fma, mul, rescale_fixed, rne_i32
@@ -167,51 +166,124 @@ def adaptive_avg_pool_qnnpack(x, qin, qout):
     return avg_pool_qnnpack_window(x, qin, (h, w), (h, w), (0, 0, 0, 0))
 
 
-def _vectorized_sum(values: list):
-    """PyTorch's float sum of a contiguous row of n < 512 elements (SumKernel.cpp, AVX2
-    Vectorized<float>: 8 lanes, 4 interleaved vector accumulators), as one TIR expression:
-    lane sums over whole 8-element vectors (vector j into accumulator j % 4 while four fit,
-    the rest into accumulator 0), accumulators 1..3 added into 0, then a scalar sum of the
-    tail, then the 8 lanes added to it in order.  Matched bit for bit for 2x2..14x14 windows."""
-    n, lanes, ilp = len(values), 8, 4
-    vectors = n // lanes
-    whole = vectors // ilp * ilp
-    acc = [[None] * lanes for _ in range(ilp)]
+# PyTorch's float sum of a contiguous row (aten/src/ATen/native/cpu/SumKernel.cpp, the AVX2
+# Vectorized<float> build its dispatcher picks for sums): the row is read as whole 8-lane
+# vectors, vector v going to accumulator row v % 4 of group v // 4 while whole groups of 4 last
+# (the "ILP" rows); each (row, lane) stream is summed by multi_row_sum's cascade; the vectors
+# after the last whole group are added to row 0; rows 1..3 are added to row 0; then a scalar
+# sum of the elements after the last whole vector, to which the 8 lanes are added in order.
+# A row shorter than a vector is summed the same way with one-element "vectors".
+_LANES, _ILP = 8, 4
 
-    def add(a, b):
-        return b if a is None else fence(a + b)
 
-    for j in range(vectors):
-        slot = j % ilp if j < whole else 0
-        for lane in range(lanes):
-            acc[slot][lane] = add(acc[slot][lane], values[j * lanes + lane])
-    for slot in range(1, ilp):
-        for lane in range(lanes):
-            if acc[slot][lane] is not None:
-                acc[0][lane] = add(acc[0][lane], acc[slot][lane])
+def _lanes(n_values: int) -> int:
+    return _LANES if n_values >= _LANES else 1
+
+
+def _add(a, b):
+    """a + b in float32 as written (None: nothing summed yet; 0 + b == b exactly)."""
+    return b if a is None else fence(a + b)
+
+
+_CHUNK = 16  # multi_row_sum's level step (2^4; larger only for streams of 2^16+ elements)
+
+
+def _running_sum(values: list):
+    """A running float32 sum of values in order (None for none)."""
     total = None
-    for k in range(vectors * lanes, n):
-        total = add(total, values[k])
-    for lane in range(lanes):
-        if acc[0][lane] is not None:
-            total = add(total, acc[0][lane])
+    for value in values:
+        total = _add(total, value)
     return total
+
+
+def _sum_streams(x, qin, n_values: int):
+    """The (N, C, ILP, lanes) accumulators of PyTorch's sum over each (b, c) row of the
+    dequantized x (rows of n_values elements, read through x's last two axes), rows 1..3 not
+    yet added.  Each stream of G elements is summed by multi_row_sum's cascade: chunks of 16
+    summed in order into level 0; after each chunk level 0 is added into level 1, level 1 into
+    level 2 after every 16 chunks, level 2 into level 3 after every 256; the elements after the
+    last whole chunk go to level 0; at the end levels 1, 2, 3 are added to level 0 in that
+    order.  The chunk sums are a TE reduction of 16 (an in-order loop from 0, which adds the
+    first element exactly), so no expression grows with the row."""
+    n, c, _, w = (int(d) for d in x.shape)
+    lanes = _lanes(n_values)
+    groups = n_values // lanes // _ILP
+    if groups >= 1 << 16:
+        raise ValueError(f"a pooled map of {n_values} elements: the sum's cascade is modelled "
+                         "for rows of fewer than 2^21 elements")
+
+    def value(b, k, row, lane, g):
+        t = (g * _ILP + row) * lanes + lane
+        return dequantize_value(x[b, k, t // w, t % w], *qin)
+
+    chunks = groups // _CHUNK
+    if chunks:
+        j = te.reduce_axis((0, _CHUNK), "j")
+        chunk = te.compute((n, c, _ILP, lanes, chunks), lambda b, k, row, lane, m: te.sum(
+            value(b, k, row, lane, m * _CHUNK + j), axis=j), name="sum_chunks")
+
+    def stream(b, k, row, lane):
+        def running(start, stop):  # the chunks start..stop-1 summed in order
+            return _running_sum([chunk[b, k, row, lane, m] for m in range(start, stop)])
+
+        blocks = chunks // _CHUNK                # whole level-2 blocks (16 chunks each)
+        flushed = blocks // _CHUNK * _CHUNK      # blocks already moved into level 3
+        acc3 = _running_sum([
+            _running_sum([running(m, m + _CHUNK) for m in range(s * _CHUNK, (s + _CHUNK) * _CHUNK,
+                                                                _CHUNK)])
+            for s in range(0, flushed, _CHUNK)])
+        acc2 = _running_sum([running(m, m + _CHUNK)
+                             for m in range(flushed * _CHUNK, blocks * _CHUNK, _CHUNK)])
+        acc1 = running(blocks * _CHUNK, chunks)
+        acc0 = _running_sum([value(b, k, row, lane, g) for g in range(chunks * _CHUNK, groups)])
+        return _running_sum([a for a in (acc0, acc1, acc2, acc3) if a is not None])
+
+    return te.compute((n, c, _ILP, lanes), stream, name="sum_streams")
+
+
+def _row_sum(x, qin, streams, b, k, n_values: int):
+    """Finish PyTorch's sum of row (b, k) from its stream accumulators (see above)."""
+    w = int(x.shape[3])
+    width = _lanes(n_values)
+    vectors = n_values // width
+    whole = vectors // _ILP * _ILP
+
+    def value(t):
+        return dequantize_value(x[b, k, t // w, t % w], *qin)
+
+    lanes = []
+    for lane in range(width):
+        acc = streams[b, k, 0, lane] if whole else None
+        for v in range(whole, vectors):
+            acc = _add(acc, value(v * width + lane))
+        for row in range(1, _ILP if whole else 1):
+            acc = _add(acc, streams[b, k, row, lane])
+        lanes.append(acc)
+    total = None
+    for t in range(vectors * width, n_values):
+        total = _add(total, value(t))
+    for acc in lanes:
+        if acc is not None:
+            total = _add(total, acc)
+    return total
+
+
+def decomposed_mean(x, qin):
+    """The float32 mean over H and W of the dequantized (N, C, H, W) x as PyTorch computes
+    `mean(dims=(-2, -1))`: its sum (above), then one division by H * W."""
+    n, c, h, w = (int(d) for d in x.shape)
+    streams = _sum_streams(x, qin, h * w) if h * w >= _lanes(h * w) * _ILP else None
+    return te.compute((n, c), lambda b, k: fence(
+        _row_sum(x, qin, streams, b, k, h * w) / f32(np.float32(h * w))), name="mean_pt2e")
 
 
 def adaptive_avg_pool_decomposed(x, qin, qout):
     """quantize(adaptive_avg_pool2d(dequantize(x), 1)): PyTorch computes it as
-    sum(dims=(-2, -1)) / (H * W), the sum in its vectorized order (_vectorized_sum)."""
-    n, c, h, w = (int(d) for d in x.shape)
-    if h * w >= 512:
-        raise QCompileError(f"global average pooling of {h}x{w} under pt2e numerics: PyTorch's "
-                            "cascade sum over 512 or more elements is not modelled yet")
-
-    def out(b, k, i, j):
-        values = [dequantize_value(x[b, k, t // w, t % w], *qin) for t in range(h * w)]
-        mean = fence(_vectorized_sum(values) / f32(np.float32(h * w)))
-        return quantize_value(mean, *qout).astype("uint8")
-
-    return te.compute((n, c, 1, 1), out, name="adaptive_avg_pool_pt2e")
+    mean(dims=(-2, -1)) (decomposed_mean)."""
+    mean = decomposed_mean(x, qin)
+    n, c = (int(d) for d in x.shape[:2])
+    return te.compute((n, c, 1, 1), lambda b, k, i, j: quantize_value(mean[b, k], *qout).astype(
+        "uint8"), name="adaptive_avg_pool_pt2e")
 
 
 # ---------------------------------------------------------------------------- avg_pool2d

@@ -91,3 +91,82 @@ def build(name: str, image_size: int | None = None, engine: str = "fbgemm", seed
                 model(x)
             tq.convert(model, inplace=True)
     return ZooModel(f"garden:{name}", engine, float_model, model.eval(), shape)
+
+
+# Architectures from public model libraries that have no eager-quantizable version, for the PT2E
+# path (torch.export, torchao prepare_pt2e / convert_pt2e): name -> (library, constructor,
+# native input size).  Every GARDEN classifier can be quantized this way too, from torchvision's
+# float model of the same name.  "vit_tiny" is torchvision's VisionTransformer at DeiT-Tiny's
+# width (192, 3 heads) with 4 of its 12 layers (compile and calibration stay short).
+PT2E_GARDEN = {
+    "efficientnet_b0": ("torchvision", "efficientnet_b0", 224),
+    "convnext_tiny": ("torchvision", "convnext_tiny", 224),
+    "regnet_y_400mf": ("torchvision", "regnet_y_400mf", 224),
+    "vit_tiny": ("torchvision", "vit_tiny", 224),
+    "mobilevit_xxs": ("timm", "mobilevit_xxs", 256),
+    "resnet26d": ("timm", "resnet26d", 224),
+}
+
+
+def pt2e_names() -> list[str]:
+    """Every name `build_pt2e` takes: the PT2E-only architectures, then the GARDEN classifiers."""
+    return list(PT2E_GARDEN) + list(GARDEN)
+
+
+def _float_architecture(name: str, image_size: int):
+    """The float model `name` with PyTorch's (seeded) initialisation, eval mode."""
+    library, constructor, _ = PT2E_GARDEN.get(name, ("torchvision", name, None))
+    if library == "timm":
+        try:
+            timm = importlib.import_module("timm")
+        except ImportError as err:
+            raise QCompileError(f"garden:{name} comes from timm: pip install 'qcompile[garden]' "
+                                "(or pip install timm)") from err
+        return timm.create_model(constructor, pretrained=False)
+    models = import_torchvision().models
+    if constructor == "vit_tiny":
+        return models.VisionTransformer(image_size=image_size, patch_size=16, num_layers=4,
+                                        num_heads=3, hidden_dim=192, mlp_dim=768)
+    kwargs = {"aux_logits": False, "init_weights": True} if name in (
+        "googlenet", "inception_v3") else {}
+    return getattr(models, constructor)(weights=None, **kwargs)
+
+
+def _give_zero_layers_default_weights(model) -> None:
+    """Layers initialised to zero (torchvision's ViT head) get PyTorch's default
+    initialisation, so the output depends on the input."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(weight, torch.nn.Parameter) and hasattr(module, "reset_parameters")
+                    and weight.numel() > 1 and not weight.any()):
+                module.reset_parameters()
+
+
+@functools.lru_cache(maxsize=None)
+def build_pt2e(name: str, quantizer: str = "x86", image_size: int | None = None, seed: int = 0):
+    """Garden model `name` (PT2E_GARDEN or GARDEN) quantized the PT2E way with torchao's
+    `quantizer` ("x86" or "xnnpack"), as a ZooModel (engine "pt2e-<quantizer>"): seeded
+    weights, BatchNorm statistics measured on synthetic images (common.set_bn_stats),
+    calibrated on CALIBRATION_SAMPLES of them."""
+    if name not in PT2E_GARDEN and name not in GARDEN:
+        raise QCompileError(f"unknown garden model {name!r}; PT2E quantizes any of "
+                            f"{', '.join(pt2e_names())}")
+    import torch
+
+    from . import BN_STAT_SAMPLES, ZooModel, _random_inputs, _single_thread
+    from .common import set_bn_stats
+    from .pt2e_quantize import quantize_pt2e
+
+    size = image_size or PT2E_GARDEN.get(name, (None, None, GARDEN.get(name)))[2]
+    shape = (1, 3, size, size)
+    with _single_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        float_model = _float_architecture(name, size)
+        _give_zero_layers_default_weights(float_model)
+        set_bn_stats(float_model, torch.cat(_random_inputs(shape, BN_STAT_SAMPLES, seed=30_000)))
+        calibration = _random_inputs(shape, CALIBRATION_SAMPLES, seed=10_000 + seed)
+        quantized = quantize_pt2e(float_model.eval(), calibration, quantizer)
+    return ZooModel(f"garden:{name}", f"pt2e-{quantizer}", float_model, quantized, shape)
