@@ -179,9 +179,9 @@ def cmd_fuzz(args):
 
 def cmd_garden(args):
     from .garden_report import format_garden, garden_row
-    from .zoo.garden import GARDEN
+    from .zoo.garden import GARDEN, PT2E_GARDEN
 
-    names = args.names or list(GARDEN)
+    names = args.names or list(PT2E_GARDEN if args.pt2e else GARDEN)
     rows = []
     for name in names:
         print(f"[garden] {name} ...", flush=True)
@@ -189,7 +189,8 @@ def cmd_garden(args):
                                runs=args.runs, warmup=args.warmup, threads=args.threads,
                                tune_logs=args.tune_logs or False,
                                onnxruntime=not args.no_onnxruntime,
-                               openvino=not args.no_openvino, time_it=args.runs > 0))
+                               openvino=not args.no_openvino, time_it=args.runs > 0,
+                               pt2e=args.pt2e))
         print(format_garden(rows[-1:]).splitlines()[-1], flush=True)
     print(format_garden(rows))
     if args.json:
@@ -380,11 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune_log_args(s)
     s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("garden", help="torchvision's quantizable classifiers: compile, verify "
-                                      "and time each (a table)")
-    from .zoo.garden import GARDEN
+    s = sub.add_parser("garden", help="torchvision's quantizable classifiers (or, with --pt2e, "
+                                      "architectures from torchvision and timm quantized with "
+                                      "PT2E): compile, verify and time each (a table)")
+    from .zoo.garden import GARDEN, PT2E_GARDEN
     s.add_argument("names", nargs="*",
-                   help=f"garden models, of {', '.join(GARDEN)} (default: all of them)")
+                   help=f"garden models, of {', '.join(GARDEN)} (default: all of them); with "
+                        f"--pt2e also {', '.join(PT2E_GARDEN)} (default: these)")
+    s.add_argument("--pt2e", choices=("x86", "xnnpack"),
+                   help="quantize with torchao's PT2E quantizer (x86: X86InductorQuantizer); "
+                        "verify against the PT2E program, time against torch.compile")
     s.add_argument("--image-size", type=int, default=None,
                    help="input resolution (default: each model's own, 224 or 299)")
     s.add_argument("--inputs", type=int, default=4, help="verify inputs per model")

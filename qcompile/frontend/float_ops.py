@@ -19,7 +19,7 @@ import operator
 
 import numpy as np
 import torch
-from tvm import relax, te, tirx
+from tvm import relax
 
 from .values import QValue
 
@@ -149,12 +149,7 @@ def embedding(imp, ids, weight, *args, **kwargs):
 
 
 def silu(imp, x, inplace=False):
-    """x / (1 + exp(-x)), PyTorch's formula (one division, not x * sigmoid(x))."""
-    def formula(t):
-        return te.compute(t.shape, lambda *i: t(*i) / (tirx.const(1.0, "float32")
-                                                       + tirx.exp(-t(*i))), name="silu")
-
-    return imp.bb.emit_te(formula, float_value(imp, x, "silu"))  # one kernel, not four ops
+    return imp.emit(R.nn.silu(float_value(imp, x, "silu")))
 
 
 def interpolate(imp, x, size=None, scale_factor=None, mode="nearest", align_corners=None):

@@ -118,3 +118,24 @@ def rescale_fixed(x_minus_z, real: float):
     """round(x * real) in integer arithmetic: x * m0 / 2^s, rounded half to even, in int64."""
     m0, s = q31(np.array([real]))
     return round_shift(x_minus_z.astype("int64") * tirx.const(int(m0[0]), "int64"), int(s[0]))
+
+
+# exp's polynomial on [-ln2/2, ln2/2] (Cephes expf), highest degree first
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+             1.6666665459e-1, 5.0000001201e-1)
+
+
+def exp_poly(x):
+    """exp(x) of a float32 TIR value as one vectorizable expression (the method of TVM's
+    fast_exp: x = n ln2 + r, a degree-7 polynomial in r, times 2^n built from the exponent bits;
+    within ~2 ulp of exp).  TVM's exp calls libm one lane at a time."""
+    x = tirx.max(tirx.min(x, f32(88.3762626647950)), f32(-88.3762626647949))
+    n = tirx.floor(fma(x, f32(1.44269504088896341), f32(0.5)))
+    r = fma(n, f32(-0.693359375), x)
+    r = fma(n, f32(2.12194440e-4), r)
+    p = f32(_EXP_POLY[0])
+    for c in _EXP_POLY[1:]:
+        p = fma(p, r, f32(c))
+    y = fma(p, r * r, r) + f32(1.0)
+    two_n = tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
+    return y * two_n

@@ -3,7 +3,7 @@
 Order matters and is fixed by `lower`:
   lower_dynamic -> qdq_to_integer -> canonicalize_bias -> fuse_requantize (a contract without a
   requantize rule: fuse_epilogue_pt2e) -> lower_qdq_ops -> lower_boundaries -> lower_max_pool
-  -> check_lowered -> FoldConstant
+  -> lower_float_islands -> check_lowered -> FoldConstant
 then, with the target's weight tile, pack_layout (packed u8 x i8 kernels for tensorization);
 and on the fused module (qcompile.compiler), block_activations (conv-to-conv tensors
 channel-blocked).  Every pass takes the numerics contract (numerics.contracts) and asks it.
@@ -21,6 +21,7 @@ from .check_lowered import check_lowered
 from .fuse_epilogue_pt2e import fuse_epilogue_pt2e
 from .fuse_requantize import fuse_requantize
 from .lower_dynamic import lower_dynamic
+from .lower_float_islands import lower_float_islands
 from .lower_max_pool import lower_max_pool
 from .lower_qdq_ops import lower_boundaries, lower_qdq_ops
 from .pack_layout import pack_layout
@@ -39,9 +40,11 @@ def lower(mod: tvm.IRModule, contract: Contract, threads: int) -> tvm.IRModule:
     mod = lower_qdq_ops(mod, contract, threads)
     mod = lower_boundaries(mod, contract)
     mod = lower_max_pool(mod)
+    mod = lower_float_islands(mod)
     check_lowered(mod)
     return relax.transform.FoldConstant()(mod)
 
 
 __all__ = ["lower", "lower_dynamic", "qdq_to_integer", "canonicalize_bias", "fuse_requantize",
-           "lower_qdq_ops", "lower_boundaries", "lower_max_pool", "check_lowered", "pack_layout"]
+           "lower_qdq_ops", "lower_boundaries", "lower_max_pool", "lower_float_islands",
+           "check_lowered", "pack_layout"]
