@@ -58,3 +58,39 @@ def test_every_garden_model_compiles_and_is_bit_exact(name):
     print(f"{name}: compiled in {time.perf_counter() - start:.1f} s")
     report = qcompile.verify(entry.quantized, compiled, entry.example_inputs(4, seed=1234))
     assert report["bit_exact_fraction"] >= 0.999, report
+
+
+def test_pt2e_architectures_with_attention_and_silu(capsys):
+    """The PT2E garden's attention and SiLU models at a small size: they compile and agree
+    with the PT2E program (top-1 over 4 inputs, cosine), and `qcompile garden --pt2e` prints
+    their rows."""
+    for name, size in (("vit_tiny", 64), ("efficientnet_b0", 64)):
+        entry = garden.build_pt2e(name, "x86", image_size=size)
+        compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), tune_logs=False)
+        report = qcompile.verify(entry.quantized, compiled, entry.example_inputs(4, seed=5))
+        assert report["top1_agreement"] == 1.0 and report["cosine"] > 0.999, (name, report)
+    assert main(["garden", "--pt2e", "x86", "vit_tiny", "--image-size", "64", "--runs", "0",
+                 "--inputs", "2"]) == 0
+    assert "garden:vit_tiny" in capsys.readouterr().out
+
+
+def test_a_pt2e_only_architecture_asks_for_pt2e():
+    from qcompile.models import load_model
+
+    with pytest.raises(qcompile.QCompileError, match="--pt2e x86"):
+        load_model("garden:convnext_tiny", None, None)
+
+
+@pytest.mark.garden
+@pytest.mark.parametrize("name", sorted(garden.PT2E_GARDEN))
+@pytest.mark.parametrize("quantizer", ["x86", "xnnpack"])
+def test_every_pt2e_architecture_compiles_and_agrees(name, quantizer):
+    """EfficientNet, ConvNeXt, RegNet, ViT, MobileViT, ResNet-D at their native sizes under
+    both quantizers.  Against the eager PT2E program (oneDNN's float convs, PyTorch's float
+    islands) differences grow through deep random-weight nets; the bar is the cosine."""
+    entry = garden.build_pt2e(name, quantizer)
+    start = time.perf_counter()
+    compiled = qcompile.compile(entry.quantized, entry.example_inputs(1), tune_logs=False)
+    print(f"{name} ({quantizer}): compiled in {time.perf_counter() - start:.1f} s")
+    report = qcompile.verify(entry.quantized, compiled, entry.example_inputs(4, seed=1234))
+    assert report["cosine"] > 0.998, report

@@ -265,3 +265,24 @@ def test_a_table_is_a_clamp_only_when_every_step_agrees():
     assert _table_as_clamp(unary_table("relu", q, q)) == (10, 255)
     assert _table_as_clamp(unary_table("clip", q, (0.1, 10), (0.0, 6.0))) is None  # rescales
     assert _table_as_clamp(unary_table("hardswish", q, q)) is None
+
+
+def test_pt2e_path_needs_no_quantized_tensors(monkeypatch):
+    """PyTorch deprecated its quantized dtypes and torch.quantize_per_tensor: compile and
+    verify (per layer) of a PT2E model must not touch them.  (`explain` reads eager modules
+    only; it does not take PT2E models yet.)"""
+    gm, calib = _quantize(_DepthwiseBlock(), (1, 4, 12, 12), "x86", n=2)
+
+    def gone(*args, **kwargs):
+        raise AssertionError("a deprecated quantized-tensor API was used on the PT2E path")
+
+    for name in ("quantize_per_tensor", "quantize_per_channel", "_empty_affine_quantized",
+                 "_empty_per_channel_affine_quantized"):
+        monkeypatch.setattr(torch, name, gone)
+    for name in ("int_repr", "q_scale", "q_zero_point", "q_per_channel_scales",
+                 "q_per_channel_zero_points"):
+        monkeypatch.setattr(torch.Tensor, name, gone)
+    for name in ("quint8", "qint8", "qint32"):
+        monkeypatch.delattr(torch, name)
+    compiled, report = _verify(gm, calib)
+    assert report["engine"] == "pt2e" and report["layers_compared"] > 0, report

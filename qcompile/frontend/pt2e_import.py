@@ -17,7 +17,7 @@ from tvm import relax
 
 from . import float_ops, op_table, quantized_ops
 from .fx_import import FxImporter
-from .pt2e_ops import Dq, PendingMaxPool, scalar
+from .pt2e_ops import Dq, PendingMaxPool, Weight, scalar
 from .values import QParams, QValue, dequantize
 
 R = relax.op
@@ -59,6 +59,8 @@ class Pt2eImporter(FxImporter):
             pair = torch.nn.modules.utils._pair
             return self.emit(R.nn.max_pool2d(value.value, pair(kernel), pair(stride),
                                              pair(padding), pair(dilation), ceil_mode=ceil_mode))
+        if isinstance(value, Weight):  # a quantized constant used as data (a position table)
+            return value.expr
         if isinstance(value, QValue):
             raise self.error(f"{what} got an 8-bit tensor without its dequantize")
         return float_ops.float_value(self, value, what)  # a Relax value, a constant, a number

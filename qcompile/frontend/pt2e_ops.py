@@ -187,16 +187,21 @@ def island(fn):
     operands are read as their float view first."""
 
     def convert(imp, *args, **kwargs):
-        args = [imp.as_float(a, fn.__name__) if isinstance(a, (Dq, PendingMaxPool)) else a
-                for a in args]
-        return fn(imp, *args, **kwargs)
+        return fn(imp, *[_island_operand(imp, a, fn.__name__) for a in args], **kwargs)
 
     return convert
 
 
+def _island_operand(imp, value, what):
+    """A float island's operand: a dequantized value as its (bound) float view."""
+    if isinstance(value, (Dq, PendingMaxPool)):
+        return imp.emit(imp.as_float(value, what))
+    return value
+
+
 def layer_norm(imp, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
-    return float_ops.layer_norm(imp, imp.as_float(x, "layer_norm"), normalized_shape, weight,
-                                bias, eps)
+    return float_ops.layer_norm(imp, _island_operand(imp, x, "layer_norm"), normalized_shape,
+                                weight, bias, eps)
 
 
 def upsample_nearest2d(imp, x, output_size=None, scale_factors=None):
