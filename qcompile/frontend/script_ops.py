@@ -12,9 +12,11 @@ from tvm import relax
 
 from . import float_ops, quantized_ops
 
-# TorchScript's ScalarType codes
-SCALAR_TYPES = {13: torch.quint8, 12: torch.qint8, 6: torch.float32, 4: torch.int64,
-                3: torch.int32, 11: torch.bool}
+# TorchScript's ScalarType codes (the quantized dtypes while PyTorch still has them: the PT2E
+# path imports this module too, and must not need them)
+SCALAR_TYPES = {code: getattr(torch, name) for code, name in (
+    (13, "quint8"), (12, "qint8"), (6, "float32"), (4, "int64"), (3, "int32"), (11, "bool"))
+    if hasattr(torch, name)}
 
 
 def _conv_module(imp, packed, scale, zero_point):
