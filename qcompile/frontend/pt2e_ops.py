@@ -175,11 +175,12 @@ def _binary(op, what):
     return convert
 
 
-def _reversed(convert):
+def rsub(imp, a, b, alpha=1):
     """rsub(a, b) = b - a * alpha."""
-    return lambda imp, a, b, alpha=1: convert(imp, b, a, alpha) if alpha == 1 else convert(
-        imp, b, imp.emit(R.multiply(imp.as_float(a, "rsub"),
-                                    relax.const(np.array(alpha, dtype="float32")))))
+    x = imp.as_float(a, "rsub")
+    if alpha != 1:
+        x = R.multiply(x, relax.const(np.array(alpha, dtype="float32")))
+    return imp.emit(R.subtract(imp.as_float(b, "rsub"), x))
 
 
 def island(fn):
@@ -211,12 +212,12 @@ def upsample_nearest2d(imp, x, output_size=None, scale_factors=None):
 
     if isinstance(x, Dq):
         return Dq(QValue(resize(x.q.expr), x.q.qparams))
-    return resize(imp.as_float(x, "upsample_nearest2d"))
+    return resize(_island_operand(imp, x, "upsample_nearest2d"))
 
 
 def upsample_bilinear2d(imp, x, output_size=None, align_corners=False, scale_factors=None):
-    return float_ops.interpolate(imp, imp.as_float(x, "upsample_bilinear2d"), output_size,
-                                 scale_factors, "bilinear", align_corners)
+    return float_ops.interpolate(imp, _island_operand(imp, x, "upsample_bilinear2d"),
+                                 output_size, scale_factors, "bilinear", align_corners)
 
 
 def _unary(fn, what):
@@ -280,7 +281,6 @@ def identity(imp, x, *args, **kwargs):
 
 add = _binary(R.add, "add")
 sub = _binary(R.subtract, "sub")
-rsub = _reversed(sub)
 mul = _binary(R.multiply, "mul")
 div = _binary(R.divide, "div")
 hardswish = _unary(quantized_ops.hardswish_expr, "hardswish")
