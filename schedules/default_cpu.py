@@ -116,12 +116,39 @@ def _schedule_block(sch, block):
         _vectorize(sch, sch.get_loops(local)[-1])
 
 
+def _pad_odd_reduction(sch, block) -> None:
+    """A reduction whose innermost output axis has no vector factor, or whose next axis no
+    whole register-row blocks (attention over ViT's 197 tokens), is computed padded to whole
+    vectors and row blocks (pad_einsum: padded operand copies, a cropped output).  Scalar,
+    QK^T of a 4-layer ViT-Tiny took 8.7 of its 15 ms (one head-batched 3x197x64x197 matmul
+    alone 1.27 -> 0.12 ms, the same floats)."""
+    iter_types = [iv.iter_type for iv in sch.get(block).iter_vars]
+    spatial = [i for i, t in enumerate(iter_types) if t == tvm.tirx.IterVar.DataPar]
+    loops = sch.get_loops(block)
+    if (len(loops) != len(iter_types) or len(spatial) < 2
+            or tvm.tirx.IterVar.CommReduce not in iter_types):
+        return
+    inner, row = (sch.get(loops[i]).extent for i in spatial[-2:][::-1])
+    if not all(isinstance(e, (int, tvm.tirx.IntImm)) for e in (inner, row)):
+        return
+    if _vector_factor(inner) is not None and (int(row) % _ROWS == 0 or int(row) <= _ROWS):
+        return
+    padding = [1] * len(iter_types)
+    padding[spatial[-1]], padding[spatial[-2]] = _VECTOR[0], _ROWS
+    try:
+        sch.pad_einsum(block, padding)
+    except Exception:  # noqa: BLE001 - not an einsum: the block stays as it is
+        pass
+
+
 def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     try:
         root = sch.get_sblock("root")
     except Exception:  # noqa: BLE001 - no root block: leave the function as it is
         return func
+    for block in sch.get_child_blocks(root):
+        _pad_odd_reduction(sch, block)
     for block in sch.get_child_blocks(root):
         try:
             _schedule_block(sch, block)

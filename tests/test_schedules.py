@@ -278,3 +278,33 @@ def test_grouped_convs_are_tensorized_by_the_tile_their_groups_fill(cin, cout, g
     assert any("conv2d_packed" in name for name in compiled.meta["kernel_schedules"])
     report = qcompile.verify(model, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0, report
+
+
+@pytest.mark.parametrize("rows, cols", [(197, 197), (197, 64), (8, 48)])
+def test_float_matmuls_of_odd_sizes_are_padded_to_vectors_and_stay_the_same(rows, cols):
+    """Attention over 197 tokens: the generic schedule pads such a reduction to whole vectors
+    and row blocks (pad_einsum) instead of leaving it scalar; the floats do not change (the
+    same products summed in the same order)."""
+    import tvm
+    from tvm import te
+
+    from qcompile.schedules import default_cpu
+
+    a = te.placeholder((3, rows, 64), "float32", name="a")
+    b = te.placeholder((3, 64, cols), "float32", name="b")
+    k = te.reduce_axis((0, 64), "k")
+    mm = te.compute((3, rows, cols), lambda h, i, j: te.sum(a[h, i, k] * b[h, k, j], axis=k),
+                    name="mm")
+    func = te.create_prim_func([a, b, mm])
+    scheduled = default_cpu._schedule_generic(func)
+    script = scheduled.script()
+    assert ("a_pad" in script) == (cols % 16 != 0 or rows % 4 != 0), script[:2000]
+    rng = np.random.default_rng(0)
+    an = rng.standard_normal((3, rows, 64)).astype("float32")
+    bn = rng.standard_normal((3, 64, cols)).astype("float32")
+    outs = []
+    for f in (func, scheduled):
+        out = tvm.runtime.empty((3, rows, cols), "float32")
+        tvm.compile(f, target="llvm")(tvm.runtime.tensor(an), tvm.runtime.tensor(bn), out)
+        outs.append(out.numpy())
+    assert np.array_equal(outs[0], outs[1])
