@@ -1,6 +1,7 @@
 """Where the commands' models come from: `zoo:NAME` (our zoo, quantized eagerly or with PT2E),
-`garden:NAME` (torchvision's quantizable classifiers, or with PT2E any architecture of zoo/garden.py), a TorchScript file
-(torch.jit.save, .pt) or an exported PT2E program (torch.export.save, .pt2).
+`garden:NAME` (torchvision's quantizable classifiers; with PT2E also the architectures of
+zoo/garden.py's PT2E_GARDEN), a TorchScript file (torch.jit.save, .pt) or an exported PT2E
+program (torch.export.save, .pt2).
 """
 
 from __future__ import annotations

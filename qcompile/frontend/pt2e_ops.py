@@ -167,20 +167,19 @@ def _binary(op, what):
     and sub's alpha (b * alpha), as aten's Tensor and Scalar overloads have them."""
 
     def convert(imp, a, b, alpha=1):
-        x, y = imp.as_float(a, what), imp.as_float(b, what)
-        if alpha != 1:
-            y = R.multiply(y, relax.const(np.array(alpha, dtype="float32")))
-        return imp.emit(op(x, y))
+        return imp.emit(op(imp.as_float(a, what), _times(imp.as_float(b, what), alpha)))
 
     return convert
 
 
+def _times(x, alpha):
+    """x * alpha (aten's alpha argument), x itself for alpha 1."""
+    return x if alpha == 1 else R.multiply(x, relax.const(np.array(alpha, dtype="float32")))
+
+
 def rsub(imp, a, b, alpha=1):
     """rsub(a, b) = b - a * alpha."""
-    x = imp.as_float(a, "rsub")
-    if alpha != 1:
-        x = R.multiply(x, relax.const(np.array(alpha, dtype="float32")))
-    return imp.emit(R.subtract(imp.as_float(b, "rsub"), x))
+    return imp.emit(R.subtract(imp.as_float(b, "rsub"), _times(imp.as_float(a, "rsub"), alpha)))
 
 
 def island(fn):
@@ -261,12 +260,14 @@ def max_pool2d_with_indices(imp, *args):
 
 
 def _movement(fn):
-    """Reshape-like ops: on a dequantized value they move the 8-bit data."""
+    """Reshape-like ops: on a dequantized value they move the 8-bit data (each piece of an op
+    that returns several, as unbind)."""
 
     def convert(imp, x, *args):
-        if isinstance(x, Dq):
-            return Dq(fn(imp, x.q, *args))
-        return fn(imp, x, *args)
+        if not isinstance(x, Dq):
+            return fn(imp, x, *args)
+        moved = fn(imp, x.q, *args)
+        return tuple(Dq(m) for m in moved) if isinstance(moved, tuple) else Dq(moved)
 
     return convert
 
@@ -296,8 +297,4 @@ unsqueeze = _movement(quantized_ops.unsqueeze)
 squeeze = _movement(quantized_ops.squeeze)
 select = _movement(quantized_ops.select)
 slice_tensor = _movement(quantized_ops.slice_tensor)
-
-
-def unbind(imp, x, dim=0):
-    pieces = quantized_ops.unbind(imp, x.q if isinstance(x, Dq) else x, dim)
-    return tuple(Dq(p) for p in pieces) if isinstance(x, Dq) else pieces
+unbind = _movement(quantized_ops.unbind)

@@ -223,18 +223,16 @@ def _sum_streams(x, qin, n_values: int):
             value(b, k, row, lane, m * _CHUNK + j), axis=j), name="sum_chunks")
 
     def stream(b, k, row, lane):
-        def running(start, stop):  # the chunks start..stop-1 summed in order
-            return _running_sum([chunk[b, k, row, lane, m] for m in range(start, stop)])
+        def block(m):  # level-2 block m: its 16 chunk sums in order
+            return _running_sum([chunk[b, k, row, lane, i] for i in range(m * _CHUNK,
+                                                                          (m + 1) * _CHUNK)])
 
-        blocks = chunks // _CHUNK                # whole level-2 blocks (16 chunks each)
+        blocks = chunks // _CHUNK                # whole level-2 blocks
         flushed = blocks // _CHUNK * _CHUNK      # blocks already moved into level 3
-        acc3 = _running_sum([
-            _running_sum([running(m, m + _CHUNK) for m in range(s * _CHUNK, (s + _CHUNK) * _CHUNK,
-                                                                _CHUNK)])
-            for s in range(0, flushed, _CHUNK)])
-        acc2 = _running_sum([running(m, m + _CHUNK)
-                             for m in range(flushed * _CHUNK, blocks * _CHUNK, _CHUNK)])
-        acc1 = running(blocks * _CHUNK, chunks)
+        acc3 = _running_sum([_running_sum([block(m) for m in range(s, s + _CHUNK)])
+                             for s in range(0, flushed, _CHUNK)])
+        acc2 = _running_sum([block(m) for m in range(flushed, blocks)])
+        acc1 = _running_sum([chunk[b, k, row, lane, i] for i in range(blocks * _CHUNK, chunks)])
         acc0 = _running_sum([value(b, k, row, lane, g) for g in range(chunks * _CHUNK, groups)])
         return _running_sum([a for a in (acc0, acc1, acc2, acc3) if a is not None])
 
@@ -251,21 +249,14 @@ def _row_sum(x, qin, streams, b, k, n_values: int):
     def value(t):
         return dequantize_value(x[b, k, t // w, t % w], *qin)
 
-    lanes = []
-    for lane in range(width):
-        acc = streams[b, k, 0, lane] if whole else None
-        for v in range(whole, vectors):
-            acc = _add(acc, value(v * width + lane))
-        for row in range(1, _ILP if whole else 1):
-            acc = _add(acc, streams[b, k, row, lane])
-        lanes.append(acc)
-    total = None
-    for t in range(vectors * width, n_values):
-        total = _add(total, value(t))
-    for acc in lanes:
-        if acc is not None:
-            total = _add(total, acc)
-    return total
+    def lane_sum(lane):  # ILP row 0, the vectors after the last whole group, rows 1..3
+        rows = [streams[b, k, row, lane] for row in range(_ILP)] if whole else []
+        leftover = [value(v * width + lane) for v in range(whole, vectors)]
+        return _running_sum(rows[:1] + leftover + rows[1:])
+
+    lanes = [lane_sum(lane) for lane in range(width)]
+    tail = [value(t) for t in range(vectors * width, n_values)]
+    return _running_sum(tail + [acc for acc in lanes if acc is not None])
 
 
 def decomposed_mean(x, qin):

@@ -58,6 +58,13 @@ def import_torchvision():
     return importlib.import_module("torchvision")
 
 
+def _constructor_kwargs(name: str) -> dict:
+    """torchvision's GoogLeNet and Inception-v3 without their training-only auxiliary heads
+    (and with their own initialisation, which they otherwise warn about)."""
+    return {"aux_logits": False, "init_weights": True} if name in (
+        "googlenet", "inception_v3") else {}
+
+
 @functools.lru_cache(maxsize=None)
 def build(name: str, image_size: int | None = None, engine: str = "fbgemm", seed: int = 0):
     """Garden model `name` as a ZooModel: random (seeded) weights, its own fuse_model(), the
@@ -77,8 +84,7 @@ def build(name: str, image_size: int | None = None, engine: str = "fbgemm", seed
     shape = (1, 3, size, size)
     with _single_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        kwargs = {"aux_logits": False, "init_weights": True} if name in (
-            "googlenet", "inception_v3") else {}
+        kwargs = _constructor_kwargs(name)
         float_model = getattr(quantization, name)(weights=None, quantize=False, **kwargs).eval()
         model = getattr(quantization, name)(weights=None, quantize=False, **kwargs).eval()
         model.load_state_dict(float_model.state_dict())
@@ -113,9 +119,14 @@ def pt2e_names() -> list[str]:
     return list(PT2E_GARDEN) + list(GARDEN)
 
 
+def _architecture(name: str) -> tuple[str, str, int]:
+    """(library, constructor, native input size) of a name `build_pt2e` takes."""
+    return PT2E_GARDEN.get(name) or ("torchvision", name, GARDEN[name])
+
+
 def _float_architecture(name: str, image_size: int):
     """The float model `name` with PyTorch's (seeded) initialisation, eval mode."""
-    library, constructor, _ = PT2E_GARDEN.get(name, ("torchvision", name, None))
+    library, constructor, _ = _architecture(name)
     if library == "timm":
         try:
             timm = importlib.import_module("timm")
@@ -127,9 +138,7 @@ def _float_architecture(name: str, image_size: int):
     if constructor == "vit_tiny":
         return models.VisionTransformer(image_size=image_size, patch_size=16, num_layers=4,
                                         num_heads=3, hidden_dim=192, mlp_dim=768)
-    kwargs = {"aux_logits": False, "init_weights": True} if name in (
-        "googlenet", "inception_v3") else {}
-    return getattr(models, constructor)(weights=None, **kwargs)
+    return getattr(models, constructor)(weights=None, **_constructor_kwargs(name))
 
 
 def _give_zero_layers_default_weights(model) -> None:
@@ -160,7 +169,7 @@ def build_pt2e(name: str, quantizer: str = "x86", image_size: int | None = None,
     from .common import set_bn_stats
     from .pt2e_quantize import quantize_pt2e
 
-    size = image_size or PT2E_GARDEN.get(name, (None, None, GARDEN.get(name)))[2]
+    size = image_size or _architecture(name)[2]
     shape = (1, 3, size, size)
     with _single_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
