@@ -104,19 +104,14 @@ def _openvino_int8(int8_path, example, threads):
 
 def _inductor(quantized, example):
     """`torch.compile(quantized)` with freezing, compiled now; a callable, or a reason."""
-    import torch._inductor.config as inductor_config
+    from .inductor_program import compile_inductor
 
-    compiled = torch.compile(quantized)
-
-    def run():
-        with inductor_config.patch(freezing=True), torch.no_grad():
-            return compiled(example)
-
+    program = compile_inductor(quantized)
     try:
-        run()
+        program(example)
     except Exception as err:  # noqa: BLE001 - reported, the other runtimes still run
         return None, f"torch.compile (Inductor, freezing) failed: {str(err)[:300]}"
-    return run, None
+    return (lambda: program(example)), None
 
 
 PER_ROUND = 5

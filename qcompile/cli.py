@@ -111,7 +111,8 @@ def verify_model(args, runs_for_latency: int = 0) -> dict:
         from .deploy.emulate import emulate
 
         compiled = emulate(compiled)
-    report = qcompile.verify(entry.quantized, compiled, inputs, per_layer=args.per_layer,
+    report = qcompile.verify(entry.quantized, compiled, inputs,
+                             engine=getattr(args, "reference", None), per_layer=args.per_layer,
                              float_model=getattr(entry, "float_model", None))
     report["model"] = args.model
     report["target"] = compiled.meta.get("target_family")
@@ -291,8 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the input shape of a model file")
         if numerics:
             s.add_argument("--numerics", choices=list(CONTRACTS), default=None,
-                           help=f"numerics contract (default: {default_contract(PT2E).name} for "
-                                f"PT2E models, else {default_contract(EAGER).name})")
+                           help=f"numerics contract (default: "
+                                f"{default_contract(PT2E, 'uint8').name} for PT2E models with "
+                                f"uint8 activations (X86InductorQuantizer), "
+                                f"{default_contract(PT2E).name} for other PT2E models, else "
+                                f"{default_contract(EAGER).name})")
         s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
                        help="quantize the zoo model with PT2E (torchao) and this quantizer "
                             "instead of eager mode")
@@ -326,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", type=int, default=16)
     s.add_argument("--json")
     s.add_argument("--per-layer", action="store_true")
+    s.add_argument("--reference", metavar="R",
+                   help="compare with R instead of the contract's reference: another engine "
+                        "(fbgemm, qnnpack, x86) for eager models; 'pt2e' (the eager program) "
+                        "or 'torch.compile' for PT2E models")
     s.add_argument("--target", default="x86", help=target_help)
     s.add_argument("--emulate", action="store_true",
                    help="for another architecture (aarch64-*): run the .so under qemu-user "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -24,6 +25,10 @@ def _quantize(model, shape, quantizer, n=4, seed=0):
 
 
 def _verify(gm, inputs, **kw):
+    """Compile under the pt2e contract (these tests are about what imports and how close the
+    eager program is; tests/test_onednn_arithmetic.py holds the inductor contract's) and verify
+    layer by layer against the eager program."""
+    kw.setdefault("numerics", "pt2e")
     compiled = qcompile.compile(gm, inputs[:1], tune_logs=False, probe=True, **kw)
     return compiled, qcompile.verify(gm, compiled, inputs, per_layer=True)
 
@@ -46,7 +51,8 @@ def test_zoo_cnn(name, quantizer):
     zm = zoo_pt2e.get(name, quantizer, image_size=32)
     gen = torch.Generator().manual_seed(7)
     off_distribution = [torch.randn(zm.input_shape, generator=gen) for _ in range(2)]
-    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), tune_logs=False, probe=True)
+    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), numerics="pt2e",
+                                tune_logs=False, probe=True)
     assert compiled.meta["numerics"] == "pt2e"
     quantize_nodes = [n for n in zm.quantized.graph.nodes if n.op == "call_function" and str(
         n.target).startswith("quantized_decomposed.quantize_per_tensor")]
@@ -95,7 +101,7 @@ def test_the_conv_scale_product_stays_double():
     import tvm
 
     gm, calib = _quantize(_ResidualBlock(full=True), (1, 5, 12, 12), "x86")
-    compiled = qcompile.compile(gm, calib[:1], tune_logs=False)
+    compiled = qcompile.compile(gm, calib[:1], numerics="pt2e", tune_logs=False)
     kernels = [f for _, f in compiled.integer_module.functions_items()
                if isinstance(f, tvm.tirx.PrimFunc) and "epilogue_pt2e" in f.script()]
     assert kernels
@@ -124,7 +130,10 @@ def test_exported_program_file_through_the_command_line(tmp_path, capsys):
     assert main(["verify", str(path), "--input-shape", "1,5,12,12", "--inputs", "2",
                  "--no-tune-logs"]) == 0
     out = capsys.readouterr().out
-    assert "numerics pt2e vs PyTorch pt2e" in out and "float output" in out
+    # (not bit for bit: Inductor leaves this 7 -> 3 linear to its generated C++, float products
+    # summed in its vector order; docs/numerics.md)
+    assert "numerics inductor vs PyTorch torch.compile" in out and "float output" in out
+    assert "cosine 1.000000000" in out, out
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(path.read_bytes()[:2000])
     assert main(["compile", str(bad), "--input-shape", "1,5,12,12", "-o",
@@ -212,9 +221,20 @@ def test_long_squeeze_excite_pools_compile_and_agree():
     """MobileNetV3-small at 224 px: squeeze-excite pools over 56x56 and 28x28 maps (PyTorch's
     cascaded sum, numerics.pooling) used to be refused."""
     zm = zoo_pt2e.get("mobilenet_v3_small", "x86", image_size=224)
-    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), tune_logs=False)
-    report = qcompile.verify(zm.quantized, compiled, zm.example_inputs(2))
-    assert report["top1_agreement"] == 1.0 and report["cosine"] > 0.9999, report
+    compiled = qcompile.compile(zm.quantized, zm.example_inputs(1), numerics="pt2e",
+                                tune_logs=False)
+    inputs = zm.example_inputs(2)
+    report = qcompile.verify(zm.quantized, compiled, inputs)
+    assert report["cosine"] > 0.9999, report
+    # top-1 where the reference's own top two logits are further apart than the largest
+    # difference: random weights leave near-ties, and the eager program's float convs sum in
+    # oneDNN's order, which differs between CPUs (AMX or not)
+    with torch.no_grad():
+        for x in inputs:
+            ref, got = zm.quantized(x).numpy()[0], compiled(x)[0]
+            top2 = np.sort(ref)[-2:]
+            if top2[1] - top2[0] > 2 * np.abs(ref - got).max():
+                assert ref.argmax() == got.argmax(), report
 
 
 class _DepthwiseBlock(nn.Module):
@@ -286,3 +306,8 @@ def test_pt2e_path_needs_no_quantized_tensors(monkeypatch):
         monkeypatch.delattr(torch, name)
     compiled, report = _verify(gm, calib)
     assert report["engine"] == "pt2e" and report["layers_compared"] > 0, report
+    # the inductor contract (the default for these uint8 models) builds without them too
+    compiled = qcompile.compile(gm, calib[:1], tune_logs=False)
+    assert compiled.meta["numerics"] == "inductor"
+    report = qcompile.verify(gm, compiled, calib, engine="pt2e")
+    assert report["cosine"] > 0.9999, report

@@ -86,7 +86,7 @@ def integer_module(model, examples: list, contract: Contract, threads: int, fami
     else:
         mod = frontend.import_model(model, shapes, input_dtypes=dtypes, example_inputs=examples)
     out_qp = mod.attrs.get("qcompile.output_qparams") if mod.attrs is not None else None
-    integer = passes.lower(mod, contract, threads)
+    integer = passes.lower(mod, contract, threads, amx=bool(family is not None and family.amx))
     integer = passes.pack_layout(
         integer, family.out_block, family.in_block, family.signed_activations,
         pixel_lanes=family.out_block if family.pixel_intrinsic else None,
@@ -183,13 +183,14 @@ def input_dtype(array: np.ndarray) -> str:
 
 def model_contract(model, numerics: str | None) -> Contract:
     """The contract to compile `model` under: `numerics`, or the default for its kind when None
-    (PT2E graphs: pt2e; eager, FX and TorchScript models: fbgemm).  A contract applies to one
-    kind of model: a PT2E graph runs in PyTorch as its float Q/DQ program, not on an engine."""
-    from ..frontend.pt2e_import import is_pt2e_graph
+    (PT2E graphs: inductor for uint8 activations (X86InductorQuantizer), else pt2e; eager, FX
+    and TorchScript models: fbgemm).  A contract applies to one kind of model: a PT2E graph runs
+    in PyTorch as its float Q/DQ program, not on an engine."""
+    from ..frontend.pt2e_import import activation_dtype, is_pt2e_graph
 
     kind = PT2E if is_pt2e_graph(model) else EAGER
     if numerics is None:
-        return default_contract(kind)
+        return default_contract(kind, activation_dtype(model) if kind == PT2E else None)
     contract = get_contract(numerics)
     if contract.models != kind:
         default = default_contract(kind)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..engines import quantized_engine
+from ..errors import QCompileError
 from ..numerics.contracts import EAGER, default_contract, get_contract
 
 
@@ -75,20 +76,47 @@ def _probe_outputs(model, names):
     return hooks, records
 
 
+# the programs a PT2E model can be compared with: as exported (eager) and through torch.compile
+PROGRAMS = {"pt2e": "the PT2E program run by PyTorch (quantized_decomposed ops between float ops)",
+            "torch.compile": "the PT2E program compiled by torch.compile (Inductor, freezing)"}
+
+
+def _reference(model, contract, engine):
+    """(callable running the reference, engine or None, its name, its description)."""
+    reference = contract.reference
+    if reference.engine is not None:
+        if engine in PROGRAMS:
+            raise QCompileError(f"{engine!r} is a reference for PT2E models; this model runs on "
+                                "PyTorch's quantized engines (fbgemm, qnnpack, x86)")
+        engine = engine or reference.engine
+        description = (reference.description if engine == reference.engine
+                       else f"PyTorch's {engine} engine")
+        return model, engine, engine, description
+    program = engine or ("torch.compile" if reference.compiled else "pt2e")
+    if program not in PROGRAMS:
+        raise QCompileError(f"a PT2E model is compared with one of its programs "
+                            f"({', '.join(PROGRAMS)}), not with engine {engine!r}")
+    if program == "torch.compile":
+        from ..inductor_program import compile_inductor
+
+        return compile_inductor(model), None, program, PROGRAMS[program]
+    return model, None, program, PROGRAMS[program]
+
+
 def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=None) -> dict:
     """Run `model` as the compiled contract's reference does and `compiled` on the same inputs;
     return the report.
 
     The reference is the contract's (numerics.contracts): a PyTorch quantized engine (`engine`
-    names another one to compare with instead) or the model's own program (PT2E graphs, which
-    no engine runs).  With `per_layer`, `compiled` must have been built with probe=True; the
-    report then names the first quantized module whose 8-bit output differs.  With
-    `float_model`, the report adds the cosine of both runs to the float model's output.
+    names another one to compare with instead) or, for PT2E graphs, one of the model's programs
+    (PROGRAMS: the contract's by default; `engine` "pt2e" or "torch.compile" picks one).  With
+    `per_layer`, `compiled` must have been built with probe=True; the report then names the
+    first quantized module whose 8-bit output differs (the eager program's layers: torch.compile
+    keeps its intermediate tensors to itself).  With `float_model`, the report adds the cosine
+    of both runs to the float model's output.
     """
     contract = get_contract(compiled.meta.get("numerics", default_contract(EAGER).name))
-    reference = contract.reference
-    # a program reference runs on no quantized engine: `engine` applies to engine references
-    engine = (engine or reference.engine) if reference.engine is not None else None
+    run_reference, engine, reference_name, description = _reference(model, contract, engine)
     probes = compiled.meta.get("probes", []) if per_layer else []
     # a program reference (a PT2E graph) is probed node by node, an engine's modules by hooks
     graph_probes = engine is None and bool(probes)
@@ -108,9 +136,11 @@ def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=No
 
                     ref, seen = reference_probes(model, xs, probes)
                     records = {n: [seen[n]] if n in seen else [] for n in probes}
+                    if run_reference is not model:
+                        ref = run_reference(*xs)
                     refs.append(ref.numpy())
                 else:
-                    refs.append(model(*xs).numpy())
+                    refs.append(run_reference(*xs).numpy())
                 got = batch[i] if batch is not None else compiled(*xs)
                 if not isinstance(got, tuple):
                     got = (got,)
@@ -135,9 +165,8 @@ def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=No
     lsb = out_qp[0] if out_qp else None
     report = compare(np.stack(refs), np.stack(outs), lsb)
     report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs),
-                   "engine": engine or reference.name, "numerics": contract.name,
-                   "reference": (reference.description if engine == reference.engine
-                                 else f"PyTorch's {engine} engine"),
+                   "engine": reference_name, "numerics": contract.name,
+                   "reference": description,
                    "promise": contract.tolerance.description,
                    "threads": torch.get_num_threads(), "lsb": lsb})
     if float_model is not None:  # how far quantization itself moved the model, both runs

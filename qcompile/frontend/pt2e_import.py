@@ -36,6 +36,19 @@ def is_pt2e_graph(model) -> bool:
                for n in model.graph.nodes)
 
 
+def activation_dtype(model) -> str | None:
+    """The dtype the first quantize_per_tensor of a PT2E graph quantizes to ("uint8" under
+    X86InductorQuantizer, "int8" under XNNPACKQuantizer), or None."""
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.graph_module
+    for n in model.graph.nodes:
+        if n.op == "call_function" and getattr(n.target, "namespace", "") == _QD \
+                and "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target):
+            dtype = n.args[5] if len(n.args) > 5 else n.kwargs.get("dtype")
+            return str(dtype).replace("torch.", "") if dtype is not None else None
+    return None
+
+
 class Pt2eImporter(FxImporter):
     """Walks a PT2E graph (see the module docstring) and emits Relax through one BlockBuilder."""
 

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Callable
 
 from ..errors import QCompileError
-from . import constants, elementwise, pooling, quantize, requantize, tables
+from . import constants, elementwise, onednn, pooling, quantize, requantize, tables
 
 EAGER = "eager"  # eager / FX / TorchScript models: PyTorch's quantized modules, static or dynamic
 PT2E = "pt2e"    # torchao convert_pt2e graphs: quantized_decomposed Q/DQ ops around float ops
@@ -29,10 +29,11 @@ MODEL_KINDS = (EAGER, PT2E)
 class Reference:
     """What `qcompile verify` compares a contract's outputs with."""
 
-    name: str           # as reports name it: "fbgemm", "qnnpack", "pt2e"
+    name: str           # as reports name it: "fbgemm", "qnnpack", "pt2e", "torch.compile"
     engine: str | None  # PyTorch's quantized engine running the model; None: the model's own
     #                     program (a PT2E graph run as it is)
     description: str
+    compiled: bool = False  # the program run through torch.compile (Inductor, freezing)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,16 @@ class Kernels:
 
 
 @dataclass(frozen=True)
+class FloatEpilogue:
+    """A PT2E contract's conv/linear epilogue, one float kernel (passes.fuse_epilogue_pt2e)."""
+
+    # (sx, sw, accumulator kind, amx) -> onednn.Scales: the constants the kernel multiplies by
+    scales: Callable
+    # (acc, channel scales, first scale, bias, axis, act, residual, act_after, out) -> TE tensor
+    kernel: Callable
+
+
+@dataclass(frozen=True)
 class Contract:
     """One numerics contract (see the module docstring)."""
 
@@ -97,13 +108,17 @@ class Contract:
     int32_bias: Callable | None
     # the conv/linear epilogue's constants (numerics.requantize): (in_scale, weight_scales,
     # out_scale, out_zero_point, bias) -> Requantize; None: the PT2E program's float epilogue
-    # (requantize.conv_epilogue_decomposed, passes.fuse_epilogue_pt2e)
+    # (`epilogue`)
     requantize: Callable | None
     # depthwise convs on the engine's fast path sum raw products in pairs saturated to int16
     saturating_depthwise: bool
     kernels: Kernels
     dynamic: DynamicLinear | None  # None: dynamic quantization is refused ...
     no_dynamic: str = ""           # ... for this reason
+    epilogue: FloatEpilogue | None = None  # the float epilogue where `requantize` is None
+    # the activation dtype ("uint8") of the models of its kind it is the default for, ahead of
+    # the kind's `default` contract
+    default_for_activations: str | None = None
 
 
 _REGISTRY: dict[str, Contract] = {}
@@ -117,6 +132,8 @@ def register(contract: Contract) -> Contract:
         raise ValueError(f"a contract named {contract.name!r} is registered already")
     if contract.models not in MODEL_KINDS:
         raise ValueError(f"contract {contract.name!r}: models must be one of {MODEL_KINDS}")
+    if (contract.requantize is None) == (contract.epilogue is None):
+        raise ValueError(f"contract {contract.name!r}: give a requantize rule or a float epilogue")
     if contract.default and any(c.default for c in contracts_for(contract.models)):
         raise ValueError(f"contract {contract.name!r}: {contract.models} models have a default "
                          "contract already")
@@ -141,9 +158,12 @@ def contracts_for(models: str | None = None) -> list[Contract]:
     return [c for c in _REGISTRY.values() if models in (None, c.models)]
 
 
-def default_contract(models: str) -> Contract:
-    """The contract compile() picks for a model of that kind when none is asked for."""
-    return next(c for c in contracts_for(models) if c.default)
+def default_contract(models: str, activations: str | None = None) -> Contract:
+    """The contract compile() picks for a model of that kind (whose activations are quantized
+    to `activations`, when known) when none is asked for."""
+    preferred = [c for c in contracts_for(models)
+                 if activations is not None and c.default_for_activations == activations]
+    return preferred[0] if preferred else next(c for c in contracts_for(models) if c.default)
 
 
 def _within_bias_rounding(ratio: float) -> int:
@@ -230,4 +250,32 @@ register(Contract(
         adaptive_avg_pool=pooling.adaptive_avg_pool_decomposed,
         mean=pooling.mean_decomposed, avg_pool=pooling.avg_pool_decomposed,
         integer_clamp=False),
-    dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet"))
+    dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet",
+    epilogue=FloatEpilogue(requantize.decomposed_scales, requantize.conv_epilogue_decomposed)))
+
+register(Contract(
+    name="inductor",
+    summary="X86InductorQuantizer models: bit-exact with torch.compile (Inductor, freezing) on "
+            "the target's CPU family",
+    models=PT2E, default=False,
+    reference=Reference("torch.compile", None, "the PT2E program compiled by torch.compile "
+                                               "(Inductor with freezing: oneDNN int8 kernels)",
+                        compiled=True),
+    tolerance=Tolerance("equal to torch.compile's outputs on a CPU of the target's family "
+                        "(oneDNN's AMX kernels scale accumulators differently); float islands "
+                        "(SiLU, GELU, LayerNorm, softmax) and avg_pool2d follow the eager "
+                        "program, not yet Inductor's code", exact=False),
+    explain="oneDNN's epilogue: f(f(acc*sx)*sw) + b, or f(acc*f(sx*sw)) + b on AMX; quantize "
+            "rne(f(f(v*f(1/s)) + zp))",
+    int32_bias=None, requantize=None, saturating_depthwise=False,
+    kernels=Kernels(
+        quantize=quantize.quantize_decomposed, dequantize=quantize.dequantize,
+        requantize_tensor=quantize.requantize_tensor_decomposed,
+        add=elementwise.add_decomposed, mul=elementwise.mul_decomposed,
+        unary_table=tables.decomposed_tables,
+        adaptive_avg_pool=pooling.adaptive_avg_pool_inductor,
+        mean=pooling.mean_inductor, avg_pool=pooling.avg_pool_decomposed,
+        integer_clamp=False),
+    dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet",
+    epilogue=FloatEpilogue(onednn.scales, onednn.conv_epilogue),
+    default_for_activations="uint8"))

@@ -111,21 +111,39 @@ def adaptive_avg_pool_engine(x, qin, qout):
     return te.compute(total.shape, out, name="adaptive_avg_pool")
 
 
-def mean_engine(x, qin, qout, dims=(2, 3)):
-    """x.mean(dims) over H and W of an 8-bit tensor as PyTorch's quantized mean computes it
-    (fbgemm and x86 engines, channels-last or not, however the dims are spelled): the values
-    dequantized, f(s * (q - zp)), summed in float in order over the H*W positions, divided by
-    H*W, quantized (quantize_per_tensor) to qout."""
+def _running_mean(x, qin):
+    """f(s * (q - zp)) of the (N, C, H, W) 8-bit x summed in float in order over the H*W
+    positions, from 0, then divided by H*W: (the sum, the mean of an element)."""
     n, c, h, w = (int(d) for d in x.shape)
     rh, rw = te.reduce_axis((0, h), "rh"), te.reduce_axis((0, w), "rw")
     total = te.compute((n, c, 1, 1), lambda b, k, i, j: te.sum(
         dequantize_value(x[b, k, rh, rw], *qin), axis=[rh, rw]), name="mean_sum")
     count = f32(np_f32(h * w))
+    return total, lambda *idx: fence(total(*idx) / count)
 
-    def out(*idx):
-        return quantize_value_fma(fence(total(*idx) / count), *qout).astype("uint8")
 
-    return te.compute(total.shape, out, name="mean")
+def mean_engine(x, qin, qout, dims=(2, 3)):
+    """x.mean(dims) over H and W of an 8-bit tensor as PyTorch's quantized mean computes it
+    (fbgemm and x86 engines, channels-last or not, however the dims are spelled): the values
+    dequantized, f(s * (q - zp)), summed in float in order over the H*W positions, divided by
+    H*W, quantized (quantize_per_tensor) to qout."""
+    total, mean = _running_mean(x, qin)
+    return te.compute(total.shape, lambda *idx: quantize_value_fma(mean(*idx), *qout).astype(
+        "uint8"), name="mean")
+
+
+def mean_inductor(x, qin, qout, dims=(2, 3)):
+    """quantize(mean(dequantize(x))) over H and W as Inductor's generated code computes it on a
+    channels-last tensor: each channel's dequantized values summed in order (vector lanes are
+    channels), divided by H*W, quantized as quantized_decomposed does (numerics.quantize)."""
+    total, mean = _running_mean(x, qin)
+    return te.compute(total.shape, lambda *idx: quantize_value(mean(*idx), *qout).astype(
+        "uint8"), name="mean_inductor")
+
+
+def adaptive_avg_pool_inductor(x, qin, qout):
+    """adaptive_avg_pool2d to 1x1 under Inductor: its mean over H and W (mean_inductor)."""
+    return mean_inductor(x, qin, qout)
 
 
 def mean_qnnpack(x, qin, qout, dims):

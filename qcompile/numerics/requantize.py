@@ -21,6 +21,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .constants import accumulator_scale, f32 as np_f32, q31
+from .onednn import Scales
 from .quantize import dequantize_value, quantize_value
 from .tir_ops import INT32_MIN, clamp, f32, fbgemm_step, fence, fma, mul, round_shift
 
@@ -170,12 +171,16 @@ def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, o
 
 # ---------------------------------------------------------------------------- decomposed (PT2E)
 def apply_act(v, act):
-    """A float relu ("relu", None) or clamp ("clip", (lo, hi)) as PyTorch's kernels do it."""
+    """A float relu ("relu", None), clamp ("clip", (lo, hi)) or hardswish ("hardswish", None,
+    (x * clip(x + 3, 0, 6)) / 6) as PyTorch's kernels do it."""
     if act is None:
         return v
     kind, bounds = act
     if kind == "relu":
         return tirx.max(v, f32(0.0))
+    if kind == "hardswish":
+        gate = tirx.min(tirx.max(fence(v + f32(3.0)), f32(0.0)), f32(6.0))
+        return fence(fence(v * gate) / f32(6.0))
     lo, hi = bounds
     return tirx.min(tirx.max(v, f32(np.float32(lo))), f32(np.float32(hi)))
 
@@ -188,13 +193,21 @@ def conv_value(acc_value, ats64, bias_value):
     return v
 
 
-def conv_epilogue_decomposed(acc, ats, bias, axis: int, act=None, residual=None, act_after=None,
-                             out=None):
+def decomposed_scales(sx: float, sw, kind: str, amx: bool):
+    """The PT2E program's conv scale, double(sx) * double(sw) (exact: two float32 significands
+    fit in a double's), the same for every accumulator kind and CPU."""
+    ats = np.float64(np.float32(sx)) * np.asarray(sw, np.float32).reshape(-1).astype(np.float64)
+    return Scales(ats, None)
+
+
+def conv_epilogue_decomposed(acc, ats, _first, bias, axis: int, act=None, residual=None,
+                             act_after=None, out=None):
     """conv/linear output: act(value) [+ dequantized residual, then act_after], then either
     quantized to `out` = (scale, zero_point) or left float (out None).
 
-    `ats` (float64) and `bias` (float32) are TE placeholders of per-channel arrays (length 1 for
-    per-tensor); `residual` is (8-bit TE tensor, scale, zero_point) or None.
+    `ats` (float64, from decomposed_scales) and `bias` (float32) are TE placeholders of
+    per-channel arrays (length 1 for per-tensor); `residual` is (8-bit TE tensor, scale,
+    zero_point) or None.
     """
     per_channel = int(ats.shape[0]) > 1
 

@@ -28,15 +28,16 @@ from .pack_layout import pack_layout
 from .qdq_to_integer import qdq_to_integer
 
 
-def lower(mod: tvm.IRModule, contract: Contract, threads: int) -> tvm.IRModule:
-    """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out."""
+def lower(mod: tvm.IRModule, contract: Contract, threads: int, amx: bool = False) -> tvm.IRModule:
+    """Apply the numerics contract: Q/DQ module in, integer module (no Q/DQ ops left) out.
+    `amx`: the target CPU has AMX (a reference's oneDNN kernels may depend on it)."""
     mod = lower_dynamic(mod, contract)
     mod = qdq_to_integer(mod, contract)
     mod = canonicalize_bias(mod, contract)
     if contract.requantize is not None:
         mod = fuse_requantize(mod, contract)
     else:
-        mod = fuse_epilogue_pt2e(mod)
+        mod = fuse_epilogue_pt2e(mod, contract, amx)
     mod = lower_qdq_ops(mod, contract, threads)
     mod = lower_boundaries(mod, contract)
     mod = lower_max_pool(mod)

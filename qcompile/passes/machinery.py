@@ -26,6 +26,7 @@ class _CallRewriter(PyExprMutator):
         self.var2val = {}
         self.val2var = {}  # a bound value -> its variable: what `new` reuses
         self.error = None  # a QCompileError from `rewrite`, re-raised by run_rewrite
+        self.uses = {}     # a variable -> how many bindings (and the function's result) read it
 
     def visit_call_(self, call):
         if self.error is None:
@@ -59,11 +60,31 @@ class _CallRewriter(PyExprMutator):
     def emit(self, expr):
         return self.builder_.emit(expr)
 
+    def users(self, expr) -> int:
+        """How many bindings (and the function's result) read the value `expr` (a bound value
+        or its variable); 0 for an expression that is not bound."""
+        var = self.val2var.get(expr, expr)
+        return self.uses.get(var, 0)
+
     def value_of(self, expr):
         """Follow variable bindings to the bound expression."""
         while isinstance(expr, relax.Var) and expr in self.var2val:
             expr = self.var2val[expr]
         return expr
+
+
+def _count_uses(func: relax.Function) -> dict:
+    """Each variable of `func` -> how many times bound values and the result read it."""
+    uses = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+
+    for var, value in relax.analysis.get_var2val(func).items():
+        relax.analysis.post_order_visit(value, visit)
+    relax.analysis.post_order_visit(func.body.body, visit)
+    return uses
 
 
 def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
@@ -73,6 +94,7 @@ def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             rewriter.var2val = relax.analysis.get_var2val(func)
             rewriter.val2var = {val: var for var, val in rewriter.var2val.items()}
+            rewriter.uses = _count_uses(func)
             new_func = rewriter.visit_expr(func)
             if rewriter.error is not None:
                 raise rewriter.error

@@ -1,0 +1,108 @@
+"""What `torch.compile` (Inductor with freezing) computes for the convs and linears of an
+X86InductorQuantizer model: oneDNN's int8 primitives (`onednn.qconv_pointwise`,
+`qconv2d_pointwise.binary`, `qlinear_pointwise`), measured on torch 2.13's oneDNN
+(tests/test_onednn_arithmetic.py calls them directly):
+
+  value     the int32 accumulator as float32, then its scales applied one after the other,
+              v = f(f(f(acc) * sx) * sw_c) + b                                    ("sequential")
+            or as one product rounded first,
+              v = f(f(acc) * f(sx * sw_c)) + b                                    ("combined")
+            oneDNN's AMX brgemm kernels take the combined scale: convs with a kernel larger than
+            1x1 that are not depthwise (brg_conv_fwd) and linears (brg_matmul).  Its 1x1 convs
+            (brgconv_1x1), depthwise convs (brdgmm_dw) and every kernel on a CPU without AMX
+            take the sequential one.
+  unary     on the float value: relu max(v, 0), hardtanh min(max(v, lo), hi), hardswish
+            v * min(max(f(f(v * f(1/6)) + 0.5), 0), 1)
+  residual  X86InductorQuantizer's conv + add (+ relu), oneDNN's 'sum' post-op: with a uint8
+            output the residual is the 8-bit tensor, fma(f(r - zr), sr, v); with a float output
+            Inductor dequantizes it first, f(v + f(f(r - zr) * sr))
+  output    uint8: clamp(rne(f(f(v * f(1/so)) + zo))), the zero point added in float before
+            rounding (Inductor's own quantize kernels round first, then add it); float32: v
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+from .quantize import dequantize_value, inv_scale
+from .tir_ops import clamp, f32, fence, fma, rne_i32
+
+# what an accumulator comes from, as the epilogue pass names it (passes.fuse_epilogue_pt2e)
+CONV, CONV_1X1, DEPTHWISE, LINEAR = "conv", "conv1x1", "depthwise", "linear"
+ACCUMULATOR_KINDS = (CONV, CONV_1X1, DEPTHWISE, LINEAR)
+
+
+def combined_scale(kind: str, amx: bool) -> bool:
+    """Does oneDNN scale this accumulator by f(sx * sw) in one product (AMX brgemm kernels)?"""
+    if kind not in ACCUMULATOR_KINDS:
+        raise ValueError(f"unknown accumulator kind {kind!r}")
+    return amx and kind in (CONV, LINEAR)
+
+
+@dataclass(frozen=True)
+class Scales:
+    """An epilogue's per-channel multipliers: `channel` (float32, one per output channel or one)
+    and `first`, the input scale applied before them (None: already inside `channel`)."""
+
+    channel: np.ndarray
+    first: np.float32 | None
+
+
+def scales(sx: float, sw: np.ndarray, kind: str, amx: bool) -> Scales:
+    """The multipliers oneDNN applies to an accumulator of `kind` (module docstring)."""
+    sx32, sw32 = np.float32(sx), np.asarray(sw, np.float32).reshape(-1)
+    if combined_scale(kind, amx):
+        return Scales((sx32 * sw32).astype(np.float32), None)
+    return Scales(sw32, sx32)
+
+
+def _act(v, act):
+    if act is None:
+        return v
+    kind, bounds = act
+    if kind == "relu":
+        return tirx.max(v, f32(0.0))
+    if kind == "hardswish":
+        gate = fence(fence(v * f32(np.float32(1.0 / 6.0))) + f32(0.5))
+        return fence(v * tirx.min(tirx.max(gate, f32(0.0)), f32(1.0)))
+    lo, hi = bounds
+    return tirx.min(tirx.max(v, f32(np.float32(lo))), f32(np.float32(hi)))
+
+
+def conv_epilogue(acc, channel, first, bias, axis: int, act=None, residual=None, act_after=None,
+                  out=None):
+    """One conv/linear output as oneDNN computes it (module docstring): the scaled accumulator
+    (+ bias), act, [+ residual, act_after], then uint8 (`out` = (scale, zero_point)) or float.
+
+    `channel` and `bias` are float32 TE placeholders (length 1 when per-tensor); `first` the
+    input scale applied before `channel` (None: combined); `residual` (8-bit TE tensor, scale,
+    zero point) or None."""
+    per_channel = int(channel.shape[0]) > 1
+
+    def body(*idx):
+        c = idx[axis] if per_channel else 0
+        v = acc(*idx).astype("float32")
+        if first is not None:
+            v = fence(v * f32(first))
+        v = fence(v * channel[c])
+        if bias is not None:
+            v = fence(v + bias[idx[axis] if int(bias.shape[0]) > 1 else 0])
+        v = _act(v, act)
+        if residual is not None:
+            r, rs, rz = residual
+            if out is None:
+                v = fence(v + dequantize_value(r(*idx), rs, rz))
+            else:
+                steps = (r(*idx).astype("int32") - rz).astype("float32")
+                v = fma(steps, f32(np.float32(rs)), v)
+            v = _act(v, act_after)
+        if out is None:
+            return v
+        scale, zero_point = out
+        shifted = fence(fence(v * f32(inv_scale(scale))) + f32(np.float32(zero_point)))
+        return clamp(rne_i32(shifted), 0, 255).astype("uint8")
+
+    return te.compute(acc.shape, body, name="epilogue_onednn")
