@@ -24,6 +24,8 @@ compare ratios from one run, never absolute numbers across runs.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import tempfile
 import time
@@ -138,14 +140,16 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
 
 
 def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
-          threads=None, onnxruntime=True, openvino=True, pt2e=False) -> dict:
+          threads=None, onnxruntime=True, openvino=True, pt2e=False, others=None) -> dict:
     """Time `compiled` against PyTorch fbgemm (and, given the float model and installed,
     PyTorch fp32, ONNX Runtime int8 and OpenVINO int8 on one int8 ONNX model).
 
     `example` is one input tensor; `calibration` (inputs for ORT's quantize_static) defaults to
     [example].  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
-    ("torch_inductor") instead of on fbgemm.  Returns {"runtimes": {name: {"median_ms", ...}},
-    "speedup_vs_fbgemm" (or "speedup_vs_inductor"), ...}.
+    ("torch_inductor") instead of on fbgemm.  `others`: more compiled models {name: CompiledModel}
+    timed in the same rounds on the same input (a PT2E model's eager twin).  Returns
+    {"runtimes": {name: {"median_ms", ...}}, "speedup_vs_fbgemm" (or "speedup_vs_inductor"),
+    ...}.
     """
     import tvm
 
@@ -154,6 +158,8 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
     data = tvm.runtime.tensor(example.numpy())
     vm_main = compiled._machine()["main"]
     runners = {"qcompile": lambda: vm_main(data)}
+    for name, other in (others or {}).items():
+        runners[name] = functools.partial(other._machine()["main"], data)
     notes = []
     if pt2e:
         inductor_run, why = _inductor(quantized, example)
@@ -193,6 +199,8 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
                       ("torch_fp32", "speedup_vs_fp32")):
         if name in report["runtimes"]:
             report[key] = report["runtimes"][name]["median_ms"] / ours
+    for name in others or {}:
+        report[f"speedup_vs_{name}"] = report["runtimes"][name]["median_ms"] / ours
     return report
 
 

@@ -233,6 +233,9 @@ def cmd_bench(args):
     torch.set_num_threads(args.threads)
     if args.pt2e and not args.model:
         raise QCompileError("--pt2e quantizes a zoo model: give MODEL (zoo:NAME)")
+    if args.eager_twin and not args.pt2e:
+        raise QCompileError("--eager-twin times a PT2E model against its eager twin: give "
+                            "--pt2e x86|xnnpack")
     gops = None
     if args.dense:
         m, k, n = args.dense
@@ -251,9 +254,15 @@ def cmd_bench(args):
         raise QCompileError("bench needs MODEL or --dense M K N")
     compiled = qcompile.compile(quantized, [x], target=args.target, threads=args.threads,
                                 verbose=True, tune_logs=tune_logs_arg(args))
+    others = {}
+    if args.eager_twin:
+        twin = load_model(args.model, None, args.image_size, input_shape=args.input_shape)
+        others["qcompile_eager_twin"] = qcompile.compile(
+            twin.quantized, [x], target=args.target, threads=args.threads, verbose=True,
+            tune_logs=tune_logs_arg(args))
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
-                   openvino=not args.no_openvino, pt2e=bool(args.pt2e))
+                   openvino=not args.no_openvino, pt2e=bool(args.pt2e), others=others)
     report["model"] = args.model or f"dense {m}x{k}x{n}"
     if gops:
         report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
@@ -383,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pt2e", choices=("x86", "xnnpack"), default=None,
                    help="quantize the zoo model with PT2E (this torchao quantizer) and time it "
                         "against torch.compile (Inductor, freezing) instead of fbgemm")
+    s.add_argument("--eager-twin", action="store_true",
+                   help="with --pt2e: also compile the same model quantized in eager mode "
+                        "(fbgemm) and time both qcompile builds in the same rounds")
     s.add_argument("--kernels", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="then time qcompile kernel by kernel and list the N slowest (15)")
     s.add_argument("--json")

@@ -43,10 +43,19 @@ def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
     pytest.importorskip("torchao")
     out = tmp_path / "b.json"
     assert main(["bench", "zoo:mobilenet_v2", "--pt2e", "x86", "--image-size", "32",
-                 "--runs", "3", "--warmup", "1", "--no-onnxruntime", "--no-openvino", "--json", str(out)]) == 0
+                 "--runs", "3", "--warmup", "1", "--no-onnxruntime", "--no-openvino",
+                 "--eager-twin", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["runtimes"]) == {"qcompile", "torch_inductor", "torch_fp32"}, report
+    assert set(report["runtimes"]) == {"qcompile", "torch_inductor", "torch_fp32",
+                                       "qcompile_eager_twin"}, report
     assert report["speedup_vs_inductor"] > 0 and "speedup_vs_fbgemm" not in report, report
+    # the same model quantized in eager mode, compiled and timed in the same rounds
+    assert report["speedup_vs_qcompile_eager_twin"] > 0, report
+
+
+def test_eager_twin_needs_a_pt2e_model(capsys):
+    assert main(["bench", "zoo:mobilenet_v2", "--eager-twin", "--runs", "1"]) == 2
+    assert "--pt2e" in capsys.readouterr().err
 
 
 def test_kernel_profile_names_every_kernel_and_how_it_was_scheduled(tmp_path, capsys):

@@ -8,6 +8,7 @@ marker (make test-garden)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import time
@@ -28,6 +29,19 @@ def test_torchvision_imports_beside_the_cpu_torch():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "QuantizableShuffleNetV2" in done.stdout
+
+
+def test_a_timm_model_builds_first_in_a_fresh_process():
+    """timm imports torchvision: a timm garden model built before any torchvision one (what
+    `qcompile verify garden:mobilevit_xxs --pt2e x86` does) must not die on its C++ ops."""
+    if importlib.util.find_spec("timm") is None:  # (importing it here would import torchvision)
+        pytest.skip("timm is not installed")
+    code = ("from qcompile.zoo.garden import _float_architecture; "
+            "print(type(_float_architecture('resnet26d', 64)).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ResNet" in done.stdout
 
 
 def test_a_small_garden_model_is_bit_exact(capsys):

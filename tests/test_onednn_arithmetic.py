@@ -126,3 +126,72 @@ def test_zoo_models_bit_exact_with_torch_compile(name, size):
     assert report["bit_exact_fraction"] == 1.0, report
     eager = qcompile.verify(zm.quantized, compiled, zm.example_inputs(3), engine="pt2e")
     assert eager["engine"] == "pt2e" and eager["bit_exact_fraction"] < 1.0, eager
+
+
+def _run_te(fn, values: np.ndarray) -> np.ndarray:
+    """A float32 elementwise TIR expression `fn` over `values`, built for the host."""
+    import tvm
+    from tvm import te
+
+    x = te.placeholder(values.shape, "float32", name="x")
+    out = te.compute(values.shape, lambda *i: fn(x(*i)), name="out")
+    lib = tvm.compile(te.create_prim_func([x, out]), target="llvm")
+    result = tvm.runtime.tensor(np.zeros_like(values))
+    lib(tvm.runtime.tensor(values), result)
+    return result.numpy()
+
+
+def test_swish_post_op_is_onednns_exp_and_logistic():
+    """SiLU fused into a conv (oneDNN's 'swish' post-op) computes oneDNN's own exp and logistic:
+    numerics.onednn's TIR versions give its outputs bit for bit, PyTorch's SiLU does not."""
+    from qcompile.numerics.tir_ops import fence
+
+    args, b, geometry, acc, sx, sw = _conv_case(16, 32, 3, 1, hw=28)
+    out = {act: torch.ops.onednn.qconv_pointwise.tensor(
+        *args, b, *geometry, 1.0, 0, torch.float32, act, [None], "").numpy()
+        for act in ("none", "swish")}
+    v = out["none"]
+    ours = _run_te(lambda t: fence(t * onednn.logistic_onednn(t)), v)
+    assert np.array_equal(ours, out["swish"])
+    assert (torch.nn.functional.silu(torch.from_numpy(v)).numpy() != out["swish"]).mean() > 0.1
+
+
+def test_exp_sleef_is_inductors_exp():
+    """Inductor's generated code calls Sleef's expf_u10: tir_ops.exp_sleef equals it bit for
+    bit over [-110, 110] (underflow and overflow included); PyTorch's eager exp differs."""
+    from qcompile.numerics.tir_ops import exp_sleef
+
+    x = np.random.default_rng(0).uniform(-110, 110, 200_000).astype(np.float32)
+    inductor = torch.compile(lambda a: a.exp())(torch.from_numpy(x)).numpy()
+    assert np.array_equal(_run_te(exp_sleef, x), inductor)
+
+
+class _SqueezeExciteSiLU(torch.nn.Module):
+    """EfficientNet's pattern: conv + SiLU, a squeeze-excite gate with SiLU and sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3)
+        self.fc1 = torch.nn.Conv2d(16, 8, 1)
+        self.fc2 = torch.nn.Conv2d(8, 16, 1)
+        self.c2 = torch.nn.Conv2d(16, 24, 1)
+
+    def forward(self, x):
+        y = torch.nn.functional.silu(self.c1(x))
+        g = torch.sigmoid(self.fc2(torch.nn.functional.silu(self.fc1(y.mean((2, 3),
+                                                                             keepdim=True)))))
+        return self.c2(y * g)
+
+
+def test_silu_and_sigmoid_bit_exact_with_torch_compile():
+    """SiLU fused into convs (oneDNN's swish) and the gate's sigmoid in Inductor's C++ (Sleef's
+    exp): equal to torch.compile's output bit for bit."""
+    from qcompile.zoo.pt2e_quantize import quantize_pt2e
+
+    g = torch.Generator().manual_seed(0)
+    model = _SqueezeExciteSiLU().eval()
+    calibration = [torch.randn(1, 3, 18, 18, generator=g) for _ in range(4)]
+    gm = quantize_pt2e(model, calibration, "x86")
+    compiled = qcompile.compile(gm, calibration[:1], tune_logs=False)
+    report = qcompile.verify(gm, compiled, calibration)
+    assert report["engine"] == "torch.compile" and report["bit_exact_fraction"] == 1.0, report

@@ -12,13 +12,13 @@ its tests; docs/architecture.md walks through one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..errors import QCompileError
-from . import constants, elementwise, onednn, pooling, quantize, requantize, tables
+from . import constants, elementwise, float_islands, onednn, pooling, quantize, requantize, tables
 
 EAGER = "eager"  # eager / FX / TorchScript models: PyTorch's quantized modules, static or dynamic
 PT2E = "pt2e"    # torchao convert_pt2e graphs: quantized_decomposed Q/DQ ops around float ops
@@ -80,6 +80,8 @@ class Kernels:
     integer_clamp: bool
     # qnnpack's clamp of a channels-last tensor hands its memory on permuted (docs/numerics.md)
     clamp_permutes_channels_last: bool = False
+    # float islands computed with a formula of their own, by Relax op (numerics.float_islands)
+    float_islands: Mapping = field(default_factory=lambda: float_islands.PYTORCH)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class FloatEpilogue:
     scales: Callable
     # (acc, channel scales, first scale, bias, axis, act, residual, act_after, out) -> TE tensor
     kernel: Callable
+    # the float activations the kernel computes itself ("relu", "clip", "hardswish", "silu")
+    acts: frozenset = frozenset({"relu", "clip", "hardswish"})
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,8 @@ register(Contract(
         unary_table=tables.decomposed_tables,
         adaptive_avg_pool=pooling.adaptive_avg_pool_inductor,
         mean=pooling.mean_inductor, avg_pool=pooling.avg_pool_decomposed,
-        integer_clamp=False),
+        integer_clamp=False, float_islands=float_islands.INDUCTOR),
     dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet",
-    epilogue=FloatEpilogue(onednn.scales, onednn.conv_epilogue),
+    epilogue=FloatEpilogue(onednn.scales, onednn.conv_epilogue,
+                           acts=frozenset({"relu", "clip", "hardswish", "silu"})),
     default_for_activations="uint8"))

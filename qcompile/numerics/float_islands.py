@@ -1,4 +1,6 @@
-"""PyTorch's float formulas for the float islands that cost time, as vectorizable TE kernels.
+"""Float formulas for float islands, as vectorizable TE kernels: PyTorch's (GELU, SiLU: the ones
+that cost time) and Inductor's (SiLU, sigmoid with Sleef's exp, bit for bit) for the inductor
+contract.
 
 TVM lowers `exp` and `erf` to libm calls, one element at a time: ConvNeXt-T's first dense +
 GELU kernel took 8.4 ms, the model 73 ms (14.5 ms with these formulas).  These are the formulas of PyTorch's vectorized CPU
@@ -13,7 +15,9 @@ import math
 
 from tvm import te, tirx
 
-from .tir_ops import exp_poly, f32, fma
+from types import MappingProxyType
+
+from .tir_ops import exp_poly, exp_sleef, f32, fence, fma
 
 # Vectorized<float>::erf: Abramowitz & Stegun 7.1.26, evaluated with FMAs
 _ERF_P = 0.3275911
@@ -45,3 +49,21 @@ def gelu(x):
 def silu(x):
     """SiLU as ATen writes it: x / (1 + exp(-x)) (one division, not x * sigmoid(x))."""
     return te.compute(x.shape, lambda *i: x(*i) / (f32(1.0) + exp_poly(-x(*i))), name="silu")
+
+
+def sigmoid_inductor(x):
+    """sigmoid as Inductor's generated code computes it: 1 / (1 + exp(-x)), Sleef's exp."""
+    return te.compute(x.shape, lambda *i: f32(1.0) / (f32(1.0) + exp_sleef(-x(*i))),
+                      name="sigmoid_inductor")
+
+
+def silu_inductor(x):
+    """SiLU in Inductor's generated code: its decomposition x * sigmoid(x) (sigmoid_inductor)."""
+    return te.compute(x.shape, lambda *i: fence(
+        x(*i) * (f32(1.0) / (f32(1.0) + exp_sleef(-x(*i))))), name="silu_inductor")
+
+
+# the float islands each contract computes with its own formula, by Relax op
+PYTORCH = MappingProxyType({"relax.nn.gelu": gelu, "relax.nn.silu": silu})
+INDUCTOR = MappingProxyType({"relax.nn.gelu": gelu, "relax.nn.silu": silu_inductor,
+                             "relax.sigmoid": sigmoid_inductor})

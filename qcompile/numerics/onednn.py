@@ -12,7 +12,8 @@ X86InductorQuantizer model: oneDNN's int8 primitives (`onednn.qconv_pointwise`,
             (brgconv_1x1), depthwise convs (brdgmm_dw) and every kernel on a CPU without AMX
             take the sequential one.
   unary     on the float value: relu max(v, 0), hardtanh min(max(v, lo), hi), hardswish
-            v * min(max(f(f(v * f(1/6)) + 0.5), 0), 1)
+            v * min(max(f(f(v * f(1/6)) + 0.5), 0), 1), swish (SiLU) v * logistic(v) with
+            oneDNN's own exp (`exp_onednn`) and logistic (`logistic_onednn`)
   residual  X86InductorQuantizer's conv + add (+ relu), oneDNN's 'sum' post-op: with a uint8
             output the residual is the 8-bit tensor, fma(f(r - zr), sr, v); with a float output
             Inductor dequantizes it first, f(v + f(f(r - zr) * sr))
@@ -29,6 +30,40 @@ from tvm import te, tirx
 
 from .quantize import dequantize_value, inv_scale
 from .tir_ops import clamp, f32, fence, fma, rne_i32
+
+# oneDNN's eltwise exp: log(FLT_MAX), log(FLT_MIN), log2(e), ln 2 and its degree-5 polynomial
+_LN_FLT_MAX, _LN_FLT_MIN, _LOG2E, _LN2 = 0x42B17218, 0xC2AEAC50, 0x3FB8AA3B, 0x3F317218
+_EXP_POLY = (0x3F7FFFFB, 0x3EFFFEE3, 0x3E2AAD40, 0x3D2B9D0D, 0x3C07CFCE)  # p1 .. p5
+
+
+def _bits(u: int):
+    return f32(np.array([u], np.uint32).view(np.float32)[0])
+
+
+def exp_onednn(x):
+    """exp of a float32 TIR value as oneDNN's jit eltwise injector computes it: x clamped to
+    [log FLT_MIN, log FLT_MAX], n = floor(f(x * log2 e) + 0.5), r = fma(-n, ln 2, x), the
+    polynomial 1 + r (p1 + r (p2 + ...)) by FMAs, times 2^(n-1), times 2 (0 below log
+    FLT_MIN)."""
+    under = x < _bits(_LN_FLT_MIN)
+    x = tirx.max(tirx.min(x, _bits(_LN_FLT_MAX)), _bits(_LN_FLT_MIN))
+    n = tirx.floor(fence(x * _bits(_LOG2E)) + f32(0.5))
+    r = fma(-n, _bits(_LN2), x)
+    scale = tirx.reinterpret("float32", ((n - f32(1.0)).astype("int32") + 127) << 23)
+    scale = tirx.Select(under, f32(0.0), scale)
+    y = _bits(_EXP_POLY[4])
+    for c in (_EXP_POLY[3], _EXP_POLY[2], _EXP_POLY[1], _EXP_POLY[0]):
+        y = fma(y, r, _bits(c))
+    y = fma(y, r, f32(1.0))
+    return fence(fence(y * scale) * f32(2.0))
+
+
+def logistic_onednn(x):
+    """oneDNN's logistic: e = exp(-|x|), y = e / (e + 1), 1 - y for x >= 0 (by the sign bit)."""
+    e = exp_onednn(-tirx.abs(x))
+    y = e / (e + f32(1.0))
+    negative = tirx.reinterpret("int32", x) < 0
+    return tirx.Select(negative, y, f32(1.0) - y)
 
 # what an accumulator comes from, as the epilogue pass names it (passes.fuse_epilogue_pt2e)
 CONV, CONV_1X1, DEPTHWISE, LINEAR = "conv", "conv1x1", "depthwise", "linear"
@@ -68,6 +103,8 @@ def _act(v, act):
     if kind == "hardswish":
         gate = fence(fence(v * f32(np.float32(1.0 / 6.0))) + f32(0.5))
         return fence(v * tirx.min(tirx.max(gate, f32(0.0)), f32(1.0)))
+    if kind == "silu":
+        return fence(v * logistic_onednn(v))
     lo, hi = bounds
     return tirx.min(tirx.max(v, f32(np.float32(lo))), f32(np.float32(hi)))
 

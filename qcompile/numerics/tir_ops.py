@@ -139,3 +139,34 @@ def exp_poly(x):
     y = fma(p, r * r, r) + f32(1.0)
     two_n = tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
     return y * two_n
+
+
+# Sleef's expf (u10), what Inductor's generated code calls (at::vec::Vectorized<float>::exp)
+_SLEEF_L2U, _SLEEF_L2L = 0.693145751953125, 1.428606765330187045e-06
+_SLEEF_R_LN2 = 1.442695040888963407359924681001892137426645954152985934135449406931
+_SLEEF_POLY = (0.000198527617612853646278381, 0.00139304355252534151077271,
+               0.00833336077630519866943359, 0.0416664853692054748535156,
+               0.166666671633720397949219, 0.5)
+
+
+def _pow2i(q):
+    """2^q for an int32 TIR value q in the normal range, from the exponent bits."""
+    return tirx.reinterpret("float32", (q + 127) << 23)
+
+
+def exp_sleef(d):
+    """Sleef's expf_u10 of a float32 TIR value, bit for bit (FMA build): q = rint(d / ln2),
+    s = d - q ln2 in two FMAs, a degree-6 polynomial, 1 + s + s^2 p, scaled by 2^q in two
+    halves; 0 below -104, inf above 100."""
+    q = tirx.round(fence(d * f32(np.float32(_SLEEF_R_LN2)))).astype("int32")
+    qf = q.astype("float32")
+    s = fma(qf, f32(-np.float32(_SLEEF_L2U)), d)
+    s = fma(qf, f32(-np.float32(_SLEEF_L2L)), s)
+    u = f32(np.float32(_SLEEF_POLY[0]))
+    for c in _SLEEF_POLY[1:]:
+        u = fma(u, s, f32(np.float32(c)))
+    u = f32(1.0) + fma(fence(s * s), u, s)
+    half = q >> 1
+    u = fence(fence(u * _pow2i(half)) * _pow2i(q - half))
+    u = tirx.Select(d < f32(-104.0), f32(0.0), u)
+    return tirx.Select(d > f32(100.0), f32(float("inf")), u)

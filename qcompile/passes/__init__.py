@@ -41,7 +41,7 @@ def lower(mod: tvm.IRModule, contract: Contract, threads: int, amx: bool = False
     mod = lower_qdq_ops(mod, contract, threads)
     mod = lower_boundaries(mod, contract)
     mod = lower_max_pool(mod)
-    mod = lower_float_islands(mod)
+    mod = lower_float_islands(mod, contract)
     check_lowered(mod)
     return relax.transform.FoldConstant()(mod)
 

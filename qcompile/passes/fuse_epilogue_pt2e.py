@@ -52,36 +52,39 @@ def _hardswish_input(ctx, e):
     return product.args[0]
 
 
-def _act_of(ctx, expr):
-    """(activation, its input) if `expr` is a relu, clip or hardswish, else (None, expr)."""
+def _act_of(ctx, expr, acts=frozenset({"relu", "clip"})):
+    """(activation, its input) if `expr` is one of `acts` (relu, clip, hardswish, silu), else
+    (None, expr)."""
     e = ctx.value_of(expr)
     if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
-        if e.op.name == "relax.nn.relu":
+        if e.op.name == "relax.nn.relu" and "relu" in acts:
             return ("relu", None), e.args[0]
-        if e.op.name == "relax.clip":
+        if e.op.name == "relax.clip" and "clip" in acts:
             return ("clip", clip_range(e)), e.args[0]
-        x = _hardswish_input(ctx, e)
+        if e.op.name == "relax.nn.silu" and "silu" in acts and str(e.ty.dtype) == "float32":
+            return ("silu", None), e.args[0]
+        x = _hardswish_input(ctx, e) if "hardswish" in acts else None
         if x is not None:
             return ("hardswish", None), x
     return None, expr
 
 
-def _match_epilogue(ctx, expr):
+def _match_epilogue(ctx, expr, acts):
     """The pieces of act2(add(act1(PRE_ACT), dequantize(r))) or act1(PRE_ACT), or None."""
-    act2, inner = _act_of(ctx, expr)
+    act2, inner = _act_of(ctx, expr, acts)
     e = ctx.value_of(inner)
     residual = None
     if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.add":
         for conv_side, other in ((e.args[0], e.args[1]), (e.args[1], e.args[0])):
             m = ctx.match(DEQUANTIZED, other)
-            if m is not None and ctx.match(PRE_ACT, _act_of(ctx, conv_side)[1]) is not None:
+            if m is not None and ctx.match(PRE_ACT, _act_of(ctx, conv_side, acts)[1]) is not None:
                 residual, inner = m, conv_side
                 break
     if residual is None:
         act1, act2 = act2, None
         core = inner
     else:
-        act1, core = _act_of(ctx, inner)
+        act1, core = _act_of(ctx, inner, acts)
     m = ctx.match(PRE_ACT, core)
     if m is None or m[ACC].ty.dtype != "int32":
         return None
@@ -152,7 +155,7 @@ def fuse_epilogue_pt2e(mod: tvm.IRModule, contract: Contract, amx: bool = False)
             # on its own, as Inductor does (its quantize kernel rounds before adding the zero
             # point, oneDNN's output stage after)
             return None
-        pieces = _match_epilogue(ctx, call.args[0])
+        pieces = _match_epilogue(ctx, call.args[0], contract.epilogue.acts)
         if pieces is None:
             return None
         out = (float(const_value(call.args[1], ctx)), int(const_value(call.args[2], ctx)))
@@ -160,9 +163,10 @@ def fuse_epilogue_pt2e(mod: tvm.IRModule, contract: Contract, amx: bool = False)
 
     def floating(ctx, call):
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in (
-                "relax.add", "relax.multiply", "relax.nn.relu", "relax.clip", "relax.divide"):
+                "relax.add", "relax.multiply", "relax.nn.relu", "relax.clip", "relax.divide",
+                "relax.nn.silu"):
             return None
-        pieces = _match_epilogue(ctx, call)
+        pieces = _match_epilogue(ctx, call, contract.epilogue.acts)
         return None if pieces is None else _kernel(ctx, pieces, None, contract, amx)
 
     return run_rewrite(run_rewrite(mod, quantized), floating)

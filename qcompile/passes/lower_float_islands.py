@@ -1,25 +1,25 @@
-"""Pass: float GELU and SiLU become PyTorch's formulas as vectorizable kernels
-(numerics.float_islands); Relax's legalization would call libm's erf / exp per element."""
+"""Pass: float islands with a formula in the contract (GELU, SiLU, sigmoid) become that formula
+as vectorizable kernels (numerics.float_islands); Relax's legalization would call libm's erf /
+exp per element."""
 
 from __future__ import annotations
 
 import tvm
 
-from ..numerics import float_islands
+from ..numerics.contracts import Contract
 from .machinery import run_rewrite
 
-_FORMULAS = {"relax.nn.gelu": float_islands.gelu, "relax.nn.silu": float_islands.silu}
 
+def lower_float_islands(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
+    """Rewrite every float32 call of an op in contract.kernels.float_islands into its formula."""
+    formulas = contract.kernels.float_islands
 
-def _rewrite(ctx, call):
-    if not isinstance(call.op, tvm.ir.Op) or call.op.name not in _FORMULAS:
-        return None
-    if str(call.ty.dtype) != "float32":
-        return None
-    formula = _FORMULAS[call.op.name]
-    return ctx.call_te(formula, ctx.new(call.args[0]), primfunc_name_hint=formula.__name__)
+    def rewrite(ctx, call):
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name not in formulas:
+            return None
+        if str(call.ty.dtype) != "float32":
+            return None
+        formula = formulas[call.op.name]
+        return ctx.call_te(formula, ctx.new(call.args[0]), primfunc_name_hint=formula.__name__)
 
-
-def lower_float_islands(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite every float32 relax.nn.gelu / relax.nn.silu into numerics.float_islands."""
-    return run_rewrite(mod, _rewrite)
+    return run_rewrite(mod, rewrite)

@@ -128,6 +128,8 @@ def _float_architecture(name: str, image_size: int):
     """The float model `name` with PyTorch's (seeded) initialisation, eval mode."""
     library, constructor, _ = _architecture(name)
     if library == "timm":
+        if importlib.util.find_spec("torchvision") is not None:
+            import_torchvision()  # timm imports it: made importable beside the CPU torch first
         try:
             timm = importlib.import_module("timm")
         except ImportError as err:
