@@ -28,6 +28,9 @@ def test_every_op_lowers_to_something_each_contract_has():
     for contract in contracts.contracts_for():
         for name in KERNEL_FIELDS:
             value = getattr(contract.kernels, name)
+            if name == "float_islands":  # Relax op name -> formula
+                assert all(callable(f) for f in value.values()), (contract.name, name)
+                continue
             assert callable(value) or isinstance(value, bool), (contract.name, name)
         assert contract.default == (contract is contracts.default_contract(contract.models))
 
