@@ -150,7 +150,8 @@ def cmd_explain(args):
     from .explain_layers import explain, format_explain
 
     entry = model_from_args(args)
-    report = explain(entry.quantized, first_inputs(entry.example_inputs(1)), layer=args.layer)
+    report = explain(entry.quantized, first_inputs(entry.example_inputs(1)), layer=args.layer,
+                     target=args.target)
     print(format_explain(report))
     if args.json:
         with open(args.json, "w") as f:
@@ -353,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("explain", help="per-layer scales, int32 bias and requantize multipliers")
     model_args(s)
     s.add_argument("--layer")
+    s.add_argument("--target", default="x86", help="the CPU family a PT2E model's inductor "
+                                                    "contract scales for (AMX or not)")
     s.add_argument("--json")
     s.set_defaults(fn=cmd_explain)
 

@@ -112,12 +112,21 @@ def _explain_layer(name, m, in_qparams) -> dict:
     return row
 
 
-def explain(model, example_inputs, layer: str | None = None) -> dict:
+def explain(model, example_inputs, layer: str | None = None, target: str = "x86") -> dict:
     """Per quantized conv/linear of `model` (in module order, or only `layer`): shapes, qparams,
     bias in int32 under each contract with its rounding error in output LSBs, and requantize
     multipliers.  `example_inputs`: a tensor or a list of them (the first is run once to learn
     each layer's input qparams).  Returns a JSON-serialisable dict {"layers": [...], "contracts"}.
+    A PT2E graph is read from its Q/DQ nodes instead (explain_pt2e), for `target`'s CPU family.
     """
+    from .frontend.pt2e_import import is_pt2e_graph
+
+    if is_pt2e_graph(model):
+        from qcompile.schedules import resolve_family
+
+        from .explain_pt2e import explain_pt2e
+
+        return explain_pt2e(model, layer, amx=resolve_family(target).amx)
     if isinstance(model, torch.jit.ScriptModule):
         raise QCompileError("explain reads the quantized modules of an nn.Module (eager or fx); "
                             "a TorchScript model hides them: explain the model before "
@@ -154,6 +163,10 @@ def _span(lo, hi) -> str:
 
 def format_explain(report: dict) -> str:
     """The report as a fixed-width table, one row per layer, then one legend line per contract."""
+    if "amx" in report:  # a PT2E graph's
+        from .explain_pt2e import format_explain_pt2e
+
+        return format_explain_pt2e(report)
     rounded = [name for name in report["contracts"]  # contracts with an int32 bias
                if any("max_err_lsb" in (r["bias"] or {}).get(name, {}) for r in report["layers"])]
     head = ("layer", "kind", "in scale", "in zp", "w scale", "out scale", "out zp",

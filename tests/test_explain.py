@@ -116,3 +116,51 @@ def test_json_and_format(quantized):
     text = format_explain(report)
     for name in ("conv", "dw", "fc", "fbgemm", "qnnpack", "integer"):
         assert name in text
+
+
+class _PT2ESmall(nn.Module):
+    """A 3x3 conv, a depthwise conv, a 1x1 conv with a residual add, a float linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        y = torch.relu(self.pw(torch.relu(self.dw(y))) + y)
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def pt2e_graph():
+    from qcompile.zoo.pt2e_quantize import quantize_pt2e
+
+    torch.manual_seed(0)
+    return quantize_pt2e(_PT2ESmall().eval(), [torch.randn(1, 3, 8, 8) for _ in range(4)], "x86")
+
+
+def test_pt2e_graph_layers_and_the_inductor_scale_order(pt2e_graph):
+    """A PT2E graph is read from its Q/DQ nodes: every conv/linear, its qparams, whether its
+    output is quantized or float, and how the inductor contract scales its accumulator on a CPU
+    with AMX (combined for the 3x3 conv and the linear) and without (always sequential)."""
+    amx = explain(pt2e_graph, [torch.randn(1, 3, 8, 8)], target="x86-amx")
+    vnni = explain(pt2e_graph, [torch.randn(1, 3, 8, 8)], target="x86-avx512-vnni")
+    kinds = [r["accumulator"] for r in amx["layers"]]
+    assert kinds == ["conv", "depthwise", "conv1x1", "linear"], kinds
+    order = {r["accumulator"]: r["scales_by_contract"]["inductor"].split(":")[0]
+             for r in amx["layers"]}
+    assert order == {"conv": "combined", "depthwise": "sequential", "conv1x1": "sequential",
+                     "linear": "combined"}, order
+    assert {r["scales_by_contract"]["inductor"].split(":")[0] for r in vnni["layers"]} == {
+        "sequential"}
+    assert all(r["scales_by_contract"]["pt2e"].startswith("exact") for r in amx["layers"])
+    assert amx["layers"][-1]["output"].get("float") and amx["layers"][0]["output"]["scale"] > 0
+    assert json.loads(json.dumps(amx)) == amx
+    text = format_explain(amx)
+    assert "inductor scales (AMX)" in text and "pt2e" in text and "depthwise g8" in text
+    with pytest.raises(QCompileError) as err:
+        explain(pt2e_graph, [torch.randn(1, 3, 8, 8)], layer="nope")
+    assert "conv2d" in str(err.value) and "linear" in str(err.value)

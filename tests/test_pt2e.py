@@ -311,3 +311,7 @@ def test_pt2e_path_needs_no_quantized_tensors(monkeypatch):
     assert compiled.meta["numerics"] == "inductor"
     report = qcompile.verify(gm, compiled, calib, engine="pt2e")
     assert report["cosine"] > 0.9999, report
+    # and explain reads the graph's Q/DQ nodes, not quantized tensors
+    from qcompile.explain_layers import explain
+
+    assert explain(gm, calib[:1])["layers"]
