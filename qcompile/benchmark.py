@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .engines import quantized_engine
+from .provenance import provenance
 
 
 def _onnx_int8(float_model, example, calibration):
@@ -116,6 +117,8 @@ def _inductor(quantized, example):
     return (lambda: program(example)), None
 
 
+# what a user would run instead of qcompile (fp32 and other qcompile builds are not peers)
+PEERS = ("torch_fbgemm", "torch_inductor", "onnxruntime_int8", "openvino_int8")
 PER_ROUND = 5
 HANDOVER_S = 0.3
 
@@ -136,7 +139,8 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
                 fn()
                 times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: {"median_ms": float(np.median(t)), "min_ms": float(np.min(t)),
-                   "runs": len(t)} for name, t in times.items()}
+                   "p90_ms": float(np.percentile(t, 90)), "runs": len(t)}
+            for name, t in times.items()}
 
 
 def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
@@ -201,6 +205,12 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
             report[key] = report["runtimes"][name]["median_ms"] / ours
     for name in others or {}:
         report[f"speedup_vs_{name}"] = report["runtimes"][name]["median_ms"] / ours
+    peers = [p for p in PEERS if p in report["runtimes"]]
+    if peers:
+        best = min(peers, key=lambda p: report["runtimes"][p]["median_ms"])
+        report["best_peer"] = best
+        report["speedup_vs_best_peer"] = report["runtimes"][best]["median_ms"] / ours
+    report["provenance"] = provenance(threads)
     return report
 
 
@@ -232,6 +242,13 @@ def format_bench(report: dict, gops: float | None = None) -> str:
                  f"{report['runtimes']['qcompile']['runs']} runs interleaved in rounds of "
                  f"{PER_ROUND}; ratio > 1: "
                  "qcompile is faster)")
+    if "best_peer" in report:
+        lines.append(f"best peer: {report['best_peer']}, qcompile "
+                     f"{report['speedup_vs_best_peer']:.2f}x")
+    prov = report.get("provenance") or {}
+    if prov:
+        lines.append(f"({prov.get('cpu')}, {prov.get('cores')} cores; qcompile "
+                     f"{(prov.get('commit') or 'unknown')[:12]})")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 

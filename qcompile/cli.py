@@ -181,6 +181,7 @@ def cmd_fuzz(args):
 
 def cmd_garden(args):
     from .garden_report import format_garden, garden_row
+    from .provenance import provenance
     from .zoo.garden import GARDEN, PT2E_GARDEN
 
     names = args.names or list(PT2E_GARDEN if args.pt2e else GARDEN)
@@ -197,7 +198,8 @@ def cmd_garden(args):
     print(format_garden(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "command": " ".join(sys.argv)}, f, indent=1)
+            json.dump({"rows": rows, "command": " ".join(sys.argv),
+                       "provenance": provenance(args.threads)}, f, indent=1)
         print(f"wrote {args.json}")
 
 

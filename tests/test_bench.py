@@ -51,6 +51,15 @@ def test_pt2e_bench_times_inductor_instead_of_fbgemm(tmp_path):
     assert report["speedup_vs_inductor"] > 0 and "speedup_vs_fbgemm" not in report, report
     # the same model quantized in eager mode, compiled and timed in the same rounds
     assert report["speedup_vs_qcompile_eager_twin"] > 0, report
+    # the best of what a user would run instead (not fp32, not the twin), and where the
+    # figures come from
+    assert report["best_peer"] == "torch_inductor", report
+    assert report["speedup_vs_best_peer"] == report["speedup_vs_inductor"]
+    prov = report["provenance"]
+    assert prov["cpu"] and prov["cores"] >= 1 and prov["threads"] >= 1, prov
+    assert prov["versions"]["torch"].startswith("2.13") and prov["versions"]["apache-tvm"], prov
+    assert prov["command"] and prov["date"].startswith("20"), prov
+    assert all(t["p90_ms"] >= t["min_ms"] for t in report["runtimes"].values()), report
 
 
 def test_eager_twin_needs_a_pt2e_model(capsys):
