@@ -135,3 +135,34 @@ def test_traced_zoo_models_are_bit_exact(name, engine, tmp_path):
     compiled = qcompile.compile(loaded, xs[:1], numerics=engine, tune_logs=False)
     report = qcompile.verify(loaded, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0 and report["max_abs_lsb"] == 0, report
+
+
+def test_arithmetic_with_alpha_on_constants():
+    """A traced graph adds constants with alpha (Hugging Face models compute position tables
+    from buffers that way: `aten::add(buffer, buffer, alpha)`, evaluated at import); a failing
+    op on such values is a QCompileError naming the op and the node, never a raw TypeError."""
+    class Offsets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.conv = seeded(nn.Conv2d(3, 4, 1), 5)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+            self.register_buffer("base", torch.arange(4.0).reshape(1, 4, 1, 1))
+            self.register_buffer("step", torch.full((1, 4, 1, 1), 0.25))
+
+        def forward(self, x):
+            if x.sum() > -1e9:  # fx cannot trace this: captured with jit.trace
+                x = self.quant(x)
+            shift = torch.sub(torch.add(self.base, self.step, alpha=2), self.step, alpha=3)
+            return self.dequant(self.conv(x)) + shift
+
+    xs = inputs_like((1, 3, 6, 6), n=2)
+    model = Offsets().eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    torch.ao.quantization.prepare(model, inplace=True)
+    for x in xs:
+        model(x)
+    torch.ao.quantization.convert(model, inplace=True)
+    compiled = qcompile.compile(model, xs[:1], tune_logs=False)
+    report = qcompile.verify(model, compiled, xs)
+    assert report["bit_exact_fraction"] == 1.0, report

@@ -22,13 +22,22 @@ from .importer import Importer
 from .values import QValue
 
 _FLOAT32 = 6  # TorchScript's ScalarType code of float32
+
+
+def _with_alpha(op, a, b, alpha):
+    """aten::add / aten::sub of Python numbers or constant tensors: PyTorch's own op on tensors
+    (its rounding of a + alpha * b), Python arithmetic on numbers."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return op(a, b, alpha=alpha)
+    return a + alpha * b if op is torch.add else a - alpha * b
 # Python-value ops (shape checks of scripted modules, scalar arithmetic)
 _PY_OPS = {
     "aten::len": len, "aten::ne": operator.ne, "aten::eq": operator.eq, "aten::gt": operator.gt,
     "aten::lt": operator.lt, "aten::ge": operator.ge, "aten::le": operator.le,
     "aten::__not__": operator.not_, "aten::__is__": operator.is_,
     "aten::__isnot__": operator.is_not, "aten::Int": int, "aten::Float": float,
-    "aten::Bool": bool, "aten::add": operator.add, "aten::sub": operator.sub,
+    "aten::Bool": bool, "aten::add": lambda a, b, alpha=1: _with_alpha(torch.add, a, b, alpha),
+    "aten::sub": lambda a, b, alpha=1: _with_alpha(torch.sub, a, b, alpha),
     "aten::mul": operator.mul, "aten::floordiv": operator.floordiv,
     "aten::__getitem__": operator.getitem, "aten::format": lambda fmt, *a: fmt.format(*a),
     "prim::unchecked_cast": lambda x: x, "aten::warn": lambda *a: None,
@@ -130,7 +139,11 @@ class ScriptImporter(Importer):
             return _FLOAT32 if args[0].ty.dtype == "float32" else args[0].ty.dtype
         on_graph = any(isinstance(a, (QValue, relax.Expr)) for a in args)
         if kind in _PY_OPS and not on_graph:
-            return _PY_OPS[kind](*args)
+            try:
+                return _PY_OPS[kind](*args)
+            except (TypeError, ValueError, IndexError, ZeroDivisionError) as err:
+                raise self.error(f"TorchScript op {kind} on Python values "
+                                 f"{[type(a).__name__ for a in args]} failed: {err}") from None
         if kind in _CONSTANT_OPS and not on_graph:  # on parameters: computed here, once
             return _CONSTANT_OPS[kind](*args)
         convert = op_table.TORCHSCRIPT.get(kind)
