@@ -10,11 +10,14 @@ constants only; no quantized tensor is touched.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 
 from .errors import QCompileError
 from .numerics import onednn
+from .numerics.requantize import Scales
 from .numerics.contracts import PT2E, contracts_for
 
 _QD = torch.ops.quantized_decomposed
@@ -32,9 +35,7 @@ def _value(gm, arg):
     if isinstance(arg, torch.fx.Node):
         if arg.op != "get_attr":
             return None
-        target = gm
-        for part in arg.target.split("."):
-            target = getattr(target, part)
+        target = operator.attrgetter(arg.target)(gm)
         return target.detach().numpy() if isinstance(target, torch.Tensor) else target
     return np.asarray(arg)
 
@@ -53,16 +54,22 @@ def _output_qparams(node):
     return None
 
 
+def _groups(node) -> int:
+    """A conv2d node's groups (1 for a linear)."""
+    conv = node.target != torch.ops.aten.linear.default
+    return int(node.args[6]) if conv and len(node.args) > 6 else 1
+
+
 def _kind(node, weight: np.ndarray) -> str:
     if node.target == torch.ops.aten.linear.default:
         return onednn.LINEAR
-    groups = int(node.args[6]) if len(node.args) > 6 else 1
+    groups = _groups(node)
     if groups > 1 and weight.shape[1] == 1:
         return onednn.DEPTHWISE
     return onednn.CONV_1X1 if tuple(weight.shape[2:]) == (1, 1) else onednn.CONV
 
 
-def _order(scales: onednn.Scales) -> str:
+def _order(scales: Scales) -> str:
     """How an epilogue's constants scale the accumulator, in words."""
     if scales.first is not None:
         return "sequential: f(f(acc*sx)*sw)"
@@ -89,11 +96,9 @@ def _layer(gm, node, amx: bool) -> dict | None:
     conv = node.target != torch.ops.aten.linear.default
     row = {
         "name": node.name, "kind": "conv2d" if conv else "linear", "accumulator": kind,
-        "in_channels": int(weight.shape[1]) * (int(node.args[6]) if conv and len(node.args) > 6
-                                               else 1),
+        "in_channels": int(weight.shape[1]) * _groups(node),
         "out_channels": int(weight.shape[0]),
-        "kernel": list(weight.shape[2:]) if conv else None,
-        "groups": int(node.args[6]) if conv and len(node.args) > 6 else 1,
+        "kernel": list(weight.shape[2:]) if conv else None, "groups": _groups(node),
         "input": {"scale": sx, "zero_point": zx},
         "weight": {"qscheme": "per_channel" if sw.size > 1 else "per_tensor",
                    "scale_min": float(sw.min()), "scale_max": float(sw.max()),

@@ -93,6 +93,16 @@ def test_unsupported_torchscript_op_names_op_and_node():
         qcompile.compile(script, xs[:1])
 
 
+def _convert_in_place(model, calibration):
+    """Eager static quantization (fbgemm qconfig) of a model with its own stubs, which
+    helpers.quantize_eager's wrapper would put before its data-dependent branch."""
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    torch.ao.quantization.prepare(model, inplace=True)
+    for x in calibration:
+        model(x)
+    return torch.ao.quantization.convert(model, inplace=True)
+
+
 def test_module_fx_cannot_trace_is_captured_with_jit_trace():
     class Branchy(nn.Module):
         """Python control flow on a tensor's value: torch.fx cannot trace it."""
@@ -109,12 +119,7 @@ def test_module_fx_cannot_trace_is_captured_with_jit_trace():
             return self.dequant(self.conv(x))
 
     xs = inputs_like((1, 3, 10, 10), n=3)
-    model = Branchy().eval()
-    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
-    torch.ao.quantization.prepare(model, inplace=True)
-    for x in xs:
-        model(x)
-    torch.ao.quantization.convert(model, inplace=True)
+    model = _convert_in_place(Branchy().eval(), xs)
     with pytest.raises(Exception):
         torch.fx.symbolic_trace(model)
     compiled = qcompile.compile(model, xs[:1], tune_logs=False)
@@ -157,12 +162,7 @@ def test_arithmetic_with_alpha_on_constants():
             return self.dequant(self.conv(x)) + shift
 
     xs = inputs_like((1, 3, 6, 6), n=2)
-    model = Offsets().eval()
-    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
-    torch.ao.quantization.prepare(model, inplace=True)
-    for x in xs:
-        model(x)
-    torch.ao.quantization.convert(model, inplace=True)
+    model = _convert_in_place(Offsets().eval(), xs)
     compiled = qcompile.compile(model, xs[:1], tune_logs=False)
     report = qcompile.verify(model, compiled, xs)
     assert report["bit_exact_fraction"] == 1.0, report

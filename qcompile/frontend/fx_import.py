@@ -69,10 +69,7 @@ class FxImporter(Importer):
     def _convert_node(self, node: torch.fx.Node):
         args, kwargs = self._resolve(node.args), self._resolve(node.kwargs)
         if node.op == "get_attr":
-            value = self.gm
-            for part in node.target.split("."):
-                value = getattr(value, part)
-            return value
+            return operator.attrgetter(node.target)(self.gm)
         if node.op == "call_module":
             module = self.modules[node.target]
             convert = op_table.fx_module_converter(module)

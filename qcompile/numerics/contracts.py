@@ -11,6 +11,7 @@ its tests; docs/architecture.md walks through one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -88,7 +89,7 @@ class Kernels:
 class FloatEpilogue:
     """A PT2E contract's conv/linear epilogue, one float kernel (passes.fuse_epilogue_pt2e)."""
 
-    # (sx, sw, accumulator kind, amx) -> onednn.Scales: the constants the kernel multiplies by
+    # (sx, sw, accumulator kind, amx) -> requantize.Scales: the constants the kernel multiplies by
     scales: Callable
     # (acc, channel scales, first scale, bias, axis, act, residual, act_after, out) -> TE tensor
     kernel: Callable
@@ -234,6 +235,16 @@ register(Contract(
     no_dynamic="its input's scale is chosen at run time from the data, which takes float "
                "arithmetic, and the 'integer' numerics contract has no float in its kernels"))
 
+# the kernels of PT2E's quantized_decomposed ops, as the eager PT2E program computes them
+_DECOMPOSED = Kernels(
+    quantize=quantize.quantize_decomposed, dequantize=quantize.dequantize,
+    requantize_tensor=quantize.requantize_tensor_decomposed,
+    add=elementwise.add_decomposed, mul=elementwise.mul_decomposed,
+    unary_table=tables.decomposed_tables,
+    adaptive_avg_pool=pooling.adaptive_avg_pool_decomposed,
+    mean=pooling.mean_decomposed, avg_pool=pooling.avg_pool_decomposed,
+    integer_clamp=False)
+
 register(Contract(
     name="pt2e",
     summary="PT2E models: their Q/DQ program's float arithmetic (the exact conv/linear value)",
@@ -246,14 +257,7 @@ register(Contract(
                         exact=False),
     explain="float bias added to the exact conv value; quantize rne(f(x*f32(1/s))) + zp",
     int32_bias=None, requantize=None, saturating_depthwise=False,
-    kernels=Kernels(
-        quantize=quantize.quantize_decomposed, dequantize=quantize.dequantize,
-        requantize_tensor=quantize.requantize_tensor_decomposed,
-        add=elementwise.add_decomposed, mul=elementwise.mul_decomposed,
-        unary_table=tables.decomposed_tables,
-        adaptive_avg_pool=pooling.adaptive_avg_pool_decomposed,
-        mean=pooling.mean_decomposed, avg_pool=pooling.avg_pool_decomposed,
-        integer_clamp=False),
+    kernels=_DECOMPOSED,
     dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet",
     epilogue=FloatEpilogue(requantize.decomposed_scales, requantize.conv_epilogue_decomposed)))
 
@@ -272,14 +276,10 @@ register(Contract(
     explain="oneDNN's epilogue: f(f(acc*sx)*sw) + b, or f(acc*f(sx*sw)) + b on AMX; quantize "
             "rne(f(f(v*f(1/s)) + zp))",
     int32_bias=None, requantize=None, saturating_depthwise=False,
-    kernels=Kernels(
-        quantize=quantize.quantize_decomposed, dequantize=quantize.dequantize,
-        requantize_tensor=quantize.requantize_tensor_decomposed,
-        add=elementwise.add_decomposed, mul=elementwise.mul_decomposed,
-        unary_table=tables.decomposed_tables,
-        adaptive_avg_pool=pooling.adaptive_avg_pool_inductor,
-        mean=pooling.mean_inductor, avg_pool=pooling.avg_pool_decomposed,
-        integer_clamp=False, float_islands=float_islands.INDUCTOR),
+    # the PT2E program's Q/DQ arithmetic, but Inductor's pools and float islands
+    kernels=dataclasses.replace(
+        _DECOMPOSED, adaptive_avg_pool=pooling.adaptive_avg_pool_inductor,
+        mean=pooling.mean_inductor, float_islands=float_islands.INDUCTOR),
     dynamic=None, no_dynamic="dynamic PT2E graphs (choose_qparams) are not supported yet",
     epilogue=FloatEpilogue(onednn.scales, onednn.conv_epilogue,
                            acts=frozenset({"relu", "clip", "hardswish", "silu"})),

@@ -23,13 +23,12 @@ X86InductorQuantizer model: oneDNN's int8 primitives (`onednn.qconv_pointwise`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from tvm import te, tirx
 
 from .quantize import dequantize_value, inv_scale
-from .tir_ops import clamp, f32, fence, fma, rne_i32
+from .requantize import Scales, apply_act
+from .tir_ops import clamp, f32, fence, fma, pow2i, rne_i32
 
 # oneDNN's eltwise exp: log(FLT_MAX), log(FLT_MIN), log2(e), ln 2 and its degree-5 polynomial
 _LN_FLT_MAX, _LN_FLT_MIN, _LOG2E, _LN2 = 0x42B17218, 0xC2AEAC50, 0x3FB8AA3B, 0x3F317218
@@ -49,8 +48,7 @@ def exp_onednn(x):
     x = tirx.max(tirx.min(x, _bits(_LN_FLT_MAX)), _bits(_LN_FLT_MIN))
     n = tirx.floor(fence(x * _bits(_LOG2E)) + f32(0.5))
     r = fma(-n, _bits(_LN2), x)
-    scale = tirx.reinterpret("float32", ((n - f32(1.0)).astype("int32") + 127) << 23)
-    scale = tirx.Select(under, f32(0.0), scale)
+    scale = tirx.Select(under, f32(0.0), pow2i((n - f32(1.0)).astype("int32")))
     y = _bits(_EXP_POLY[4])
     for c in (_EXP_POLY[3], _EXP_POLY[2], _EXP_POLY[1], _EXP_POLY[0]):
         y = fma(y, r, _bits(c))
@@ -77,15 +75,6 @@ def combined_scale(kind: str, amx: bool) -> bool:
     return amx and kind in (CONV, LINEAR)
 
 
-@dataclass(frozen=True)
-class Scales:
-    """An epilogue's per-channel multipliers: `channel` (float32, one per output channel or one)
-    and `first`, the input scale applied before them (None: already inside `channel`)."""
-
-    channel: np.ndarray
-    first: np.float32 | None
-
-
 def scales(sx: float, sw: np.ndarray, kind: str, amx: bool) -> Scales:
     """The multipliers oneDNN applies to an accumulator of `kind` (module docstring)."""
     sx32, sw32 = np.float32(sx), np.asarray(sw, np.float32).reshape(-1)
@@ -95,18 +84,14 @@ def scales(sx: float, sw: np.ndarray, kind: str, amx: bool) -> Scales:
 
 
 def _act(v, act):
-    if act is None:
-        return v
-    kind, bounds = act
-    if kind == "relu":
-        return tirx.max(v, f32(0.0))
+    """oneDNN's own hardswish and swish; relu and clip as everywhere (requantize.apply_act)."""
+    kind = act[0] if act is not None else None
     if kind == "hardswish":
         gate = fence(fence(v * f32(np.float32(1.0 / 6.0))) + f32(0.5))
         return fence(v * tirx.min(tirx.max(gate, f32(0.0)), f32(1.0)))
     if kind == "silu":
         return fence(v * logistic_onednn(v))
-    lo, hi = bounds
-    return tirx.min(tirx.max(v, f32(np.float32(lo))), f32(np.float32(hi)))
+    return apply_act(v, act)
 
 
 def conv_epilogue(acc, channel, first, bias, axis: int, act=None, residual=None, act_after=None,

@@ -21,7 +21,6 @@ import numpy as np
 from tvm import te, tirx
 
 from .constants import accumulator_scale, f32 as np_f32, q31
-from .onednn import Scales
 from .quantize import dequantize_value, quantize_value
 from .tir_ops import INT32_MIN, clamp, f32, fbgemm_step, fence, fma, mul, round_shift
 
@@ -170,6 +169,16 @@ def requantize(acc, rq: Requantize, consts: dict, lo: int, hi: int, axis: int, o
 
 
 # ---------------------------------------------------------------------------- decomposed (PT2E)
+@dataclass(frozen=True)
+class Scales:
+    """A float epilogue's per-channel multipliers: `channel` (one per output channel, or one;
+    float32, float64 for the exact product) and `first`, the input scale applied before them
+    (None: already inside `channel`)."""
+
+    channel: np.ndarray
+    first: np.float32 | None
+
+
 def apply_act(v, act):
     """A float relu ("relu", None), clamp ("clip", (lo, hi)) or hardswish ("hardswish", None,
     (x * clip(x + 3, 0, 6)) / 6) as PyTorch's kernels do it."""

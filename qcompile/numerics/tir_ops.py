@@ -120,6 +120,11 @@ def rescale_fixed(x_minus_z, real: float):
     return round_shift(x_minus_z.astype("int64") * tirx.const(int(m0[0]), "int64"), int(s[0]))
 
 
+def pow2i(q):
+    """2^q for an int32 TIR value q in the normal range, from the exponent bits."""
+    return tirx.reinterpret("float32", (q + 127) << 23)
+
+
 # exp's polynomial on [-ln2/2, ln2/2] (Cephes expf), highest degree first
 _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
              1.6666665459e-1, 5.0000001201e-1)
@@ -137,8 +142,7 @@ def exp_poly(x):
     for c in _EXP_POLY[1:]:
         p = fma(p, r, f32(c))
     y = fma(p, r * r, r) + f32(1.0)
-    two_n = tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
-    return y * two_n
+    return y * pow2i(n.astype("int32"))
 
 
 # Sleef's expf (u10), what Inductor's generated code calls (at::vec::Vectorized<float>::exp)
@@ -147,11 +151,6 @@ _SLEEF_R_LN2 = 1.442695040888963407359924681001892137426645954152985934135449406
 _SLEEF_POLY = (0.000198527617612853646278381, 0.00139304355252534151077271,
                0.00833336077630519866943359, 0.0416664853692054748535156,
                0.166666671633720397949219, 0.5)
-
-
-def _pow2i(q):
-    """2^q for an int32 TIR value q in the normal range, from the exponent bits."""
-    return tirx.reinterpret("float32", (q + 127) << 23)
 
 
 def exp_sleef(d):
@@ -167,6 +166,6 @@ def exp_sleef(d):
         u = fma(u, s, f32(np.float32(c)))
     u = f32(1.0) + fma(fence(s * s), u, s)
     half = q >> 1
-    u = fence(fence(u * _pow2i(half)) * _pow2i(q - half))
+    u = fence(fence(u * pow2i(half)) * pow2i(q - half))
     u = tirx.Select(d < f32(-104.0), f32(0.0), u)
     return tirx.Select(d > f32(100.0), f32(float("inf")), u)

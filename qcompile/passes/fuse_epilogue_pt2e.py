@@ -52,7 +52,7 @@ def _hardswish_input(ctx, e):
     return product.args[0]
 
 
-def _act_of(ctx, expr, acts=frozenset({"relu", "clip"})):
+def _act_of(ctx, expr, acts):
     """(activation, its input) if `expr` is one of `acts` (relu, clip, hardswish, silu), else
     (None, expr)."""
     e = ctx.value_of(expr)

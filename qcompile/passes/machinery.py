@@ -73,15 +73,16 @@ class _CallRewriter(PyExprMutator):
         return expr
 
 
-def _count_uses(func: relax.Function) -> dict:
-    """Each variable of `func` -> how many times bound values and the result read it."""
+def _count_uses(func: relax.Function, var2val: dict) -> dict:
+    """Each variable of `func` -> how many times its bound values (`var2val`) and its result
+    read it."""
     uses = {}
 
     def visit(expr):
         if isinstance(expr, relax.Var):
             uses[expr] = uses.get(expr, 0) + 1
 
-    for var, value in relax.analysis.get_var2val(func).items():
+    for value in var2val.values():
         relax.analysis.post_order_visit(value, visit)
     relax.analysis.post_order_visit(func.body.body, visit)
     return uses
@@ -94,7 +95,7 @@ def run_rewrite(mod: tvm.IRModule, rewrite: Callable) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             rewriter.var2val = relax.analysis.get_var2val(func)
             rewriter.val2var = {val: var for var, val in rewriter.var2val.items()}
-            rewriter.uses = _count_uses(func)
+            rewriter.uses = _count_uses(func, rewriter.var2val)
             new_func = rewriter.visit_expr(func)
             if rewriter.error is not None:
                 raise rewriter.error
