@@ -42,11 +42,14 @@ def tune(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tun
          numerics=None, **options):
     """Tune the model's int8 kernels with MetaSchedule (XGBoost cost model) into `work_dir`.
 
-    Each kernel gets its share of `trials`; resumable (a rerun continues from the database in
-    `work_dir`, tuning the kernels below their share); every candidate passes a correctness
-    gate before it enters the database.  Options: threads, rpc_tracker
-    ("host:port"), rpc_key, trials_per_iter, trials_per_task (overrides `trials`), out (a print
-    function).  Returns a report dict."""
+    Each kernel's default schedule is measured first; each kernel then gets its share of
+    `trials`, or with `budget` ("30m", "1h") trials by its share of the model's runtime until
+    the time is spent.  Resumable (a rerun continues from the database in `work_dir`, tuning
+    the kernels below their share); every candidate passes a correctness gate before it
+    enters the database; compile() uses a tuned record only where it measured faster than the
+    default.  Options: threads, rpc_tracker ("host:port"), rpc_key, trials_per_iter,
+    trials_per_task (overrides `trials`), budget, out (a print function).  Returns a report
+    dict."""
     from .compiler.tune import tune_model
 
     return tune_model(model, example_inputs, target, trials, work_dir, numerics, **options)

@@ -89,7 +89,7 @@ def cmd_tune(args):
                            trials=args.trials, work_dir=args.work_dir, numerics=args.numerics,
                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
                            trials_per_iter=args.trials_per_iter,
-                           trials_per_task=args.trials_per_task)
+                           trials_per_task=args.trials_per_task, budget=args.budget)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -263,6 +263,10 @@ def cmd_bench(args):
         others["qcompile_eager_twin"] = qcompile.compile(
             twin.quantized, [x], target=args.target, threads=args.threads, verbose=True,
             tune_logs=tune_logs_arg(args))
+    if args.vs_defaults:
+        others["qcompile_default_schedules"] = qcompile.compile(
+            quantized, [x], target=args.target, threads=args.threads, verbose=True,
+            tune_logs=False)
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
                    openvino=not args.no_openvino, pt2e=bool(args.pt2e), others=others)
@@ -331,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials-per-task", type=int, default=None,
                    help="trials per extracted kernel (overrides --trials)")
     s.add_argument("--trials-per-iter", type=int, default=16)
+    s.add_argument("--budget", metavar="TIME",
+                   help="tune for this long (30m, 1h, 1h30m), trials going to each kernel by "
+                   "its share of the model's runtime (overrides --trials)")
     s.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on devices registered with a TVM RPC tracker")
     s.add_argument("--rpc-key", help="the device key registered with the tracker")
@@ -400,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eager-twin", action="store_true",
                    help="with --pt2e: also compile the same model quantized in eager mode "
                         "(fbgemm) and time both qcompile builds in the same rounds")
+    s.add_argument("--vs-defaults", action="store_true",
+                   help="also compile without tune logs (the default schedules) and time both "
+                        "builds in the same rounds: what the tune logs (--tune-logs DIR) bought")
     s.add_argument("--kernels", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="then time qcompile kernel by kernel and list the N slowest (15)")
     s.add_argument("--json")

@@ -38,7 +38,8 @@ from .compiler.tune import extract_tasks
 from .models import first_inputs, load_model
 from .numerics.contracts import get_contract
 from .schedules import resolve_family
-from .tuning.logs import PROVENANCE, RECORDS, WORKLOADS, NearRecords, database_dirs, shipped_root
+from .tuning.choice import TuneLogs
+from .tuning.logs import PROVENANCE, RECORDS, WORKLOADS, database_dirs, shipped_root
 
 THREADS = 2  # the reference machine's cores: what `qcompile tune` used there
 
@@ -88,7 +89,7 @@ def rekey_log(log_dir: str, old_kernels: list[tuple[str, str]]) -> dict:
                          f"(old {sorted(old_names)}, new {sorted(new_kernels)}); retune instead")
     old_db = ms.database.JSONDatabase(os.path.join(log_dir, WORKLOADS),
                                       os.path.join(log_dir, RECORDS), allow_missing=False)
-    grouped, near = _records_by_workload(old_db), NearRecords([old_db])
+    grouped, near = _records_by_workload(old_db), TuneLogs([old_db])
     tmp = tempfile.mkdtemp(prefix="qcompile-rekey-")
     new_db = ms.database.JSONDatabase(os.path.join(tmp, WORKLOADS), os.path.join(tmp, RECORDS))
     counts = {"exact": 0, "near": 0, "none": 0, "records": 0}
@@ -97,8 +98,9 @@ def rekey_log(log_dir: str, old_kernels: list[tuple[str, str]]) -> dict:
         records = grouped.get(tvm_ffi.structural_hash(old_mod))
         kind = "exact"
         if records is None:
-            best = near.lookup(old_mod["main"])
-            records = None if best is None else grouped[tvm_ffi.structural_hash(best.workload.mod)]
+            similar = near.records(old_mod)
+            records = (grouped[tvm_ffi.structural_hash(similar[0].workload.mod)] if similar
+                       else None)
             kind = "none" if records is None else "near"
         counts[kind] += 1
         if records is None:

@@ -3,8 +3,9 @@
 A packed int8 kernel (schedules.packed.SCHEDULES: convs, pixel-lane convs, dense) is tuned
 over the tile sizes of its tensorized default schedule (schedules.packed with search=True):
 the tiles are sampled with `sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator,
-ranked by the XGBoost cost model.  The default schedule itself is a second design space, so
-it is measured in the same conditions and a tuned record only wins by being faster.  Every
+ranked by the XGBoost cost model.  The default schedule is measured before the search, as
+a record of its own (qcompile.tuning.defaults): a tuned record is used only where it measured
+faster than it (qcompile.tuning.choice), and the search starts from it.  Every
 candidate keeps the packed layout and the family's intrinsic, so tensorization stays correct
 by construction (and the tuner's correctness gate checks it anyway).
 Other kernels (elementwise, pooling) keep the default schedule: they are not tuning tasks;
@@ -34,12 +35,8 @@ def is_tunable(func: tvm.tirx.PrimFunc, family) -> bool:
 
 def _template(family):
     def apply(sch: s_tir.Schedule):
-        default = sch.copy()
         packed.schedule_packed(sch, family, search=True)
-        packed.schedule_packed(default, family)
-        # the default tiles are a design space of their own: measured alongside, so the
-        # database's best is never slower than what compile would do without it
-        return [sch, default]
+        return [sch]
 
     return apply
 

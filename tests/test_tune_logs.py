@@ -18,6 +18,7 @@ from qcompile.compiler.driver import schedule_summary
 from qcompile.numerics import get_contract
 from qcompile import rekey
 from qcompile.tuning import logs
+from qcompile.tuning.choice import TuneLogs
 from qcompile.tuning.gate import CorrectnessGate
 from qcompile.schedules import FAMILIES
 
@@ -74,10 +75,9 @@ def test_shipped_logs_reach_every_kernel_of_their_model(directory):
     """A change to what a kernel computes (not its loops) makes MetaSchedule miss its records
     silently: compile() then schedules the kernel by default.  Every tunable kernel of the
     log's model, as today's code extracts it, must be found (exactly or up to constants)."""
-    database = logs.open_database(directory)
-    near = logs.NearRecords([database])
+    found = TuneLogs([logs.open_database(directory)])
     missed = [name for name, mod in rekey.logged_model_kernels(directory)
-              if not database.has_workload(mod) and near.lookup(mod["main"]) is None]
+              if not found.records(mod)]
     assert not missed, (f"{len(missed)} kernels have no record, e.g. {missed[:3]}: re-key the "
                         f"logs (python -m qcompile.rekey) or retune")
 
@@ -111,6 +111,17 @@ def test_schedule_summary_names_a_few_untuned_kernels_and_counts_the_rest():
     assert text.startswith(f"kernels: 1 of {len(names) + 1} from tune logs")
     assert names[logs.SHOWN_NAMES - 1] in text and names[logs.SHOWN_NAMES] not in text
     assert "and 5 more" in text
+
+
+def test_schedule_summary_says_which_kernels_kept_the_default_and_why():
+    kernels = {"tuned": ["a"], "kept_default": ["b", "c"], "unmeasured_default": ["d"],
+               "tensorized": ["e"]}
+    text = schedule_summary(kernels, ["w"])
+    assert text.startswith("kernels: 1 of 5 from tune logs (1 database(s)), 4 tensorized by "
+                           "default"), text
+    assert "2 kept the default schedule: their tuned records measured less than 3% faster" in text
+    assert "1 kept the default schedule: their logs hold no measurement of it" in text
+    assert "not in the tune logs: e" in text
 
 
 def test_shipped_logs_apply_on_the_cpu_family_they_were_tuned_on(tmp_path):

@@ -34,12 +34,11 @@ def _fusion_passes(target, family=None):
 
 
 def build_pipeline(target: tvm.target.Target, family=None, report: dict | None = None,
-                   tuned: bool = False, near=None) -> tvm.transform.Pass:
+                   tune_logs=None) -> tvm.transform.Pass:
     """Relax's CPU pipeline with our schedules between fusion and lowering.
 
-    The family's AMX dense kernels (schedules.amx) are scheduled first.  `tuned`: then apply
-    the tuning database in scope (`with database:`) to the other fused PrimFuncs, then `near`
-    (tuning.logs.NearRecords) to the ones it holds only for other quantization constants; the
+    The family's AMX dense kernels (schedules.amx) are scheduled first, then the other fused
+    PrimFuncs take the records `tune_logs` (tuning.choice.TuneLogs) chooses for them; the
     rest get our default schedule.  `family` (schedules.TargetFamily) picks the tensorized
     schedules; `report` collects how each PrimFunc was scheduled."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -47,11 +46,11 @@ def build_pipeline(target: tvm.target.Target, family=None, report: dict | None =
     @tvm.transform.module_pass(opt_level=0, name="qcompile.BuildPipeline")
     def _pipeline(mod, _ctx):
         with target:
-            apply_db = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
-            if tuned and near is not None:
-                from ..tuning.logs import apply_near_records
+            apply_db = []
+            if tune_logs is not None:
+                from ..tuning.choice import apply_tune_logs
 
-                apply_db.append(apply_near_records(near, report))
+                apply_db.append(apply_tune_logs(tune_logs, report))
             seq = tvm.transform.Sequential(
                 _fusion_passes(target, family) + [schedule_amx_kernels(family, report)]
                 + apply_db + [default_schedule(family, report)]
@@ -210,7 +209,7 @@ def model_contract(model, numerics: str | None) -> Contract:
 def compile_model(model, example_inputs, target="x86", numerics=None, threads=None,
                   verbose=False, probe=False, tune_logs=True) -> CompiledModel:
     """Quantized torch model -> CompiledModel (see qcompile.compile)."""
-    from ..tuning import logs
+    from ..tuning import choice, logs
 
     contract = model_contract(model, numerics)
     if threads is None:
@@ -229,18 +228,13 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     log_dirs, skipped = logs.resolve_tune_logs(tune_logs, family.tune_logs_of or family.name,
                                                runs_here=not family.is_cross())
     databases = logs.open_databases(log_dirs)
-    database = logs.union(databases)
     schedules_used = {}
-    pipeline = build_pipeline(tvm_target, family, schedules_used, tuned=database is not None,
-                              near=logs.NearRecords(databases))
-    if database is not None:
-        with database:
-            executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
-    else:
-        executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
+    pipeline = build_pipeline(tvm_target, family, schedules_used,
+                              tune_logs=choice.TuneLogs(databases) if databases else None)
+    executable = tvm.compile(integer, tvm_target, relax_pipeline=pipeline)
     timings["build_s"] = time.perf_counter() - t0
     kernels = {how: sorted(n for n, h in schedules_used.items() if h == how)
-               for how in ("tuned", "tuned_near", "amx", "tensorized", "window", "generic")}
+               for how in KERNEL_SOURCES}
     meta = {"numerics": contract.name, "threads": threads, "target": str(target),
             "target_family": family.name, "tune_logs": log_dirs, "tune_logs_skipped": skipped,
             "kernels": {how: len(names) for how, names in kernels.items()},
@@ -255,20 +249,37 @@ def compile_model(model, example_inputs, target="x86", numerics=None, threads=No
     return CompiledModel(executable, meta, integer, timings)
 
 
+# how compile() scheduled each kernel (meta["kernel_schedules"]): from tune logs (exactly, or
+# recorded for other quantization constants), the default tensorized schedule kept over a tuned
+# record not faster than it or not compared with it (tuning.choice), AMX tiles, the tensorized
+# default, window (depthwise, pools), generic
+KERNEL_SOURCES = ("tuned", "tuned_near", "kept_default", "unmeasured_default", "amx",
+                  "tensorized", "window", "generic")
+
+
 def schedule_summary(kernels: dict, log_dirs: list, skipped: list = ()) -> str:
-    """How the kernels were scheduled: from tune logs, on AMX tiles, tensorized default,
-    window, generic default; and the shipped logs `skipped` (tuned on another CPU family)."""
-    total = sum(len(v) for v in kernels.values())
-    amx = f"{len(kernels['amx'])} dense on AMX tiles, " if kernels.get("amx") else ""
-    tuned = len(kernels["tuned"]) + len(kernels["tuned_near"])
-    near = (f"; {len(kernels['tuned_near'])} of them recorded for other quantization constants"
-            if kernels["tuned_near"] else "")
+    """How the kernels were scheduled (KERNEL_SOURCES), and the shipped logs `skipped` (tuned
+    on another CPU family)."""
+    from ..tuning import choice, logs
+
+    count = {how: len(kernels.get(how, ())) for how in KERNEL_SOURCES}
+    total = sum(count.values())
+    amx = f"{count['amx']} dense on AMX tiles, " if count["amx"] else ""
+    tuned = count["tuned"] + count["tuned_near"]
+    near = (f"; {count['tuned_near']} of them recorded for other quantization constants"
+            if count["tuned_near"] else "")
+    default = count["tensorized"] + count["kept_default"] + count["unmeasured_default"]
     lines = [f"kernels: {tuned} of {total} from tune logs ({len(log_dirs)} database(s){near}), "
-             f"{amx}{len(kernels['tensorized'])} tensorized by default, "
-             f"{len(kernels['window'])} window (depthwise, pools), "
-             f"{len(kernels['generic'])} generic"]
-    from ..tuning import logs
-    untuned = kernels["tensorized"]
+             f"{amx}{default} tensorized by default, {count['window']} window (depthwise, "
+             f"pools), {count['generic']} generic"]
+    if count["kept_default"]:
+        lines.append(f"  {count['kept_default']} kept the default schedule: their tuned records "
+                     f"measured less than {choice.MIN_GAIN:.0%} faster than it")
+    if count["unmeasured_default"]:
+        lines.append(f"  {count['unmeasured_default']} kept the default schedule: their logs hold "
+                     "no measurement of it to compare with (`qcompile tune` on the same work "
+                     f"dir measures it): {logs.few_names(kernels['unmeasured_default'])}")
+    untuned = kernels.get("tensorized", [])
     if log_dirs and untuned:
         lines.append(f"  not in the tune logs: {logs.few_names(untuned)}"
                      + (" (`qcompile tune` records them)"

@@ -23,9 +23,11 @@ def extract_tasks(model, example_inputs, family, contract: Contract, threads: in
 
 
 def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompile-tune",
-               numerics=None, threads=None, rpc_tracker=None, rpc_key=None, **options) -> dict:
+               numerics=None, threads=None, rpc_tracker=None, rpc_key=None, budget=None,
+               **options) -> dict:
     """See qcompile.tune; `options` go to tuning.tune_tasks (trials_per_iter, trials_per_task,
     out, space, seed)."""
+    budget_s = None if budget is None else tuning.budget.parse_budget(str(budget))
     contract = model_contract(model, numerics)
     family = resolve_family(target)
     # a bad --rpc-* option fails before the extraction
@@ -37,4 +39,5 @@ def tune_model(model, example_inputs, target="x86", trials=200, work_dir="qcompi
     tasks = extract_tasks(model, example_inputs, family, contract, threads)
     return tuning.tune_tasks(tasks, family, work_dir, runner, remote, trials=trials,
                              threads=threads, model_name=type(model).__name__,
-                             numerics=contract.name, target=target, **options)
+                             numerics=contract.name, target=target, budget_s=budget_s,
+                             **options)

@@ -1,13 +1,16 @@
 """Tuning: MetaSchedule over the packed int8 kernels of one model, into a resumable database.
 
     tasks (packed kernels the family tensorizes: qcompile.compiler.tune extracts them)
+      -> each one's default schedule measured first (tuning.defaults), a record of its own
       -> MetaSchedule (evolutionary search, XGBoost cost model, the family's design space)
       -> GatedDatabase (bit-exact check against the untuned kernel) -> JSON database in work_dir
 
-Each task (kernel) gets an even share of `trials`.  A rerun with the same work_dir continues:
-each task's records in the database count toward its share, only the tasks below their share
-are tuned, and the search starts from the best records.  Every measured record is written as
-it is committed, so an interrupted run loses nothing it measured.
+Each task (kernel) gets an even share of `trials`, or with a time budget trials by its share
+of the model's runtime (tuning.budget).  A rerun with the same work_dir continues: each task's
+tuned records count toward its share, only the tasks below their share are tuned, and the
+search starts from the best records.  Every measured record is written as it is committed,
+so an interrupted run loses nothing it measured.  compile() later uses a tuned record only
+where it measured faster than the default beside it (tuning.choice).
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ import os
 import platform
 import signal
 import tempfile
+import time
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
 from ..errors import QCompileError, TuningInterrupted
 from ..schedules import resolve_family
 from ..schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics
+from . import budget
+from .choice import is_default, mean_secs, workload_records
+from .defaults import measure_defaults
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
 from .logs import PROVENANCE, RECORDS, WORKLOADS, cpu_signature, cpuinfo, few_names
 from .progress import Progress, draw_curve
@@ -160,42 +168,48 @@ class _StopWhenAsked(ms.measure_callback.PyMeasureCallback):
             raise _StopRequested()
 
 
-@derived_object
-class _EndExhaustedTasks(ms.measure_callback.PyMeasureCallback):
-    """Ends a task after its search comes back with no untried schedule (a small design space,
-    or one the evolution has covered).  MetaSchedule's evolutionary search answers that with an
-    empty batch and gives up only after five in a row, each a whole evolution (10-40 s per
-    kernel on 2 cores), while the scheduler keeps picking the task: garden:resnet50 spent ten
-    minutes so.  `ended` collects the scheduler's task ids."""
-
-    def __init__(self, ended: set):
-        super().__init__()
-        self.ended = ended
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        if not measure_candidates and task_id not in self.ended:
-            self.ended.add(task_id)
-            task_scheduler.terminate_task(task_id)
-
-
 def _trials_in(database, mod) -> tuple[int, float | None]:
-    """(records, best seconds) the database holds for a workload."""
-    if not database.has_workload(mod):
-        return 0, None
-    records = database.get_top_k(database.commit_workload(mod), 1 << 30)
-    secs = [sum(map(float, r.run_secs)) / len(r.run_secs) for r in records if r.run_secs]
-    valid = [s for s in secs if s < 1e9]
-    return len(records), (min(valid) if valid else None)
+    """(tuned records, best seconds of any record) the database holds for a workload: the
+    default schedule's record (tuning.defaults) is not a trial."""
+    records = workload_records(database, mod)
+    secs = [s for s in map(mean_secs, records) if s is not None]
+    return sum(not is_default(r) for r in records), (min(secs) if secs else None)
+
+
+def _allotments(tasks, defaults, done_before, trials, trials_per_task, trials_per_iter,
+                budget_s, out):
+    """(trials each task still needs, the announcement): an even share of `trials` (or
+    `trials_per_task`), or with a budget trials by runtime share (tuning.budget)."""
+    names = few_names([t.task_name for t in tasks])
+    if budget_s is None:
+        share = trials_per_task or -(-trials // len(tasks))
+        needs = [max(0, share - done) for done in done_before]
+        return needs, (f"{len(tasks)} tasks ({names}), {share} trials each; "
+                       f"{sum(done_before)} trials already in the work dir")
+    runtime = [t.weight * d if d is not None else None for t, d in zip(tasks, defaults)]
+    total = budget.trials_for(budget_s)
+    allotted = budget.allot(runtime, total, trials_per_iter)
+    needs = [max(0, a - done) for a, done in zip(allotted, done_before)]
+    covered = sum(r for r, a in zip(runtime, allotted) if a and r)
+    whole = sum(r for r in runtime if r) or 1.0
+    return needs, (f"{len(tasks)} tasks ({names}); budget {budget_s / 60:.0f} min, about "
+                   f"{total} trials, by runtime share, to the {sum(1 for a in allotted if a)} "
+                   f"kernels that make {covered / whole:.0%} of the modelled time (the others "
+                   f"keep their default schedule); {sum(done_before)} trials already in the "
+                   "work dir")
 
 
 def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, threads=1,
                trials_per_iter=16, out=print, space=None, seed=0, trials_per_task=None,
-               model_name: str = "model", numerics: str = "", target: str | None = None) -> dict:
+               model_name: str = "model", numerics: str = "", target: str | None = None,
+               budget_s: float | None = None) -> dict:
     """Tune extracted tasks (MetaSchedule ExtractedTasks of the family's tunable kernels) into
-    the database in `work_dir`; (runner, remote) from runner_for.  See qcompile.tune.  `space`
-    overrides the family's design space (tests use it); `trials_per_task` (if given) sets
-    `trials` to that many per task.  `model_name`, `numerics` and `target` (the name asked for)
-    go into the report."""
+    the database in `work_dir`; (runner, remote) from runner_for.  See qcompile.tune.  Each
+    task's default schedule is measured first (tuning.defaults).  `space` overrides the
+    family's design space (tests use it); `trials_per_task` (if given) sets `trials` to that
+    many per task; `budget_s` (seconds) replaces both: trials by runtime share until the
+    deadline (tuning.budget).  `model_name`, `numerics` and `target` (the name asked for) go
+    into the report."""
     target_obj = family.tvm_target()
     os.makedirs(work_dir, exist_ok=True)
     if not tasks:
@@ -204,52 +218,59 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
                if family.amx else "")
         raise QCompileError(f"the model has no packed int8 conv2d/dense kernel to tune{amx}")
     names = [t.task_name for t in tasks]
+    inner = ms.database.JSONDatabase(os.path.join(work_dir, WORKLOADS),
+                                     os.path.join(work_dir, RECORDS))
+    builder = _builder(family)
+    start = time.time()
+    defaults = measure_defaults(tasks, family, inner, builder, runner, out)
+    mods = [_normalize_mod(t.dispatched[0]) for t in tasks]
+    done_before, best_before = zip(*(_trials_in(inner, mod) for mod in mods))
+    deadline = None if budget_s is None else start + budget_s
     # every task's share of the trials; a rerun tunes the tasks below their share (an
     # interrupted run's, or kernels that are new since: a global count would spend the rest
     # on whichever tasks the scheduler favours, records or not)
-    share = trials_per_task or -(-trials // len(tasks))
-    trials = share * len(tasks)
-    inner = ms.database.JSONDatabase(os.path.join(work_dir, WORKLOADS),
-                                     os.path.join(work_dir, RECORDS))
-    done_before, best_before = zip(*(_trials_in(inner, t.dispatched[0]) for t in tasks))
-    needs = [max(0, share - done) for done in done_before]
+    needs, announce = _allotments(tasks, defaults, done_before, trials, trials_per_task,
+                                  trials_per_iter, budget_s, out)
     todo = [i for i, need in enumerate(needs) if need]
     remaining = sum(needs)
-    out(f"[tune] {len(tasks)} tasks ({few_names(names)}), {share} trials each; "
-        f"{sum(done_before)} trials already in {work_dir}; {remaining} to run on the "
-        f"{len(todo)} tasks below their share")
+    out(f"[tune] {announce}; {remaining} to run on the {len(todo)} tasks below their share")
     gate = CorrectnessGate(target_obj, execute=remote)
     progress = Progress(names, [t.weight for t in tasks], remaining, work_dir,
-                        trials_before=sum(done_before), out=out, tuned=todo)
-    for i, best in enumerate(best_before):
+                        trials_before=sum(done_before), out=out, tuned=todo, deadline=deadline)
+    for i, (best, default) in enumerate(zip(best_before, defaults)):
         if best is not None:
             progress.seed_best(i, best)
-    exhausted = set()  # the scheduler's ids (indices into todo) of tasks _EndExhaustedTasks ended
+        progress.seed_default(i, default)
+    progress.start_curve()
+    plan = budget.Plan({i: needs[i] for i in todo}, progress, deadline=deadline,
+                       stall=budget_s is not None)
+    interrupts = {"interrupted": False}
     if remaining:
         import_tvm_intrinsics()
         loggers = _task_loggers(work_dir, names)
         contexts = [
             ms.TuneContext(mod=t.dispatched[0], target=target_obj,
                            space_generator=space or design_space(family),
-                           search_strategy=ms.search_strategy.EvolutionarySearch(),
+                           search_strategy=budget.Allotted(
+                               ms.search_strategy.EvolutionarySearch(), i, plan),
                            task_name=t.task_name, logger=logger, rand_state=seed + i,
                            num_threads=threads).clone()
             for i, (t, logger) in enumerate(zip(tasks, loggers)) if i in todo]
-        interrupts = {"interrupted": False}
         try:
             with _quiet_console(), _stop_on_ctrl_c(interrupts):
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(tasks[i].weight) for i in todo],
-                    work_dir=work_dir, max_trials_global=remaining, max_trials_per_task=share,
+                    work_dir=work_dir, max_trials_global=remaining,
+                    # the plan ends each task at its own need; MetaSchedule's cap is a bound
+                    max_trials_per_task=max(needs) + trials_per_iter,
                     num_trials_per_iter=trials_per_iter,
-                    builder=_builder(family),
+                    builder=builder,
                     runner=runner,
                     database=GatedDatabase(inner, gate),
                     cost_model=ms.cost_model.XGBModel(
                         extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                       progress, _EndExhaustedTasks(exhausted),
-                                       _StopWhenAsked(interrupts)],
+                                       progress, _StopWhenAsked(interrupts)],
                     task_scheduler="gradient")
         except (KeyboardInterrupt, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not interrupts["interrupted"]:
@@ -265,33 +286,59 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
                 f"tuning interrupted after {progress.done} of {remaining} trials; every "
                 f"measured record is kept in {work_dir} ({len(inner)} in all); the same "
                 "command continues from them")
+        for i in todo:
+            if i not in plan.ended:
+                progress.task_done(i, plan.trials[i], "done")
     else:
         curve = draw_curve(work_dir, f"{model_name} on {family.name}")
+    estimate, baseline = progress.estimate_ms(), progress.estimate_ms(progress.default)
     report = {
         "model": model_name, "target": target or family.name, "target_family": family.name,
         "target_dict": family.target(), "numerics": numerics, "work_dir": work_dir,
-        "trials_requested": trials, "trials_before": sum(done_before),
+        "trials_requested": remaining + sum(done_before), "budget_s": budget_s,
+        "budget_spent": plan.deadline_passed, "seconds": round(time.time() - start, 1),
+        "trials_before": sum(done_before),
         "trials_run": progress.done, "candidates_checked": gate.checked,
         "candidates_rejected": len(gate.rejected), "rejections": gate.rejected[:20],
-        "tasks_exhausted": sorted(names[todo[i]] for i in exhausted),
-        "estimated_model_ms": progress.estimate_ms(), "tuning_curve": curve,
+        "tasks_exhausted": sorted(names[i] for i, why in plan.ended.items()
+                                  if why == budget.EXHAUSTED),
+        "estimated_model_ms": estimate, "default_model_ms": baseline,
+        "tuning_curve": curve,
         "tasks": [{"name": n, "calls": int(t.weight), "trials_before": d,
-                   "best_ms": None if b is None else b * 1e3}
-                  for n, t, d, b in zip(names, tasks, done_before, progress.best)],
+                   "trials_run": plan.trials.get(i, 0),
+                   "default_ms": None if f is None else f * 1e3,
+                   "best_ms": None if b is None else b * 1e3,
+                   "gain": progress.gain(i)}
+                  for i, (n, t, d, f, b) in enumerate(zip(names, tasks, done_before, defaults,
+                                                          progress.best))],
         # the CPU the timings come from: this one, or a board's (not recorded)
         "cpu": _cpu_name(), "cpu_signature": None if remote is not None else cpu_signature(),
         "date": datetime.date.today().isoformat(),
     }
-    with open(os.path.join(work_dir, PROVENANCE), "w") as f:
-        json.dump(report, f, indent=1)
+    _write_provenance(work_dir, report)
+    gain = f" ({baseline / estimate:.2f}x the default schedules' {baseline:.2f} ms)" if (
+        estimate and baseline) else ""
     out(f"[tune] done: {progress.done} trials run, {gate.checked} candidates checked, "
         f"{len(gate.rejected)} rejected by the correctness gate"
-        + (f", {len(exhausted)} task(s) ended when the search found nothing new to try"
-           if exhausted else "")
+        + (f", {len(report['tasks_exhausted'])} task(s) ended when the search found nothing "
+           "new to try" if report["tasks_exhausted"] else "")
         + "; estimated kernel time "
-        + (f"{report['estimated_model_ms']:.2f} ms" if report["estimated_model_ms"] else "-")
+        + (f"{estimate:.2f} ms{gain}" if estimate else "-")
         + (f"; curve: {curve}" if curve else ""))
     return report
+
+
+def _write_provenance(work_dir: str, report: dict) -> None:
+    """provenance.json: this run's report, the work dir's earlier ones under "earlier"."""
+    path = os.path.join(work_dir, PROVENANCE)
+    try:
+        with open(path) as f:
+            last = json.load(f)
+        report = {**report, "earlier": [*last.pop("earlier", []), last]}
+    except (OSError, ValueError):
+        pass
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
 
 
 def _cpu_name() -> str:

@@ -6,10 +6,10 @@ tune_logs/<target family>/<model>/; compile() applies every database of its fami
 A line that does not parse is skipped with a warning; the rest of the log is used.
 
 Kernels are looked up as MetaSchedule does (structural equality), then, for the ones not
-found, up to their quantization constants (`NearRecords`): a requantize or residual-add
+found, up to their quantization constants (`kernel_shape_key`): a requantize or residual-add
 scale or zero point is a literal in the kernel, and it moves when the same model is
 calibrated on another CPU (fp32 conv results differ in their last bits), while the tuned
-schedule does not depend on it.
+schedule does not depend on it.  Which record a kernel then takes: `tuning.choice`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import tempfile
 import warnings
 
 import tvm
-import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 WORKLOADS = "database_workload.json"
@@ -214,10 +213,6 @@ def _blank_store_constants(line: str) -> str:
     return head + "".join(pieces)
 
 
-# a measured run at or above this is MetaSchedule's "failed" marker, not a time
-_FAILED_SECS = 1e9
-
-
 def kernel_shape_key(func: tvm.tirx.PrimFunc) -> str:
     """A PrimFunc's identity up to its quantization constants: the hash of its TVMScript (as
     MetaSchedule normalizes it for a database) with every float literal blanked, and the
@@ -229,81 +224,3 @@ def kernel_shape_key(func: tvm.tirx.PrimFunc) -> str:
     text = _FLOAT_LITERAL.sub("f", _normalize_mod(func)["main"].script())
     text = "\n".join(_blank_store_constants(line) for line in text.splitlines())
     return hashlib.sha1(text.encode()).hexdigest()
-
-
-# database -> {kernel_shape_key: (mean seconds, record)}
-_SHAPE_INDEX: dict = {}
-
-
-def _shape_index(database: ms.database.Database) -> dict:
-    """The fastest valid record of each kernel shape in one database (computed once)."""
-    if database not in _SHAPE_INDEX:
-        best, keys = {}, {}
-        for record in database.get_all_tuning_records():
-            secs = [float(s) for s in (record.run_secs or [])]
-            if not secs or max(secs) >= _FAILED_SECS:
-                continue
-            mean = sum(secs) / len(secs)
-            workload = record.workload.mod
-            whash = tvm_ffi.structural_hash(workload)
-            if whash not in keys:
-                keys[whash] = kernel_shape_key(workload["main"])
-            key = keys[whash]
-            if key not in best or mean < best[key][0]:
-                best[key] = (mean, record)
-        _SHAPE_INDEX[database] = best
-    return _SHAPE_INDEX[database]
-
-
-class NearRecords:
-    """The fastest record per kernel shape (kernel_shape_key) over some databases, for the
-    kernels MetaSchedule's exact lookup misses.  Built on first use."""
-
-    def __init__(self, databases: list[ms.database.Database]):
-        self.databases = list(databases)
-        self._best = None
-
-    def _build(self) -> dict:
-        best = {}
-        for database in self.databases:
-            for key, (mean, record) in _shape_index(database).items():
-                if key not in best or mean < best[key][0]:
-                    best[key] = (mean, record)
-        return {key: record for key, (_, record) in best.items()}
-
-    def lookup(self, func: tvm.tirx.PrimFunc):
-        """The best record for a kernel equal to `func` up to its constants, or None."""
-        if self._best is None:
-            self._best = self._build()
-        return self._best.get(kernel_shape_key(func)) if self._best else None
-
-
-def apply_near_records(near: NearRecords, report: dict | None = None) -> tvm.transform.Pass:
-    """Schedule each PrimFunc the exact lookup left unscheduled with the trace of a record
-    for the same kernel up to its quantization constants (its own constants kept).
-    `report` receives {function name: "tuned_near"} for each."""
-    from tvm import s_tir
-    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
-
-    from ..schedules.common import is_scheduled, primfunc_pass
-
-    def rewrite(gvar, func):
-        if is_scheduled(func):
-            return None
-        record = near.lookup(func)
-        if record is None:
-            return None
-        sch = s_tir.Schedule(_normalize_mod(func))
-        try:
-            record.trace.apply_to_schedule(sch, remove_postproc=False)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:  # the default does it
-            warnings.warn(f"tune log record for {gvar.name_hint} does not apply: "
-                          f"{str(err).splitlines()[0]}", stacklevel=1)
-            return None
-        if report is not None:
-            report[gvar.name_hint] = "tuned_near"
-        tuned = sch.mod["main"]
-        return tvm.tirx.PrimFunc(tuned.params, tuned.body, tuned.ret_type,
-                                 attrs=func.attrs).with_attr("tirx.is_scheduled", True)
-
-    return primfunc_pass("qcompile.ApplyNearTuningRecords", rewrite)
