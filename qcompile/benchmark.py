@@ -232,11 +232,12 @@ def dense_model(m: int, k: int, n: int, seed: int = 0):
 def format_bench(report: dict, gops: float | None = None) -> str:
     """The bench report as a table with ratios to qcompile."""
     ours = report["runtimes"]["qcompile"]["median_ms"]
-    lines = [f"{'runtime':<18}{'median ms':>11}{'min ms':>10}{'vs qcompile':>13}"
+    width = max(18, *(len(name) + 1 for name in report["runtimes"]))
+    lines = [f"{'runtime':<{width}}{'median ms':>11}{'min ms':>10}{'vs qcompile':>13}"
              + ("     GOP/s" if gops else "")]
     for name, t in report["runtimes"].items():
         extra = f"{gops / t['median_ms'] * 1e3:10.1f}" if gops else ""
-        lines.append(f"{name:<18}{t['median_ms']:11.2f}{t['min_ms']:10.2f}"
+        lines.append(f"{name:<{width}}{t['median_ms']:11.2f}{t['min_ms']:10.2f}"
                      f"{t['median_ms'] / ours:12.2f}x{extra}")
     lines.append(f"(batch {report['batch']}, {report['threads']} threads, median of "
                  f"{report['runtimes']['qcompile']['runs']} runs interleaved in rounds of "

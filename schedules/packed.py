@@ -123,6 +123,15 @@ def _split(sch, loop, inner: int, search: bool, max_inner: int):
     return sch.split(loop, [None, inner])
 
 
+def _choose(sch, default: bool, search: bool) -> bool:
+    """A yes/no decision of the schedule: `default`, or (search) one MetaSchedule samples,
+    the default twice as likely (recorded in the trace, replayed with it)."""
+    if not search:
+        return default
+    pick = sch.sample_categorical([int(default), int(not default)], [2 / 3, 1 / 3])
+    return bool(int(sch.get(pick)))
+
+
 def _tensorize_tile(sch, block, parallel, epilogue_at, reduction, tile, register_loops, intrin,
                     pack_per_iteration: bool = False, flat_width: int | None = None,
                     lanes: int | None = None, channel_tile: int | None = None):
@@ -178,7 +187,8 @@ def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
     tiles = conv_tiles(extent(sch, x), extent(sch, ob), registers)
     obo, obi = _split(sch, ob, tiles.blocks, search, 4)
     xo, xi = _split(sch, x, tiles.rows, search, registers)
-    if extent(sch, n) * extent(sch, y) >= ROWS_PER_PARALLEL_KERNEL:
+    rows = extent(sch, n) * extent(sch, y)
+    if _choose(sch, rows >= ROWS_PER_PARALLEL_KERNEL, search and rows > 1):
         # one output row per parallel iteration, all channel blocks: its input rows are
         # packed right there (in L1) instead of in a parallel loop of their own
         sch.reorder(n, y, obo, xo, cb, ky, kx, obi, xi, o, ci)
@@ -189,6 +199,9 @@ def schedule_conv(sch: s_tir.Schedule, family, search: bool = False) -> None:
     _tensorize_tile(sch, block, parallel=parallel, epilogue_at=xo, reduction=cb,
                     tile=o, register_loops=[obi, xi], intrin=intrin,
                     pack_per_iteration=per_row, channel_tile=extent(sch, o))
+    # each tap's offsets as constants (what the pixel-row kernel does): searched, not default
+    if _choose(sch, False, search and extent(sch, kx) > 1):
+        sch.unroll(kx)
 
 
 # Channel-lane tiles this wide store an NCHW output transposed (_store_transposed): measured
@@ -276,6 +289,8 @@ def schedule_conv_pixel_rows(sch: s_tir.Schedule, family, search: bool = False) 
     # each tap's stride phase and offset become constants: ResNet-18's 7x7/2 stem took
     # 0.80 ms per call with kx rolled, 0.41 unrolled (0.65 on the channel-lane kernel)
     sch.unroll(kx)
+    if _choose(sch, False, search and extent(sch, ky) > 1):  # the rows' taps too: searched
+        sch.unroll(ky)
 
 
 def schedule_dense(sch: s_tir.Schedule, family, search: bool = False) -> None:

@@ -1,9 +1,13 @@
 """MetaSchedule design spaces: which kernels are tuned, and over what.
 
 A packed int8 kernel (schedules.packed.SCHEDULES: convs, pixel-lane convs, dense) is tuned
-over the tile sizes of its tensorized default schedule (schedules.packed with search=True):
-the tiles are sampled with `sample_perfect_tile`, mutated by MetaSchedule's tile-size mutator,
-ranked by the XGBoost cost model.  The default schedule is measured before the search, as
+over the decisions its tensorized default schedule fixes (schedules.packed with search=True):
+the tile sizes, sampled with `sample_perfect_tile` and mutated by MetaSchedule's tile-size
+mutator; for a channel-lane conv which loop runs in parallel (rows, with each row's input
+packed in the iteration, or channel blocks x rows, packed before) and whether the kernel's
+column taps are unrolled; for a pixel-row conv whether its row taps are unrolled too (those
+yes/no decisions with `sample_categorical`, the default twice as likely).  The XGBoost cost
+model ranks the candidates.  The default schedule is measured before the search, as
 a record of its own (qcompile.tuning.defaults): a tuned record is used only where it measured
 faster than it (qcompile.tuning.choice), and the search starts from it.  Every
 candidate keeps the packed layout and the family's intrinsic, so tensorization stays correct

@@ -277,8 +277,10 @@ def test_budget_parses_and_allots_by_runtime_share():
     assert budget.parse_budget("90s") == 90 and budget.parse_budget("2") == 120
     with pytest.raises(QCompileError, match="30m, 1h"):
         budget.parse_budget("30 minutes")
-    # whole batches by share; a kernel whose share buys less than a batch keeps its default
-    assert budget.allot([6.0, 3.0, 0.5, None], 100, 8) == [56, 24, 0, 0]
+    # whole batches by share (12 of 8 here: 7.6, 3.8, 0.6, the two left to the largest
+    # remainders); a kernel whose share rounds to no batch keeps its default
+    assert budget.allot([6.0, 3.0, 0.5, None], 100, 8) == [56, 32, 8, 0]
+    assert budget.allot([6.0, 3.0, 0.1, None], 100, 8) == [64, 32, 0, 0]
 
 
 @pytest.mark.skipif(not _has_vnni(), reason="tunes the AVX-512 VNNI kernels")

@@ -121,7 +121,7 @@ def test_schedule_summary_says_which_kernels_kept_the_default_and_why():
                            "default"), text
     assert "2 kept the default schedule: their tuned records measured less than 3% faster" in text
     assert "1 kept the default schedule: their logs hold no measurement of it" in text
-    assert "not in the tune logs: e" in text
+    assert "not tuned in the logs: e" in text
 
 
 def test_shipped_logs_apply_on_the_cpu_family_they_were_tuned_on(tmp_path):

@@ -281,7 +281,7 @@ def schedule_summary(kernels: dict, log_dirs: list, skipped: list = ()) -> str:
                      f"dir measures it): {logs.few_names(kernels['unmeasured_default'])}")
     untuned = kernels.get("tensorized", [])
     if log_dirs and untuned:
-        lines.append(f"  not in the tune logs: {logs.few_names(untuned)}"
+        lines.append(f"  not tuned in the logs: {logs.few_names(untuned)}"
                      + (" (`qcompile tune` records them)"
                         if len(untuned) > logs.SHOWN_NAMES else ""))
     if skipped:

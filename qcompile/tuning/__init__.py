@@ -34,7 +34,7 @@ from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 from ..errors import QCompileError, TuningInterrupted
 from ..schedules import resolve_family
 from ..schedules.tuning import builder_worker_init, design_space, import_tvm_intrinsics
-from . import budget
+from . import budget, choice
 from .choice import is_default, mean_secs, workload_records
 from .defaults import measure_defaults
 from .gate import CorrectnessGate, GatedDatabase, RemoteExecutor
@@ -291,6 +291,7 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
                 progress.task_done(i, plan.trials[i], "done")
     else:
         curve = draw_curve(work_dir, f"{model_name} on {family.name}")
+    _remeasure_winners(tasks, family, inner, builder, runner, progress, out)
     estimate, baseline = progress.estimate_ms(), progress.estimate_ms(progress.default)
     report = {
         "model": model_name, "target": target or family.name, "target_family": family.name,
@@ -309,8 +310,8 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
                    "default_ms": None if f is None else f * 1e3,
                    "best_ms": None if b is None else b * 1e3,
                    "gain": progress.gain(i)}
-                  for i, (n, t, d, f, b) in enumerate(zip(names, tasks, done_before, defaults,
-                                                          progress.best))],
+                  for i, (n, t, d, f, b) in enumerate(zip(names, tasks, done_before,
+                                                          progress.default, progress.best))],
         # the CPU the timings come from: this one, or a board's (not recorded)
         "cpu": _cpu_name(), "cpu_signature": None if remote is not None else cpu_signature(),
         "date": datetime.date.today().isoformat(),
@@ -326,6 +327,18 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
         + (f"{estimate:.2f} ms{gain}" if estimate else "-")
         + (f"; curve: {curve}" if curve else ""))
     return report
+
+
+def _remeasure_winners(tasks, family, database, builder, runner, progress, out) -> None:
+    """Measure the default again where a tuned record won by choice.MIN_GAIN: compile keeps the
+    default unless the tuned record beats the best of its measurements."""
+    won = [i for i in range(len(tasks))
+           if (progress.gain(i) or 0.0) >= 1.0 / (1.0 - choice.MIN_GAIN)]
+    if not won:
+        return
+    again = measure_defaults(tasks, family, database, builder, runner, out, again=won)
+    for i in won:
+        progress.seed_default(i, again[i])
 
 
 def _write_provenance(work_dir: str, report: dict) -> None:

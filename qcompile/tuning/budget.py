@@ -2,8 +2,8 @@
 
 With a time budget (`qcompile tune --budget 30m`) the trials go where the time is: each kernel
 is allotted trials in proportion to its share of the model's runtime (calls per run x its
-default schedule's measured time), in whole batches; a kernel whose share buys less than one
-batch keeps its default schedule untouched.  A kernel whose last STALL_BATCHES batches gained
+default schedule's measured time), in whole batches; a kernel whose share rounds to no batch
+keeps its default schedule untouched.  A kernel whose last STALL_BATCHES batches gained
 less than STALL_GAIN ends early, its trials left to the others; the run stops after the first
 batch that ends past the deadline.  Without a budget every kernel gets the same share.
 """
@@ -40,11 +40,18 @@ def parse_budget(text: str) -> float:
 
 def allot(runtime: list[float | None], total_trials: int, per_iter: int) -> list[int]:
     """Trials per kernel in proportion to its runtime (None: not measured, none), in whole
-    batches of `per_iter`; kernels whose share is under one batch get none."""
+    batches of `per_iter`: each kernel its whole batches, the batches left over to the largest
+    remainders; a kernel whose share rounds to no batch gets none."""
     known = sum(r for r in runtime if r)
     if not known:
         return [0] * len(runtime)
-    return [int(total_trials * (r or 0) / known / per_iter) * per_iter for r in runtime]
+    ideal = [total_trials // per_iter * (r or 0) / known for r in runtime]
+    batches = [int(x) for x in ideal]
+    left = total_trials // per_iter - sum(batches)
+    for i in sorted(range(len(ideal)), key=lambda i: ideal[i] - batches[i], reverse=True)[:left]:
+        if ideal[i] > 0:
+            batches[i] += 1
+    return [b * per_iter for b in batches]
 
 
 def trials_for(seconds: float) -> int:

@@ -48,8 +48,9 @@ def is_default(record: ms.database.TuningRecord) -> bool:
 
 
 def choose(records) -> tuple[ms.database.TuningRecord | None, str | None]:
-    """(the tuned record to use or None, why): "tuned", "kept_default", "unmeasured_default",
-    or (None, None) when there is no measured record."""
+    """(the tuned record to use or None, why): "tuned", "kept_default" (tuned records, none
+    faster enough), "unmeasured_default", or (None, None) when there is no measured tuned
+    record (a kernel whose default alone was measured is not tuned)."""
     default, tuned = None, None
     for record in records:
         secs = mean_secs(record)
@@ -60,7 +61,7 @@ def choose(records) -> tuple[ms.database.TuningRecord | None, str | None]:
         elif tuned is None or secs < tuned[0]:
             tuned = (secs, record)
     if tuned is None:
-        return None, (None if default is None else KEPT_DEFAULT)
+        return None, None
     if default is None:
         return None, UNMEASURED_DEFAULT
     if tuned[0] <= default * (1.0 - MIN_GAIN):

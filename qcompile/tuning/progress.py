@@ -46,6 +46,8 @@ class Progress(ms.measure_callback.PyMeasureCallback):
 
     def seed_default(self, task_id: int, seconds: float | None) -> None:
         """The task's default schedule, measured (tuning.defaults); also a best so far."""
+        if seconds is not None and self.default[task_id] is not None:
+            seconds = min(seconds, self.default[task_id])
         self.default[task_id] = seconds
         if seconds is not None and (self.best[task_id] is None or seconds < self.best[task_id]):
             self.best[task_id] = seconds
