@@ -18,7 +18,7 @@ from tvm.script import tirx as T
 
 import qcompile
 from qcompile.errors import TuningInterrupted
-from qcompile.tuning import logs
+from qcompile.tuning import choice, logs
 from qcompile.tuning.gate import CorrectnessGate
 from qcompile.schedules import packed, resolve_family
 from qcompile.schedules.dot_product import dot_product_desc
@@ -95,13 +95,15 @@ def test_tune_interrupted_resumed_gated_and_applied(small_conv, tmp_path):
     with open(os.path.join(work, logs.RECORDS)) as f:
         kept = [json.loads(line) for line in f if line.strip()]
     assert kept, "the records measured before the interruption must be on disk"
+    defaults = sum(map(choice.is_default, logs.open_database(work).get_all_tuning_records()))
 
     # 2. resumed: counts what is on disk, runs the rest, the gate rejects the broken kernels
     lines.clear()
     report = qcompile.tune(model, xs[:1], target=family.name, trials=16, work_dir=work,
                            trials_per_iter=4, out=lines.append, space=_half_broken_space(family))
-    # the default schedule's record, measured first, is not a trial
-    assert report["trials_before"] >= len(kept) - 1 > 0
+    # the default schedule's records (measured first; the search may time it again) are not
+    # trials
+    assert defaults >= 1 and report["trials_before"] == len(kept) - defaults > 0
     assert report["trials_run"] >= 16 - report["trials_before"]
     assert report["candidates_rejected"] >= 1, report
     assert all("differ from the reference" in why for why in report["rejections"]), report
@@ -292,17 +294,21 @@ def test_a_budgeted_run_measures_defaults_first_and_reports_each_task(tmp_path):
     report = qcompile.tune(model, xs[:1], target=family.name, work_dir=work, budget="40s",
                            trials_per_iter=2, out=lines.append)
     assert report["budget_s"] == 40 and report["default_model_ms"] > 0, report
-    assert sum(1 for line in lines if line.startswith("[tune] default ")) == 3, lines
+    # the three defaults first (a winner's default is measured once more at the end)
+    first = lines[:next(k for k, line in enumerate(lines) if "to run on" in line)]
+    assert sum(1 for line in first if line.startswith("[tune] default ")) == 3, lines
     tuned = [t for t in report["tasks"] if t["trials_run"]]
     assert tuned and all(t["default_ms"] and t["best_ms"] <= t["default_ms"] for t in tuned)
-    # the largest kernel (the 3x3 conv) gets the most trials
-    largest = max(report["tasks"], key=lambda t: t["default_ms"] * t["calls"])
-    assert largest["trials_run"] == max(t["trials_run"] for t in report["tasks"])
+    # (which kernel gets the most trials follows measured times: test_budget_parses_and_allots...
+    # fixes them)
     closing = [line for line in lines if line.startswith("[tune] finished task")]
-    assert len(closing) == len(tuned) and all("default" in c and "-> best" in c for c in closing)
+    # one per task allotted trials (a task the deadline ended before its turn: 0 trials)
+    assert len(closing) >= len(tuned) and all("default" in c and "-> best" in c for c in closing)
+    assert len({c.split()[4] for c in closing}) == len(closing), closing
     # the curve starts at the default schedules' estimate
     with open(os.path.join(work, "tuning_curve.json")) as f:
         curve = json.load(f)
-    assert curve[0][1] == pytest.approx(report["default_model_ms"])
+    # (a winner's default measured again can only lower the report's figure)
+    assert curve[0][1] >= report["default_model_ms"] * (1 - 1e-6), (curve[0], report)
     # a live bar on every measured batch
     assert any(line.startswith("[tune] [#") and "trials |" in line for line in lines), lines

@@ -165,7 +165,9 @@ def test_tune_measures_through_the_rpc_tracker(small_conv, rpc_tracker, rpc_logs
     assert any(line.startswith("[tune] ") and "trials |" in line for line in lines), lines
 
     compiled = qcompile.compile(model, xs[:1], target="x86-avx512-vnni", tune_logs=work)
-    assert compiled.meta["kernels"]["tuned"] == 1, compiled.meta["kernels"]
+    # the tuned record is used where it measured faster than the default: either may win
+    kinds = compiled.meta["kernels"]
+    assert kinds["tuned"] + kinds["kept_default"] == 1, kinds
     verified = qcompile.verify(model, compiled, xs)
     assert verified["bit_exact_fraction"] == 1.0, verified
 
