@@ -177,7 +177,7 @@ def _trials_in(database, mod) -> tuple[int, float | None]:
 
 
 def _allotments(tasks, defaults, done_before, trials, trials_per_task, trials_per_iter,
-                budget_s, out):
+                budget_s):
     """(trials each task still needs, the announcement): an even share of `trials` (or
     `trials_per_task`), or with a budget trials by runtime share (tuning.budget)."""
     names = few_names([t.task_name for t in tasks])
@@ -230,7 +230,7 @@ def tune_tasks(tasks, family, work_dir: str, runner, remote=None, trials=200, th
     # interrupted run's, or kernels that are new since: a global count would spend the rest
     # on whichever tasks the scheduler favours, records or not)
     needs, announce = _allotments(tasks, defaults, done_before, trials, trials_per_task,
-                                  trials_per_iter, budget_s, out)
+                                  trials_per_iter, budget_s)
     todo = [i for i, need in enumerate(needs) if need]
     remaining = sum(needs)
     out(f"[tune] {announce}; {remaining} to run on the {len(todo)} tasks below their share")

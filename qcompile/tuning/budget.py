@@ -17,6 +17,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import QCompileError
+from .choice import measured_secs
 
 # Seconds a trial costs on the 2-core machines, search, build and measurement together: tuning
 # garden:googlenet ran 228 trials in 1135 s (Zen 4, 8 per batch), garden:resnet50 282 in 684 s
@@ -75,10 +76,8 @@ class Plan:
     def measured(self, i: int, results) -> None:
         """A batch of task `i` came back from the runner."""
         self.trials[i] += len(results)
-        secs = [sum(map(float, r.run_secs)) / len(r.run_secs) for r in results
-                if r.error_msg is None and r.run_secs]
-        best = [b for b in ([min(secs)] if secs else []) + self.history[i][-1:] if b is not None]
-        self.history[i].append(min(best) if best else None)
+        secs = [measured_secs(r.run_secs, r.error_msg) for r in results] + self.history[i][-1:]
+        self.history[i].append(min((s for s in secs if s is not None), default=None))
 
     def _stalled(self, i: int) -> bool:
         h = self.history[i]

@@ -27,19 +27,25 @@ from .logs import kernel_shape_key
 MIN_GAIN = 0.03
 
 # a measured run at or above this is MetaSchedule's "failed" marker, not a time
-_FAILED_SECS = 1e9
+FAILED_SECS = 1e9
 
 # how compile() reports a kernel this module decided (schedules.default_cpu keeps them)
 TUNED, TUNED_NEAR = "tuned", "tuned_near"
 KEPT_DEFAULT, UNMEASURED_DEFAULT = "kept_default", "unmeasured_default"
 
 
-def mean_secs(record: ms.database.TuningRecord) -> float | None:
-    """A record's mean measured time, or None for a failed or unmeasured one."""
-    secs = [float(s) for s in (record.run_secs or [])]
-    if not secs or max(secs) >= _FAILED_SECS:
+def measured_secs(run_secs, error_msg: str | None = None) -> float | None:
+    """The mean of a run's measured times (a record's or a runner result's), or None for a
+    failed (an error, or FAILED_SECS) or unmeasured one."""
+    secs = [float(s) for s in (run_secs or [])]
+    if error_msg is not None or not secs or max(secs) >= FAILED_SECS:
         return None
     return sum(secs) / len(secs)
+
+
+def mean_secs(record: ms.database.TuningRecord) -> float | None:
+    """A record's mean measured time, or None for a failed or unmeasured one."""
+    return measured_secs(record.run_secs)
 
 
 def is_default(record: ms.database.TuningRecord) -> bool:

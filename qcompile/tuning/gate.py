@@ -17,7 +17,8 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
-_FAILED_RUN_S = 1e9
+from .choice import FAILED_SECS
+
 
 
 def random_arguments(func: tvm.tirx.PrimFunc, seed: int = 0) -> list[np.ndarray]:
@@ -138,7 +139,7 @@ class GatedDatabase(ms.database.PyDatabase):
 
     def commit_tuning_record(self, record):
         secs = [float(s) for s in (record.run_secs or [])]
-        if secs and min(secs) < _FAILED_RUN_S:
+        if secs and min(secs) < FAILED_SECS:
             why = self.gate.check_record(record)
             if why is not None:
                 self.gate.rejected.append(why)

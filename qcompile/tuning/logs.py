@@ -106,13 +106,6 @@ def open_databases(directories: list[str]) -> list[ms.database.Database]:
     return dbs
 
 
-def union(databases: list[ms.database.Database]) -> ms.database.Database | None:
-    """One database answering for all of `databases` (None if there are none)."""
-    if not databases:
-        return None
-    return databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)
-
-
 @functools.cache
 def cpuinfo() -> dict:
     """The first value of each /proc/cpuinfo field ("vendor_id", "cpu family", "model name",

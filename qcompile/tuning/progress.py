@@ -17,6 +17,8 @@ import time
 from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
+from .choice import measured_secs
+
 CURVE_JSON = "tuning_curve.json"
 CURVE_PNG = "tuning_curve.png"
 
@@ -86,11 +88,9 @@ class Progress(ms.measure_callback.PyMeasureCallback):
             return
         self.done += len(measure_candidates)
         for result in runner_results:
-            secs = [float(s) for s in (result.run_secs or [])]
-            if result.error_msg is None and secs:
-                mean = sum(secs) / len(secs)
-                if self.best[task_id] is None or mean < self.best[task_id]:
-                    self.best[task_id] = mean
+            mean = measured_secs(result.run_secs, result.error_msg)
+            if mean is not None and (self.best[task_id] is None or mean < self.best[task_id]):
+                self.best[task_id] = mean
         est = self.estimate_ms()
         trials = self.trials_before + self.done
         if est is not None:
