@@ -9,7 +9,7 @@ $(BIN)/qcompile: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,bench,pt2e,garden]'
+	$(BIN)/pip install -q -e '.[test,bench,pt2e,garden,hf]'
 	touch $@
 
 setup: $(BIN)/qcompile

@@ -37,20 +37,28 @@ from .engines import quantized_engine
 from .provenance import provenance
 
 
-def _onnx_int8(float_model, example, calibration):
+def _feed_names(n: int) -> list[str]:
+    return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
+
+
+def _onnx_int8(float_model, examples, calibration, dynamic: bool = False):
     """Export the float model to ONNX, pre-process it and quantize it with ONNX Runtime's tools
-    (quant_pre_process, quantize_static: QDQ, per channel, u8 activations, i8 weights): the
-    int8 model ONNX Runtime and OpenVINO both run.  (path, None), or (None, a reason)."""
+    (quant_pre_process, then quantize_static: QDQ, per channel, u8 activations, i8 weights; or,
+    for a dynamically quantized model, quantize_dynamic: int8 weights, activations quantized
+    at run time, as PyTorch's): the int8 model ONNX Runtime and OpenVINO both run.  `examples`:
+    one call's inputs.  (path, None), or (None, a reason)."""
     try:
         from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                              quantize_static)
+                                              quantize_dynamic, quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         return None, "onnxruntime not installed (pip install '.[bench]')"
+    names = _feed_names(len(examples))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{"input": x.numpy()} for x in calibration])
+            self.items = iter([dict(zip(names, (t.numpy() for t in _as_tuple(x))))
+                               for x in calibration])
 
         def get_next(self):
             return next(self.items, None)
@@ -59,20 +67,23 @@ def _onnx_int8(float_model, example, calibration):
     fp32, int8 = os.path.join(workdir, "fp32.onnx"), os.path.join(workdir, "int8.onnx")
     pre = os.path.join(workdir, "fp32_pre.onnx")
     try:
-        torch.onnx.export(float_model, (example,), fp32, input_names=["input"],
+        torch.onnx.export(float_model, tuple(examples), fp32, input_names=names,
                           output_names=["output"], opset_version=17, dynamo=False)
         # ONNX Runtime's own pre-processing (shape inference, graph optimization) before
         # quantize_static, as its docs ask: without it a torchvision model's Identity nodes
         # kept the adds out of the quantized patterns (ResNet-18 14 ms against 3.4)
         quant_pre_process(fp32, pre)
-        quantize_static(pre, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        if dynamic:
+            quantize_dynamic(pre, int8, weight_type=QuantType.QInt8)
+        else:
+            quantize_static(pre, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as err:  # noqa: BLE001 - any exporter failure is reported, not fatal
         return None, f"ONNX export/quantization failed: {err}"
     return int8, None
 
 
-def _onnxruntime_int8(int8_path, example, threads):
+def _onnxruntime_int8(int8_path, examples, threads):
     """ONNX Runtime (CPU provider) on the int8 ONNX model: a callable, or a reason."""
     try:
         import onnxruntime as ort
@@ -81,11 +92,11 @@ def _onnxruntime_int8(int8_path, example, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(int8_path, options, providers=["CPUExecutionProvider"])
-    feed = {"input": example.numpy()}
+    feed = dict(zip(_feed_names(len(examples)), (x.numpy() for x in examples)))
     return (lambda: session.run(None, feed)), None
 
 
-def _openvino_int8(int8_path, example, threads):
+def _openvino_int8(int8_path, examples, threads):
     """OpenVINO's CPU plugin on the same int8 ONNX model (it reads the QDQ pairs and runs the
     quantized layers in u8/i8; latency hint, one stream): a callable, or a reason."""
     try:
@@ -101,8 +112,21 @@ def _openvino_int8(int8_path, example, threads):
     if not precisions & {"u8", "i8"}:
         return None, f"OpenVINO ran no layer in int8 (runtime precisions {sorted(precisions)})"
     request = compiled.create_infer_request()
-    data = example.numpy()
-    return (lambda: request.infer({0: data})), None
+    data = {i: x.numpy() for i, x in enumerate(examples)}
+    return (lambda: request.infer(data)), None
+
+
+def _as_tuple(example) -> tuple:
+    """One call's inputs as a tuple (a model of one input takes a tensor)."""
+    return tuple(example) if isinstance(example, (list, tuple)) else (example,)
+
+
+def _is_dynamic(quantized) -> bool:
+    """True if the model holds dynamically quantized Linears (quantize_dynamic)."""
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    modules = quantized.modules() if isinstance(quantized, torch.nn.Module) else []
+    return any(isinstance(m, nnqd.Linear) for m in modules)
 
 
 def _inductor(quantized, example):
@@ -117,8 +141,11 @@ def _inductor(quantized, example):
     return (lambda: program(example)), None
 
 
-# what a user would run instead of qcompile (fp32 and other qcompile builds are not peers)
-PEERS = ("torch_fbgemm", "torch_inductor", "onnxruntime_int8", "openvino_int8")
+# what a user would run instead of qcompile (fp32 and other qcompile builds are not peers);
+# torch_fbgemm_traced: the model's TorchScript trace (how dynamically quantized transformers
+# are deployed)
+PEERS = ("torch_fbgemm", "torch_fbgemm_traced", "torch_inductor", "onnxruntime_int8",
+         "openvino_int8")
 PER_ROUND = 5
 HANDOVER_S = 0.3
 
@@ -144,12 +171,15 @@ def _time_interleaved(runners: dict, runs: int, warmup: int) -> dict:
 
 
 def bench(quantized, compiled, example, float_model=None, calibration=None, runs=50, warmup=10,
-          threads=None, onnxruntime=True, openvino=True, pt2e=False, others=None) -> dict:
+          threads=None, onnxruntime=True, openvino=True, pt2e=False, others=None,
+          traced=False) -> dict:
     """Time `compiled` against PyTorch fbgemm (and, given the float model and installed,
-    PyTorch fp32, ONNX Runtime int8 and OpenVINO int8 on one int8 ONNX model).
+    PyTorch fp32, ONNX Runtime int8 and OpenVINO int8 on one int8 ONNX model: statically
+    quantized, or dynamically for a `quantize_dynamic` model).
 
-    `example` is one input tensor; `calibration` (inputs for ORT's quantize_static) defaults to
-    [example].  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
+    `example` is one call's input: a tensor, or a tuple of them (token ids and a mask);
+    `calibration` (such inputs, for ORT's quantize_static) defaults to [example].  `traced`:
+    also time PyTorch running the model's TorchScript trace ("torch_fbgemm_traced").  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
     ("torch_inductor") instead of on fbgemm.  `others`: more compiled models {name: CompiledModel}
     timed in the same rounds on the same input (a PT2E model's eager twin).  Returns
     {"runtimes": {name: {"median_ms", ...}}, "speedup_vs_fbgemm" (or "speedup_vs_inductor"),
@@ -159,11 +189,11 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    data = tvm.runtime.tensor(example.numpy())
-    vm_main = compiled._machine()["main"]
-    runners = {"qcompile": lambda: vm_main(data)}
+    examples = _as_tuple(example)
+    data = [tvm.runtime.tensor(x.numpy()) for x in examples]
+    runners = {"qcompile": functools.partial(compiled._machine()["main"], *data)}
     for name, other in (others or {}).items():
-        runners[name] = functools.partial(other._machine()["main"], data)
+        runners[name] = functools.partial(other._machine()["main"], *data)
     notes = []
     if pt2e:
         inductor_run, why = _inductor(quantized, example)
@@ -172,31 +202,37 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
         else:
             notes.append(why)
     else:
-        def torch_int8():
+        def torch_int8(program=quantized):
             with quantized_engine("fbgemm"), torch.no_grad():
-                quantized(example)
+                program(*examples)
 
         runners["torch_fbgemm"] = torch_int8
+        if traced:
+            with quantized_engine("fbgemm"), torch.no_grad():
+                script = torch.jit.trace(quantized, examples, strict=False)
+            runners["torch_fbgemm_traced"] = functools.partial(torch_int8, script)
     if float_model is not None:
         def torch_fp32():
             with torch.no_grad():
-                float_model(example)
+                float_model(*examples)
 
         runners["torch_fp32"] = torch_fp32
     if (onnxruntime or openvino) and float_model is not None:
-        int8_path, why = _onnx_int8(float_model, example, calibration or [example])
+        int8_path, why = _onnx_int8(float_model, examples, calibration or [example],
+                                    dynamic=_is_dynamic(quantized))
         peers = [("onnxruntime_int8", _onnxruntime_int8, onnxruntime),
                  ("openvino_int8", _openvino_int8, openvino)]
         for name, runner, wanted in peers:
             if wanted and int8_path is not None:
-                run, why = runner(int8_path, example, threads)
+                run, why = runner(int8_path, examples, threads)
                 runners.update({name: run} if run is not None else {})
             if wanted and name not in runners:
                 notes.append(f"{name}: {why}")
     report = {"runtimes": _time_interleaved(runners, runs, warmup), "threads": threads,
-              "batch": int(example.shape[0]), "notes": notes}
+              "batch": int(examples[0].shape[0]), "notes": notes}
     ours = report["runtimes"]["qcompile"]["median_ms"]
     for name, key in (("torch_fbgemm", "speedup_vs_fbgemm"),
+                      ("torch_fbgemm_traced", "speedup_vs_fbgemm_traced"),
                       ("torch_inductor", "speedup_vs_inductor"),
                       ("onnxruntime_int8", "speedup_vs_onnxruntime"),
                       ("openvino_int8", "speedup_vs_openvino"),
@@ -265,9 +301,9 @@ def profile_kernels(compiled, example, runs: int = 20, warmup: int = 3) -> dict:
     import tvm
 
     vm = compiled._machine()
-    data = tvm.runtime.tensor(example.numpy())
+    data = [tvm.runtime.tensor(x.numpy()) for x in _as_tuple(example)]
     for _ in range(warmup):
-        vm["main"](data)
+        vm["main"](*data)
     spent, calls, started = {}, {}, {}
 
     def instrument(_func, name, before, _ret, *_args):
@@ -283,7 +319,7 @@ def profile_kernels(compiled, example, runs: int = 20, warmup: int = 3) -> dict:
     try:
         t0 = time.perf_counter()
         for _ in range(runs):
-            vm["main"](data)
+            vm["main"](*data)
         run_s = (time.perf_counter() - t0) / runs
     finally:
         vm.set_instrument(lambda *_args: 0)

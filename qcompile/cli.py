@@ -249,27 +249,29 @@ def cmd_bench(args):
         entry = load_model(args.model, None, args.image_size, input_shape=args.input_shape,
                            pt2e=args.pt2e)
         inputs = entry.example_inputs(args.batch * 4, seed=77)
-        x = torch.cat(inputs[:args.batch])
-        quantized, float_model = entry.quantized, entry.float_model
-        calibration = [torch.cat(inputs[i:i + args.batch])
+        calibration = [_batched(inputs[i:i + args.batch])
                        for i in range(0, len(inputs), args.batch)]
+        x = calibration[0]
+        quantized, float_model = entry.quantized, entry.float_model
     else:
         raise QCompileError("bench needs MODEL or --dense M K N")
-    compiled = qcompile.compile(quantized, [x], target=args.target, threads=args.threads,
-                                verbose=True, tune_logs=tune_logs_arg(args))
+    compiled = qcompile.compile(quantized, _call_args(x), target=args.target,
+                                threads=args.threads, verbose=True,
+                                tune_logs=tune_logs_arg(args))
     others = {}
     if args.eager_twin:
         twin = load_model(args.model, None, args.image_size, input_shape=args.input_shape)
         others["qcompile_eager_twin"] = qcompile.compile(
-            twin.quantized, [x], target=args.target, threads=args.threads, verbose=True,
+            twin.quantized, _call_args(x), target=args.target, threads=args.threads, verbose=True,
             tune_logs=tune_logs_arg(args))
     if args.vs_defaults:
         others["qcompile_default_schedules"] = qcompile.compile(
-            quantized, [x], target=args.target, threads=args.threads, verbose=True,
+            quantized, _call_args(x), target=args.target, threads=args.threads, verbose=True,
             tune_logs=False)
     report = bench(quantized, compiled, x, float_model, calibration, runs=args.runs,
                    warmup=args.warmup, threads=args.threads, onnxruntime=not args.no_onnxruntime,
-                   openvino=not args.no_openvino, pt2e=bool(args.pt2e), others=others)
+                   openvino=not args.no_openvino, pt2e=bool(args.pt2e), others=others,
+                   traced=isinstance(x, tuple))
     report["model"] = args.model or f"dense {m}x{k}x{n}"
     if gops:
         report["gops_per_s"] = {k2: gops / v["median_ms"] * 1e3
@@ -282,6 +284,21 @@ def cmd_bench(args):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
+
+
+def _batched(inputs: list):
+    """Several calls' inputs as one batch: tensors concatenated, or (ids, mask) pairs
+    concatenated member by member."""
+    import torch
+
+    if isinstance(inputs[0], (list, tuple)):
+        return tuple(torch.cat(parts) for parts in zip(*inputs))
+    return torch.cat(inputs)
+
+
+def _call_args(x) -> list:
+    """One call's inputs as compile's example_inputs."""
+    return list(x) if isinstance(x, tuple) else [x]
 
 
 def build_parser() -> argparse.ArgumentParser:

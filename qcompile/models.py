@@ -1,6 +1,7 @@
 """Where the commands' models come from: `zoo:NAME` (our zoo, quantized eagerly or with PT2E),
 `garden:NAME` (torchvision's quantizable classifiers; with PT2E also the architectures of
-zoo/garden.py's PT2E_GARDEN), a TorchScript file (torch.jit.save, .pt) or an exported PT2E
+zoo/garden.py's PT2E_GARDEN), `hf:NAME` (Hugging Face encoders, dynamically quantized), a
+TorchScript file (torch.jit.save, .pt) or an exported PT2E
 program (torch.export.save, .pt2).
 """
 
@@ -88,10 +89,18 @@ def reference_engine(numerics: str | None) -> str:
 def load_model(spec: str, numerics: str | None, image_size: int | None,
                engine: str | None = None, input_shape=None, pt2e: str | None = None):
     """`zoo:NAME` -> ZooModel (quantized eagerly, or with PT2E's `pt2e` quantizer);
-    `garden:NAME` -> the torchvision model as a ZooModel; a TorchScript (.pt) or
+    `garden:NAME` -> the torchvision model as a ZooModel; `hf:NAME` -> a transformers encoder
+    (zoo.hf); a TorchScript (.pt) or
     exported-program (.pt2) file, with its input shape -> FileModel.  Eager models are
     quantized (or loaded) on `engine`, by default numerics' reference."""
     engine = engine or reference_engine(numerics)
+    if spec.startswith("hf:"):
+        from .zoo import hf
+
+        if pt2e is not None:
+            raise QCompileError("hf: models are quantized dynamically (quantize_dynamic); "
+                                "--pt2e is not available for them yet")
+        return hf.build(spec[len("hf:"):], input_shape)
     if spec.startswith("garden:"):
         from .zoo import garden
 

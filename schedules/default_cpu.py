@@ -68,6 +68,12 @@ def _schedule_transpose(sch, block):
     sch.unroll(ki)
 
 
+def _writes_bool(sch, block) -> bool:
+    """A block storing bool (a mask): TVM 0.27 lowers a vector store of bool as int8 lanes
+    into a bool buffer and fails the build, so it stays scalar (masks are small)."""
+    return any(str(w.source.dtype) == "bool" for w in sch.get(block).writes)
+
+
 def _schedule_block(sch, block):
     if sch.get(block).name_hint in _TRANSPOSES and len(sch.get_loops(block)) == 4:
         _schedule_transpose(sch, block)
@@ -82,7 +88,7 @@ def _schedule_block(sch, block):
         return
     inner = spatial[-1]
     factor = _vector_factor(sch.get(inner).extent)
-    if factor is None:
+    if factor is None or _writes_bool(sch, block):
         if reduce:
             sch.reorder(*spatial, *reduce)
         _parallel(sch, spatial[:_PARALLEL_LOOPS])

@@ -37,7 +37,10 @@ def importer_for(model, input_shapes, probe: bool, input_dtypes=None,
                                   for s, d in zip(input_shapes, dtypes)]
             # the trace follows the branches these inputs take: Python control flow on tensor
             # values is fixed to what the example inputs did
-            traced = torch.jit.trace(model, tuple(torch.as_tensor(x) for x in example_inputs))
+            # strict=False: a dict of outputs (Hugging Face's ModelOutput) is traced as one;
+            # the compiled model returns its tensors in order
+            traced = torch.jit.trace(model, tuple(torch.as_tensor(x) for x in example_inputs),
+                                     strict=False)
     except Exception as err:  # noqa: BLE001 - neither capture works: say both
         raise QCompileError(f"neither torch.fx nor torch.jit.trace could capture "
                             f"{type(model).__name__}: {err}") from err

@@ -37,7 +37,8 @@ def float_value(imp, value, what: str):
     if isinstance(value, torch.Tensor):
         array = value.detach().numpy()
         dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
-        return relax.const(array.astype(dtype))
+        # the dtype spelled out: relax.const would make an int64 array int32
+        return relax.const(array.astype(dtype), dtype)
     if isinstance(value, (bool, int, float)):
         return relax.const(np.array(value, dtype="float32"))
     raise imp.error(f"{what}: unsupported operand {type(value).__name__}")
@@ -47,18 +48,62 @@ def _rank(expr) -> int:
     return len(expr.ty.shape)
 
 
+def _operand(imp, value, other, what: str):
+    """One operand of a binary op: a Python int beside an integer tensor takes its dtype (the
+    position-id arithmetic of a traced model stays integer, as in PyTorch)."""
+    if (isinstance(value, (bool, int)) and isinstance(other, relax.Expr)
+            and ("int" in str(other.ty.dtype) or str(other.ty.dtype) == "bool")):
+        return relax.const(value, str(other.ty.dtype))
+    return float_value(imp, value, what)
+
+
+def _promoted(x, y, to_float: bool = False):
+    """x, y in one dtype: float32 when either is float (or `to_float`), else the wider int."""
+    dx, dy = str(x.ty.dtype), str(y.ty.dtype)
+    if to_float or "float" in dx or "float" in dy:
+        return [v if str(v.ty.dtype) == "float32" else R.astype(v, "float32") for v in (x, y)]
+    if dx != dy:
+        return R.astype(x, "int64"), R.astype(y, "int64")
+    return x, y
+
+
 def _binary(op, what):
     def convert(imp, a, b):
         if not isinstance(a, (relax.Expr, QValue)) and not isinstance(b, (relax.Expr, QValue)):
             return getattr(operator, what)(a, b)  # Python arithmetic on sizes
-        x, y = float_value(imp, a, what), float_value(imp, b, what)
-        if "int" in str(x.ty.dtype) and "float" in str(y.ty.dtype):
-            x = R.astype(x, "float32")
-        if "int" in str(y.ty.dtype) and "float" in str(x.ty.dtype):
-            y = R.astype(y, "float32")
-        return imp.emit(op(x, y))
+        x, y = _operand(imp, a, b, what), _operand(imp, b, a, what)
+        return imp.emit(op(*_promoted(x, y, to_float=what == "truediv")))
 
     return convert
+
+
+def compare(what: str):
+    """aten::eq / ne / gt / lt / ge / le of graph tensors and numbers: a bool tensor."""
+    op = {"eq": R.equal, "ne": R.not_equal, "gt": R.greater, "lt": R.less,
+          "ge": R.greater_equal, "le": R.less_equal}[what]
+
+    def convert(imp, a, b):
+        x, y = _operand(imp, a, b, what), _operand(imp, b, a, what)
+        return imp.emit(op(*_promoted(x, y)))
+
+    return convert
+
+
+def cumsum(imp, x, dim, dtype=None):
+    """torch.cumsum: integer and bool inputs sum in int64, as PyTorch's."""
+    x = float_value(imp, x, "cumsum")
+    out = "float32" if "float" in str(x.ty.dtype) else "int64"
+    if dtype is not None:
+        raise imp.error("cumsum with an explicit dtype is not supported")
+    return imp.emit(R.cumsum(x, axis=int(dim), dtype=out))
+
+
+def type_as(imp, x, other):
+    """x.type_as(other): x converted to other's dtype."""
+    x, other = float_value(imp, x, "type_as"), float_value(imp, other, "type_as")
+    if str(x.ty.dtype) == str(other.ty.dtype):
+        return x
+    return imp.emit(R.astype(x, str(other.ty.dtype)))
 
 
 def embedding_module(imp, module, ids):
@@ -140,6 +185,90 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
             scores = R.add(scores, mask)
     weights = imp.emit(R.nn.softmax(scores, axis=-1))
     return imp.emit(R.matmul(weights, v))
+
+
+def _bits(imp, value, what):
+    if isinstance(value, (bool, int)) and not isinstance(value, QValue):
+        return relax.const(value, "bool" if isinstance(value, bool) else "int64")
+    return float_value(imp, value, what)
+
+
+def bitwise(what: str):
+    """aten::__and__ / __or__ / __xor__ (and the bitwise_ spellings) of bool or integer
+    tensors, e.g. attention masks combined: logical ops on bool, bitwise ops on integers."""
+    logical = {"and": R.logical_and, "or": R.logical_or, "xor": R.logical_xor}[what]
+    bits = {"and": R.bitwise_and, "or": R.bitwise_or, "xor": R.bitwise_xor}[what]
+
+    def convert(imp, a, b):
+        x, y = _bits(imp, a, what), _bits(imp, b, what)
+        kinds = {str(x.ty.dtype), str(y.ty.dtype)}
+        if "float32" in kinds:
+            raise imp.error(f"aten::__{what}__ of a float tensor is not defined")
+        if kinds == {"bool"}:
+            return imp.emit(logical(x, y))
+        return imp.emit(bits(R.astype(x, "int64"), R.astype(y, "int64")))
+
+    return convert
+
+
+def reduce_sum(imp, x, dim=None, keepdim=False, dtype=None):
+    """x.sum(dims) of a float island (integer and bool tensors sum in int64, as PyTorch's)."""
+    x = float_value(imp, x, "sum")
+    if dtype is not None:
+        raise imp.error("sum with an explicit dtype is not supported")
+    if "float" not in str(x.ty.dtype):
+        x = R.astype(x, "int64")
+    axes = None if dim is None else [int(d) for d in (dim if isinstance(dim, (list, tuple))
+                                                      else [dim])]
+    return imp.emit(R.sum(x, axis=axes, keepdims=bool(keepdim)))
+
+
+def clamp(imp, x, low=None, high=None):
+    """x.clamp(min, max) of a float island (either bound may be absent)."""
+    x = float_value(imp, x, "clamp")
+    dtype = str(x.ty.dtype)
+    if low is not None:
+        x = R.maximum(x, relax.const(low, dtype))
+    if high is not None:
+        x = R.minimum(x, relax.const(high, dtype))
+    return imp.emit(x)
+
+
+def gather(imp, x, dim, index, sparse_grad=False):
+    """torch.gather(x, dim, index): out[i][j] = x[i][index[i][j]] along `dim`."""
+    x, index = float_value(imp, x, "gather"), float_value(imp, index, "gather")
+    return imp.emit(R.gather_elements(x, index, axis=int(dim)))
+
+
+def where(imp, cond, a, b):
+    """torch.where(cond, a, b): a bool mask choosing between tensors or numbers (float32 when
+    either is float, as an additive attention mask built from a bool one)."""
+    cond = _bits(imp, cond, "where")
+    if str(cond.ty.dtype) != "bool":
+        cond = R.astype(cond, "bool")
+    x, y = float_value(imp, a, "where"), float_value(imp, b, "where")
+    if str(x.ty.dtype) != str(y.ty.dtype):
+        x, y = R.astype(x, "float32"), R.astype(y, "float32")
+    return imp.emit(R.where(cond, x, y))
+
+
+def index(imp, x, indices):
+    """x[i0, i1, ...]: integer index tensors known at import time (a mask built from index
+    grids) on the leading dimensions, broadcast together; the rest of x is taken whole.  One
+    take of the leading dimensions flattened, at the flat positions PyTorch's broadcast gives."""
+    x = float_value(imp, x, "index")
+    if not indices or any(not isinstance(i, torch.Tensor) for i in indices):
+        raise imp.error("aten::index is supported with index tensors known at import time on "
+                        "the leading dimensions only (not with indices computed from the inputs "
+                        "or a skipped dimension)")
+    shape = [int(d) for d in x.ty.shape]
+    lead = shape[:len(indices)]
+    flat = torch.zeros((), dtype=torch.int64)
+    for i, size in zip(indices, lead):
+        i = i.to(torch.int64)
+        flat = flat * size + torch.where(i < 0, i + size, i)
+    rows = R.reshape(x, [math.prod(lead), *shape[len(indices):]])
+    return imp.emit(R.take(rows, relax.const(flat.numpy(), "int64"), axis=0))
 
 
 def embedding(imp, ids, weight, *args, **kwargs):

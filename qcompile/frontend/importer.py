@@ -37,6 +37,8 @@ class Importer:
         return QCompileError(f"{message}{' at ' + where if where else ''}{hint}")
 
     def _output(self, value):
+        if isinstance(value, dict):  # a traced ModelOutput: its tensors, in order
+            value = list(value.values())
         values = value if isinstance(value, (tuple, list)) else [value]
         self.output_qparams = self.dequantized_from.get(values[0])
         for v in values:

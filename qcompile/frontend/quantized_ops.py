@@ -266,6 +266,8 @@ def adaptive_avg_pool2d(imp, x, output_size):
 
 # ---------------------------------------------------------------------------- data movement
 def _shape_of(value):
+    if isinstance(value, torch.Tensor):  # a constant (a model's buffer)
+        return list(value.shape)
     expr = value.expr if isinstance(value, QValue) else value
     return [int(d) for d in expr.ty.shape]
 
@@ -314,7 +316,8 @@ def chunk(imp, x, chunks, dim=0):
 
 def expand(imp, x, *sizes, implicit=False):
     """x.expand(*sizes) (-1 keeps a size), of 8-bit or float data."""
-    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
+    if sizes and isinstance(sizes[0], (list, tuple)):  # (size list) or TorchScript's (list, implicit)
+        sizes = sizes[0]
     x = _tensor(imp, x, "expand")
     shape = _shape_of(x)
     lead = len(sizes) - len(shape)

@@ -42,13 +42,24 @@ _PY_OPS = {
     "aten::__getitem__": operator.getitem, "aten::format": lambda fmt, *a: fmt.format(*a),
     "prim::unchecked_cast": lambda x: x, "aten::warn": lambda *a: None,
 }
-# the same ops on parameters (e.g. a slice of a position table): evaluated by PyTorch here
-_CONSTANT_OPS = {
-    "aten::slice": lambda x, dim=0, start=None, end=None, step=1: torch.ops.aten.slice(
-        x, dim, start, end, step),
-    "prim::NumToTensor": lambda x: x,
-    "aten::ScalarImplicit": lambda x: x,
-}
+# non-aten ops on values known at import time
+_CONSTANT_OPS = {"prim::NumToTensor": lambda x: x, "aten::ScalarImplicit": lambda x: x}
+
+
+def _on_graph(value) -> bool:
+    """True if the value is (or a list/tuple holds) a tensor computed from the model's inputs."""
+    if isinstance(value, (list, tuple)):
+        return any(_on_graph(v) for v in value)
+    return isinstance(value, (QValue, relax.Expr))
+
+
+def _fold(node, args):
+    """An aten op on values known at import time (parameters, buffers, shapes: a slice of a
+    position table, a buffer expanded and gathered), computed once by PyTorch's own op."""
+    schema = torch._C.parse_schema(node.schema())
+    positional = [a for a, s in zip(args, schema.arguments) if not s.kwarg_only]
+    keywords = {s.name: a for a, s in zip(args, schema.arguments) if s.kwarg_only}
+    return getattr(torch.ops.aten, node.kind()[len("aten::"):])(*positional, **keywords)
 
 
 def _all_nodes(nodes):
@@ -123,6 +134,8 @@ class ScriptImporter(Importer):
             return getattr(args[0], node.s("name"))
         if kind in ("prim::ListConstruct", "prim::TupleConstruct"):
             return list(args) if kind == "prim::ListConstruct" else tuple(args)
+        if kind == "prim::DictConstruct":  # (key, value, key, value, ...)
+            return dict(zip(args[::2], args[1::2]))
         if kind in ("prim::ListUnpack", "prim::TupleUnpack"):
             return list(args[0])
         if kind == "prim::TupleIndex":
@@ -137,15 +150,20 @@ class ScriptImporter(Importer):
             return self._shape_op(kind, args)
         if kind == "prim::dtype" and isinstance(args[0], relax.Expr):
             return _FLOAT32 if args[0].ty.dtype == "float32" else args[0].ty.dtype
-        on_graph = any(isinstance(a, (QValue, relax.Expr)) for a in args)
+        on_graph = _on_graph(args)
         if kind in _PY_OPS and not on_graph:
             try:
                 return _PY_OPS[kind](*args)
             except (TypeError, ValueError, IndexError, ZeroDivisionError) as err:
                 raise self.error(f"TorchScript op {kind} on Python values "
                                  f"{[type(a).__name__ for a in args]} failed: {err}") from None
-        if kind in _CONSTANT_OPS and not on_graph:  # on parameters: computed here, once
+        if kind in _CONSTANT_OPS and not on_graph:
             return _CONSTANT_OPS[kind](*args)
+        if kind.startswith("aten::") and not on_graph:
+            try:
+                return _fold(node, args)
+            except (RuntimeError, TypeError, AttributeError) as err:
+                raise self.error(f"{kind} on values known at import time failed in PyTorch: {err}") from None
         convert = op_table.TORCHSCRIPT.get(kind)
         if convert is not None:
             return convert(self, *args)
