@@ -147,12 +147,45 @@ def _pad_odd_reduction(sch, block) -> None:
         pass
 
 
+# A reduction along a row this long or longer sums it in vector lanes (_sum_in_lanes)
+_LANE_REDUCTION_MIN = 64
+
+
+def _sum_in_lanes(sch, block) -> None:
+    """A reduction over each row's last, contiguous axis (LayerNorm's mean and variance,
+    softmax's max and sum) as partial sums in 16 lanes (rfactor: [rows..., 16], the lanes the
+    vectorized inner axis, the row's steps the reduction) and then their sum.  Vectorized across
+    rows instead, each load gathers 16 rows with a stride of the row: BERT-base's LayerNorm over
+    1024 x 768 took 0.86 ms.  The lanes add in another order than one sequential sum (float
+    islands promise no bits; ATen's own kernels sum in vector lanes too)."""
+    ivs = sch.get(block).iter_vars
+    loops = sch.get_loops(block)
+    kinds = [iv.iter_type for iv in ivs]
+    if (len(loops) != len(ivs) or len(ivs) < 2 or kinds[-1] != tvm.tirx.IterVar.CommReduce
+            or kinds.count(tvm.tirx.IterVar.CommReduce) != 1):
+        return
+    extent = sch.get(loops[-1]).extent
+    if not isinstance(extent, (int, tvm.tirx.IntImm)) or int(extent) < _LANE_REDUCTION_MIN \
+            or int(extent) % _VECTOR[0]:
+        return
+    read = sch.get(block).reads
+    if not any(len(r.region) == len(ivs) for r in read):
+        return  # not a row of a tensor of the block's own rank
+    _, lane = sch.split(loops[-1], [None, _VECTOR[0]])
+    try:
+        sch.rfactor(lane, len(ivs) - 1)
+    except Exception:  # noqa: BLE001 - not a plain sum/max: stays as it is
+        pass
+
+
 def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     try:
         root = sch.get_sblock("root")
     except Exception:  # noqa: BLE001 - no root block: leave the function as it is
         return func
+    for block in sch.get_child_blocks(root):
+        _sum_in_lanes(sch, block)
     for block in sch.get_child_blocks(root):
         _pad_odd_reduction(sch, block)
     for block in sch.get_child_blocks(root):

@@ -51,6 +51,27 @@ def silu(x):
     return te.compute(x.shape, lambda *i: x(*i) / (f32(1.0) + exp_poly(-x(*i))), name="silu")
 
 
+def softmax(x, axis: int = -1):
+    """softmax along `axis` as ATen's vectorized kernel orders it: the row's max, exp(x - max),
+    their sum, then each times 1 / sum (exp_poly for ATen's exp).  Relax's legalization calls
+    libm's exp per element: BERT-base's 12 x 128 x 128 attention softmax took 0.30 ms a layer."""
+    rank = len(x.shape)
+    axis = axis % rank
+    k = te.reduce_axis((0, x.shape[axis]), name="k")
+
+    def along(i, j):
+        return (*i[:axis], j, *i[axis + 1:])
+
+    row = [d for a, d in enumerate(x.shape) if a != axis]
+    top = te.compute(row, lambda *i: te.max(x(*along(i, k)), axis=k), name="softmax_max")
+    e = te.compute(x.shape, lambda *i: exp_poly(
+        x(*i) - top(*(i[:axis] + i[axis + 1:]))), name="softmax_exp")
+    k2 = te.reduce_axis((0, x.shape[axis]), name="k2")
+    total = te.compute(row, lambda *i: te.sum(e(*along(i, k2)), axis=k2), name="softmax_sum")
+    return te.compute(x.shape, lambda *i: e(*i) * (f32(1.0) / total(*(i[:axis] + i[axis + 1:]))),
+                      name="softmax")
+
+
 def sigmoid_inductor(x):
     """sigmoid as Inductor's generated code computes it: 1 / (1 + exp(-x)), Sleef's exp."""
     return te.compute(x.shape, lambda *i: f32(1.0) / (f32(1.0) + exp_sleef(-x(*i))),
@@ -64,6 +85,7 @@ def silu_inductor(x):
 
 
 # the float islands each contract computes with its own formula, by Relax op
-PYTORCH = MappingProxyType({"relax.nn.gelu": gelu, "relax.nn.silu": silu})
+PYTORCH = MappingProxyType({"relax.nn.gelu": gelu, "relax.nn.silu": silu,
+                            "relax.nn.softmax": softmax})
 INDUCTOR = MappingProxyType({"relax.nn.gelu": gelu, "relax.nn.silu": silu_inductor,
-                             "relax.sigmoid": sigmoid_inductor})
+                             "relax.sigmoid": sigmoid_inductor, "relax.nn.softmax": softmax})

@@ -1,4 +1,4 @@
-"""Pass: float islands with a formula in the contract (GELU, SiLU, sigmoid) become that formula
+"""Pass: float islands with a formula in the contract (GELU, SiLU, softmax, sigmoid) become that formula
 as vectorizable kernels (numerics.float_islands); Relax's legalization would call libm's erf /
 exp per element."""
 
@@ -20,6 +20,10 @@ def lower_float_islands(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
         if str(call.ty.dtype) != "float32":
             return None
         formula = formulas[call.op.name]
-        return ctx.call_te(formula, ctx.new(call.args[0]), primfunc_name_hint=formula.__name__)
+        # an op along one axis (softmax) passes it on
+        axis = {} if call.attrs is None or "axis" not in dir(call.attrs) else {
+            "axis": int(call.attrs.axis)}
+        return ctx.call_te(formula, ctx.new(call.args[0]), primfunc_name_hint=formula.__name__,
+                           **axis)
 
     return run_rewrite(mod, rewrite)
