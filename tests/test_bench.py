@@ -84,3 +84,16 @@ def test_kernel_profile_names_every_kernel_and_how_it_was_scheduled(tmp_path, ca
     assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
     printed = capsys.readouterr().out
     assert "ms/run" in printed and f"the other {len(profile['kernels']) - 5} kernels" in printed
+
+
+def test_bench_of_a_dynamic_model_with_several_inputs(tmp_path):
+    """Token ids and a mask in: every runtime is called with both; PyTorch's trace is timed
+    beside the eager model, and ONNX Runtime runs the model quantized dynamically as PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "b.json"
+    assert main(["bench", "zoo:bert_encoder", "--runs", "3", "--warmup", "1", "--no-openvino",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for name in ("qcompile", "torch_fbgemm", "torch_fbgemm_traced", "onnxruntime_int8"):
+        assert report["runtimes"][name]["median_ms"] > 0, report
+    assert report["notes"] == [], report

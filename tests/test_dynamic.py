@@ -259,3 +259,14 @@ def test_random_shapes_and_ranges(engine):
             inputs = {name: x * (scale if name == "normal" else 1.0) + shift
                       for name, x in inputs.items()}
             assert_bits_equal(model, compiled, inputs, engine=engine)
+
+
+def test_min_sample_cosine_is_the_worst_sentence_of_any_call():
+    from qcompile.fidelity.report import min_sample_cosine
+
+    ref = np.ones((2, 3, 4, 5), np.float32)  # 2 calls, batch 3, 4 tokens x 5 features
+    out = ref.copy()
+    out[1, 2] *= -1  # one sentence of the second call reversed
+    assert min_sample_cosine(ref, ref) == pytest.approx(1.0)
+    assert min_sample_cosine(ref, out) == pytest.approx(-1.0)
+    assert min_sample_cosine(ref[:, 0, 0], out[:, 0, 0]) == pytest.approx(1.0)  # no batch axis

@@ -27,6 +27,16 @@ def _cosine(a, b) -> float:
     return float(np.dot(a, b) / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
 
 
+def min_sample_cosine(reference: np.ndarray, output: np.ndarray) -> float:
+    """The smallest cosine of one sample (a sentence, an image: a row of a call's batch) of
+    stacked runs [calls, batch, ...]; a call whose output has no batch axis is one sample."""
+    ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+    samples = ref.shape[0] * (ref.shape[1] if ref.ndim > 2 else 1)
+    ref, out = ref.reshape(samples, -1), out.reshape(samples, -1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    return float(np.min((ref * out).sum(1) / np.where(norms > 0, norms, 1.0)))
+
+
 def compare(reference: np.ndarray, output: np.ndarray, lsb: float | None) -> dict:
     """Element statistics of output vs reference, in steps of `lsb`; with lsb None (a float
     output, no quantized step) in float32 ULPs, and exactness as equal float32 bit patterns."""
@@ -165,6 +175,7 @@ def verify(model, compiled, inputs, engine=None, per_layer=False, float_model=No
     lsb = out_qp[0] if out_qp else None
     report = compare(np.stack(refs), np.stack(outs), lsb)
     report.update({"top1_agreement": _top1(refs, outs), "inputs": len(refs),
+                   "min_sample_cosine": min_sample_cosine(np.stack(refs), np.stack(outs)),
                    "engine": reference_name, "numerics": contract.name,
                    "reference": description,
                    "promise": contract.tolerance.description,
