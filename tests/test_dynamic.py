@@ -127,6 +127,26 @@ def test_consecutive_dynamic_linears_with_float_relu():
     assert_bits_equal(model, compiled, inputs)
 
 
+class Heads(nn.Module):
+    """Three linears reading one tensor (attention's Q, K and V), summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (seeded(nn.Linear(24, 16), s) for s in (3, 4, 5))
+
+    def forward(self, x):
+        return self.q(x) + self.k(x) * self.v(x)
+
+
+def test_linears_reading_one_tensor_quantize_it_once():
+    model = dynamic(Heads())
+    inputs = edge_inputs((2, 6, 24), seed=3)
+    compiled = compile_fast(model, inputs["normal"])
+    lowered = compiled.integer_module["main"].script()
+    assert lowered.count("choose_qparams") == 1 and lowered.count("quantize_dynamic") == 1
+    assert_bits_equal(model, compiled, inputs)
+
+
 def test_old_module_version_does_not_reduce_range():
     """Modules saved before version 4 call PyTorch's op without reduce_range: [0, 255]."""
     model = dynamic(nn.Sequential(seeded(nn.Linear(20, 11))))

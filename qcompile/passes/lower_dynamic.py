@@ -65,7 +65,7 @@ def refuse(label: str, contract: Contract) -> QCompileError:
                          "or quantize the model statically (prepare / calibrate / convert)")
 
 
-def _rewrite(ctx, call, contract: Contract):
+def _rewrite(ctx, call, contract: Contract, quantized: dict):
     if not isinstance(call.op, tvm.ir.Op) or call.op.name not in (
             "relax.nn.relu", "relax.add", "relax.matmul"):
         return None
@@ -81,12 +81,15 @@ def _rewrite(ctx, call, contract: Contract):
     qmin, qmax = contract.dynamic.activation_range(reduce_range)
     # the quantize's own argument (a variable): a matched wildcard may stand for its value
     x = ctx.new(m[QX].args[0])
-    qparams = ctx.emit(ctx.call_te(dynamic.choose_qparams, x, qmin, qmax,
-                                   primfunc_name_hint="choose_qparams"))
-    scale = ctx.emit(relax.TupleGetItem(qparams, 0))
-    zero_point = ctx.emit(relax.TupleGetItem(qparams, 1))
-    q = ctx.emit(ctx.call_te(dynamic.quantize, x, scale, zero_point,
-                             primfunc_name_hint="quantize_dynamic"))
+    key = (x, qmin, qmax)
+    if key not in quantized:  # linears reading one tensor (Q, K, V) quantize it once
+        qparams = ctx.emit(ctx.call_te(dynamic.choose_qparams, x, qmin, qmax,
+                                       primfunc_name_hint="choose_qparams"))
+        scale = ctx.emit(relax.TupleGetItem(qparams, 0))
+        zero_point = ctx.emit(relax.TupleGetItem(qparams, 1))
+        quantized[key] = (scale, zero_point, ctx.emit(ctx.call_te(
+            dynamic.quantize, x, scale, zero_point, primfunc_name_hint="quantize_dynamic")))
+    scale, zero_point, q = quantized[key]
     w = const_value(m[W])
     arrays = dynamic.weight_arrays(w, const_value(m[SW], ctx), const_value(m[ZW]))
     if arrays["symmetric"]:  # u8 x i8 with the zero point's correction in the output kernel
@@ -119,5 +122,9 @@ def lower_dynamic(mod: tvm.IRModule, contract: Contract) -> tvm.IRModule:
     """Lower every dynamically quantized linear (with its bias and ReLU) for `contract`.
 
     Each of the region's last three ops (matmul, bias add, relu) is tried; the largest match is
-    the one that stays live, the smaller ones are removed as dead code."""
-    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, contract))
+    the one that stays live, the smaller ones are removed as dead code.  Linears reading the same
+    tensor share its qparams and quantized copy: PyTorch chooses them for each linear, from
+    the same values, so they are the same (BERT's Q, K and V: two of three choose_qparams and
+    quantize kernels a layer saved)."""
+    quantized = {}  # (input var, qmin, qmax) -> (scale, zero point, quantized input)
+    return run_rewrite(mod, lambda ctx, call: _rewrite(ctx, call, contract, quantized))
