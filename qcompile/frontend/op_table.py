@@ -279,20 +279,12 @@ OPS = (
        torchscript={"aten::masked_fill": fl.masked_fill}),
     *(Op(what, "float", torchscript={f"aten::{what}": fl.compare(what)})
       for what in ("eq", "ne", "gt", "lt", "ge", "le")),
-    Op("cumsum", "float",
-       torchscript={"aten::cumsum": fl.cumsum}),
-    Op("type_as", "float",
-       torchscript={"aten::type_as": fl.type_as}),
-    Op("sum", "float",
-       torchscript={"aten::sum": fl.reduce_sum}),
-    Op("clamp", "float",
-       torchscript={"aten::clamp": fl.clamp}),
-    Op("gather", "float",
-       torchscript={"aten::gather": fl.gather}),
-    Op("where", "float",
-       torchscript={"aten::where": fl.where}),
-    Op("index", "float",
-       torchscript={"aten::index": fl.index}),
+    # what traced Hugging Face forwards compute around their Linears (masks, position ids,
+    # mean pooling): TorchScript spellings only
+    *(Op(name, "float", torchscript={f"aten::{name}": convert})
+      for name, convert in (("cumsum", fl.cumsum), ("type_as", fl.type_as),
+                            ("sum", fl.reduce_sum), ("clamp", fl.clamp), ("gather", fl.gather),
+                            ("where", fl.where), ("index", fl.index))),
     *(Op(f"bitwise_{what}", "float",
          torchscript={f"aten::__{what}__": fl.bitwise(what), f"aten::bitwise_{what}":
                       fl.bitwise(what)}) for what in ("and", "or", "xor")),
