@@ -129,16 +129,16 @@ def _is_dynamic(quantized) -> bool:
     return any(isinstance(m, nnqd.Linear) for m in modules)
 
 
-def _inductor(quantized, example):
+def _inductor(quantized, examples):
     """`torch.compile(quantized)` with freezing, compiled now; a callable, or a reason."""
     from .inductor_program import compile_inductor
 
     program = compile_inductor(quantized)
     try:
-        program(example)
+        program(*examples)
     except Exception as err:  # noqa: BLE001 - reported, the other runtimes still run
         return None, f"torch.compile (Inductor, freezing) failed: {str(err)[:300]}"
-    return (lambda: program(example)), None
+    return (lambda: program(*examples)), None
 
 
 # what a user would run instead of qcompile (fp32 and other qcompile builds are not peers);
@@ -179,8 +179,9 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
 
     `example` is one call's input: a tensor, or a tuple of them (token ids and a mask);
     `calibration` (such inputs, for ORT's quantize_static) defaults to [example].  `traced`:
-    also time PyTorch running the model's TorchScript trace ("torch_fbgemm_traced").  `pt2e`: `quantized` is a PT2E program, timed compiled by Inductor
-    ("torch_inductor") instead of on fbgemm.  `others`: more compiled models {name: CompiledModel}
+    also time PyTorch running the model's TorchScript trace ("torch_fbgemm_traced").  `pt2e`:
+    `quantized` is a PT2E program, timed compiled by Inductor ("torch_inductor") instead of on
+    fbgemm.  `others`: more compiled models {name: CompiledModel}
     timed in the same rounds on the same input (a PT2E model's eager twin).  Returns
     {"runtimes": {name: {"median_ms", ...}}, "speedup_vs_fbgemm" (or "speedup_vs_inductor"),
     ...}.
@@ -196,7 +197,7 @@ def bench(quantized, compiled, example, float_model=None, calibration=None, runs
         runners[name] = functools.partial(other._machine()["main"], *data)
     notes = []
     if pt2e:
-        inductor_run, why = _inductor(quantized, example)
+        inductor_run, why = _inductor(quantized, examples)
         if inductor_run is not None:
             runners["torch_inductor"] = inductor_run
         else:

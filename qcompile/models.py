@@ -97,10 +97,7 @@ def load_model(spec: str, numerics: str | None, image_size: int | None,
     if spec.startswith("hf:"):
         from .zoo import hf
 
-        if pt2e is not None:
-            raise QCompileError("hf: models are quantized dynamically (quantize_dynamic); "
-                                "--pt2e is not available for them yet")
-        return hf.build(spec[len("hf:"):], input_shape)
+        return hf.build(spec[len("hf:"):], input_shape, pt2e=pt2e)
     if spec.startswith("garden:"):
         from .zoo import garden
 

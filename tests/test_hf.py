@@ -40,6 +40,28 @@ def test_hf_encoder_compiles_and_agrees_with_pytorch_int8(name):
     assert abs(report["cosine_to_float"] - report["reference_cosine_to_float"]) < 1e-4, report
 
 
+@pytest.mark.parametrize("name", ["bert_base", "distilbert_base_classify", "minilm_l6_mean"])
+def test_hf_encoder_quantized_with_pt2e_agrees_with_its_program(name):
+    """The static route: the exported model through X86InductorQuantizer (Q/DQ around its
+    Linears and matmuls), compared with the eager PT2E program (the torch.compile reference
+    is the default; checked by hand, it takes a minute a model)."""
+    pytest.importorskip("torchao")
+    model = hf.build(name, (2, 16), tiny=True, pt2e="x86")
+    assert model.engine == "pt2e-x86"
+    inputs = model.example_inputs(2, seed=5)
+    compiled = qcompile.compile(model.quantized, inputs[0], tune_logs=False)
+    report = qcompile.verify(model.quantized, compiled, inputs, engine="pt2e",
+                             float_model=model.float_model)
+    assert report["min_sample_cosine"] > 0.99999, report
+    assert report["bit_exact_fraction"] > 0.1, report  # quantized steps agree, floats mostly
+
+
+def test_roberta_under_pt2e_is_refused_with_the_way_out():
+    pytest.importorskip("torchao")
+    with pytest.raises(QCompileError, match="quantize it dynamically"):
+        hf.build("roberta_base", (2, 16), tiny=True, pt2e="x86")
+
+
 def test_a_library_model_returning_a_model_output_compiles():
     """The user's path: transformers' BertModel itself (its ModelOutput, a dict, traced with
     strict=False), quantize_dynamic, compiled on one batch; the compiled model returns the

@@ -188,7 +188,9 @@ def scaled_dot_product_attention(imp, q, k, v, attn_mask=None, dropout_p=0.0, is
 
 
 def _bits(imp, value, what):
-    if isinstance(value, (bool, int)) and not isinstance(value, QValue):
+    """An operand of a logical op: a Python bool or int stays one (float_value makes numbers
+    float32)."""
+    if isinstance(value, (bool, int)):
         return relax.const(value, "bool" if isinstance(value, bool) else "int64")
     return float_value(imp, value, what)
 

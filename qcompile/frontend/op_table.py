@@ -225,7 +225,8 @@ OPS = (
        torchscript={"aten::contiguous": ts.passthrough, "aten::dropout": ts.passthrough},
        aten={"aten.dropout.default": pt.identity, "aten.dropout_.default": pt.identity,
              "aten.clone.default": pt.identity,
-             "aten.contiguous.default": pt.identity}),
+             "aten.contiguous.default": pt.identity,
+             "aten._assert_tensor_metadata.default": pt.check}),
     # ------------------------------------------------------------------ float islands
     Op("sub", "float",
        fx_functions={operator.sub: fl.sub},
@@ -245,7 +246,8 @@ OPS = (
     Op("embedding", "float",
        fx_modules={torch.nn.Embedding: fl.embedding_module},
        fx_functions={F.embedding: fl.embedding},
-       torchscript={"aten::embedding": ts.embedding}),
+       torchscript={"aten::embedding": ts.embedding},
+       aten={"aten.embedding.default": pt.island(ts.embedding)}),
     Op("layer_norm", "float",
        fx_modules={torch.nn.LayerNorm: fl.layer_norm_module},
        fx_functions={F.layer_norm: fl.layer_norm},
@@ -277,17 +279,24 @@ OPS = (
     Op("masked_fill", "float",
        fx_methods={"masked_fill": fl.masked_fill},
        torchscript={"aten::masked_fill": fl.masked_fill}),
-    *(Op(what, "float", torchscript={f"aten::{what}": fl.compare(what)})
+    *(Op(what, "float", torchscript={f"aten::{what}": fl.compare(what)},
+         aten={f"aten.{what}.{kind}": pt.island(fl.compare(what)) for kind in ("Scalar", "Tensor")})
       for what in ("eq", "ne", "gt", "lt", "ge", "le")),
     # what traced Hugging Face forwards compute around their Linears (masks, position ids,
     # mean pooling): TorchScript spellings only
-    *(Op(name, "float", torchscript={f"aten::{name}": convert})
-      for name, convert in (("cumsum", fl.cumsum), ("type_as", fl.type_as),
-                            ("sum", fl.reduce_sum), ("clamp", fl.clamp), ("gather", fl.gather),
-                            ("where", fl.where), ("index", fl.index))),
+    *(Op(name, "float", torchscript={f"aten::{name}": convert},
+         aten={f"aten.{name}.{overload}": pt.island(convert)} if overload else {})
+      for name, convert, overload in (
+          ("cumsum", fl.cumsum, "default"), ("type_as", fl.type_as, "default"),
+          ("sum", fl.reduce_sum, "dim_IntList"), ("clamp", fl.clamp, None),
+          ("gather", fl.gather, "default"), ("where", fl.where, "self"),
+          ("index", fl.index, "Tensor"))),
     *(Op(f"bitwise_{what}", "float",
          torchscript={f"aten::__{what}__": fl.bitwise(what), f"aten::bitwise_{what}":
-                      fl.bitwise(what)}) for what in ("and", "or", "xor")),
+                      fl.bitwise(what)},
+         aten={f"aten.bitwise_{what}.Tensor": pt.island(fl.bitwise(what)),
+               f"aten.__{what}__.Tensor": pt.island(fl.bitwise(what))})
+      for what in ("and", "or", "xor")),
     Op("scaled_dot_product_attention", "float",
        fx_functions={F.scaled_dot_product_attention: fl.scaled_dot_product_attention},
        torchscript={"aten::scaled_dot_product_attention": fl.scaled_dot_product_attention},
@@ -295,7 +304,9 @@ OPS = (
              pt.island(fl.scaled_dot_product_attention)}),
     Op("to", "float",
        fx_methods={"to": fl.to_dtype, "float": fl.to_float},
-       torchscript={"aten::to": ts.to}),
+       torchscript={"aten::to": ts.to},
+       aten={"aten.to.dtype": pt.island(fl.to_dtype), "aten._to_copy.default": pt.to_copy,
+             "aten.to.device": pt.to_device, "aten.to.dtype_layout": pt.to_copy}),
     Op("ones_like", "float",
        torchscript={"aten::ones_like": ts.ones_like}),
     Op("zeros_like", "float",

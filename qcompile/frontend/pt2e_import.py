@@ -103,6 +103,10 @@ class Pt2eImporter(FxImporter):
         if node.target is operator.getitem:
             return args[0][args[1]]
         name = _op_name(node.target)
+        if name.startswith("aten.") and not _on_graph([args, kwargs]):
+            # on values known at import time (a buffer expanded and gathered, an arange):
+            # computed once, by PyTorch's own op
+            return node.target(*args, **kwargs)
         convert = op_table.ATEN.get(name)
         if convert is None:
             raise self.error(f"unsupported PT2E op {name}. Supported: "
@@ -114,6 +118,16 @@ class Pt2eImporter(FxImporter):
         values = [quantized_ops.dequantize_value(self, v.q) if isinstance(v, Dq) else v
                   for v in values]
         return super()._output(values if len(values) > 1 else values[0])
+
+
+def _on_graph(value) -> bool:
+    """True if the value is (or a list, tuple or dict holds) one computed from the model's
+    inputs, or a quantized weight."""
+    if isinstance(value, dict):
+        return _on_graph(list(value.values()))
+    if isinstance(value, (list, tuple)):
+        return any(_on_graph(v) for v in value)
+    return isinstance(value, (relax.Expr, QValue, Dq, PendingMaxPool, Weight))
 
 
 def _op_name(target) -> str:

@@ -158,7 +158,8 @@ def clamp(imp, x, min=None, max=None):  # noqa: A002 - aten's argument names
     if min is None or max is None:
         if min is not None and float(min) == 0.0 and max is None:
             return relu(imp, x)
-        raise imp.error("clamp with one open bound is not supported (relu or hardtanh only)")
+        # one bound (mean pooling's clamp(min=1e-9) of a token count): a float island
+        return island(float_ops.clamp)(imp, x, min, max)
     return hardtanh(imp, x, min, max)
 
 
@@ -278,6 +279,22 @@ def cat(imp, values, dim=0):
 
 def identity(imp, x, *args, **kwargs):
     return x
+
+
+def check(imp, *args, **kwargs):
+    """A run-time check export leaves in the graph (_assert_tensor_metadata): nothing to
+    compute, the compiled model's shapes and dtypes are fixed."""
+    return None
+
+
+def to_device(imp, x, device=None, dtype=None, *args, **kwargs):
+    """aten.to.device (Tensor.to(device, dtype)): its dtype conversion, the device ignored."""
+    return to_copy(imp, x, dtype=dtype)
+
+
+def to_copy(imp, x, *args, dtype=None, **kwargs):
+    """aten._to_copy: a dtype conversion (a copy to another device or layout is x itself)."""
+    return x if dtype is None else island(float_ops.to_dtype)(imp, x, dtype=dtype)
 
 
 add = _binary(R.add, "add")

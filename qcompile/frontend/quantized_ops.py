@@ -316,7 +316,7 @@ def chunk(imp, x, chunks, dim=0):
 
 def expand(imp, x, *sizes, implicit=False):
     """x.expand(*sizes) (-1 keeps a size), of 8-bit or float data."""
-    if sizes and isinstance(sizes[0], (list, tuple)):  # (size list) or TorchScript's (list, implicit)
+    if sizes and isinstance(sizes[0], (list, tuple)):  # a list, or TorchScript's (list, implicit)
         sizes = sizes[0]
     x = _tensor(imp, x, "expand")
     shape = _shape_of(x)

@@ -163,7 +163,8 @@ class ScriptImporter(Importer):
             try:
                 return _fold(node, args)
             except (RuntimeError, TypeError, AttributeError) as err:
-                raise self.error(f"{kind} on values known at import time failed in PyTorch: {err}") from None
+                raise self.error(f"{kind} on values known at import time failed in PyTorch: "
+                                 f"{err}") from None
         convert = op_table.TORCHSCRIPT.get(kind)
         if convert is not None:
             return convert(self, *args)

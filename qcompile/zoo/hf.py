@@ -1,6 +1,7 @@
 """Hugging Face encoders (`hf:NAME`): `transformers` models built from their published
 configurations with seeded random weights (no hub access), quantized the way people quantize
-them for CPU inference: `quantize_dynamic`, every nn.Linear int8, the rest float.
+them for CPU inference: `quantize_dynamic`, every nn.Linear int8, the rest float; or
+statically, the exported model through torchao's PT2E quantizers (`--pt2e x86|xnnpack`).
 
 Each entry is the library's own model class and forward (token ids and an attention mask in,
 position and token-type ids from its buffers, SDPA attention, GELU, LayerNorm) under a head:
@@ -40,6 +41,7 @@ HF_MODELS = {
                                         "num_attention_heads": 12, "intermediate_size": 1536}),
 }
 DEFAULT_SHAPE = (1, 128)  # (batch, tokens)
+CALIBRATION_CALLS = 4  # batches a PT2E (static) quantization is calibrated on
 # build(..., tiny=True): the same architecture, 2 narrow layers and a small vocabulary (tests)
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
         "intermediate_size": 128, "vocab_size": 1000}
@@ -108,9 +110,12 @@ def token_pairs(shape: tuple, n: int, seed: int, vocab: int) -> list:
 
 
 @functools.lru_cache(maxsize=None)
-def build(name: str, input_shape: tuple | None = None, seed: int = 0, tiny: bool = False):
-    """`hf:NAME` as a zoo model: the float model, its `quantize_dynamic` int8 version (the same
-    weights) and (ids, mask) inputs of `input_shape` (batch, tokens); `tiny`: see TINY."""
+def build(name: str, input_shape: tuple | None = None, seed: int = 0, tiny: bool = False,
+          pt2e: str | None = None):
+    """`hf:NAME` as a zoo model: the float model, its int8 version (the same weights) and
+    (ids, mask) inputs of `input_shape` (batch, tokens); `tiny`: see TINY.  The int8 version is
+    `quantize_dynamic`'s, or with `pt2e` ("x86", "xnnpack") the exported model quantized
+    statically with that torchao quantizer, calibrated on CALIBRATION_CALLS batches."""
     if name not in HF_MODELS:
         raise QCompileError(f"unknown hf model {name!r}; the hf models: {', '.join(HF_MODELS)}")
     shape = tuple(input_shape or DEFAULT_SHAPE)
@@ -130,8 +135,25 @@ def build(name: str, input_shape: tuple | None = None, seed: int = 0, tiny: bool
         raise QCompileError(f"hf:{name} takes at most {limit} tokens, not {shape[1]}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = getattr(transformers, classify_cls if head == "classify" else model_cls)(config)
+        if head == "classify":
+            model = getattr(transformers, classify_cls)(config)
+        else:  # without the pooler no head reads (DistilBERT has none)
+            kwargs = {} if family == "distilbert" else {"add_pooling_layer": False}
+            model = getattr(transformers, model_cls)(config, **kwargs)
     float_model = Head(model.eval(), head).eval()
+    if pt2e is not None:
+        from .pt2e_quantize import quantize_pt2e
+
+        calibration = token_pairs(shape, CALIBRATION_CALLS, 10_000 + seed, config.vocab_size)
+        try:
+            quantized = quantize_pt2e(float_model, calibration, pt2e)
+        except NotImplementedError as err:  # an observer torchao put on an integer tensor
+            raise QCompileError(
+                f"torchao's {pt2e} quantizer could not calibrate hf:{name}: {err} (it observes "
+                "the integer position-id arithmetic of RoBERTa-style models); quantize it "
+                "dynamically instead (hf:NAME without --pt2e)") from None
+        return HfModel(f"hf:{name}", f"pt2e-{pt2e}", float_model, quantized, shape,
+                       config.vocab_size)
     quantized = torch.ao.quantization.quantize_dynamic(float_model, {nn.Linear},
                                                        dtype=torch.qint8)
     return HfModel(f"hf:{name}", "fbgemm", float_model, quantized.eval(), shape,

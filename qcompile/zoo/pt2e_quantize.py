@@ -53,17 +53,19 @@ def make_quantizer(kind: str):
     raise QCompileError(f"unknown PT2E quantizer {kind!r}; choose one of {', '.join(QUANTIZERS)}")
 
 
-def quantize_pt2e(float_model: torch.nn.Module, calibration: list[torch.Tensor],
+def quantize_pt2e(float_model: torch.nn.Module, calibration: list,
                   quantizer: str = "x86") -> torch.fx.GraphModule:
-    """Export, prepare, calibrate and convert a copy of `float_model` (eval mode)."""
+    """Export, prepare, calibrate and convert a copy of `float_model` (eval mode).
+    `calibration`: calls' inputs, each a tensor or a tuple of them (token ids and a mask)."""
     api = _torchao()
     model = copy.deepcopy(float_model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported = torch.export.export(model, (calibration[0],)).module()
+        calls = [x if isinstance(x, tuple) else (x,) for x in calibration]
+        exported = torch.export.export(model, calls[0]).module()
         prepared = api.prepare_pt2e(exported, make_quantizer(quantizer))
-        for x in calibration:
-            prepared(x)
+        for args in calls:
+            prepared(*args)
         return api.convert_pt2e(prepared)
 
 
