@@ -47,7 +47,8 @@ def format_report(report: dict) -> str:
             f"max_abs_error {report['max_abs_error']:.3g}   max_rel_error "
             f"{report.get('max_rel_error', 0.0):.3g}   max {report['max_abs_lsb']} "
             f"{report['unit']}   top1_agreement {report['top1_agreement']}   cosine "
-            f"{report['cosine']:.9f}   per sample at least {report.get('min_sample_cosine', float('nan')):.6f}",
+            f"{report['cosine']:.9f}   per sample at least "
+            f"{report.get('min_sample_cosine', float('nan')):.6f}",
             f"  measured: {report.get('measured', report['unit'])}"]
     if report.get("cosine_to_float") is not None:
         lines.append(f"  vs the float model: cosine {report['cosine_to_float']:.6f} "

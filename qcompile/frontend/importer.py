@@ -16,6 +16,18 @@ from .values import QValue
 class Importer:
     """Emits Relax through one BlockBuilder; subclasses walk a graph and fill `main`."""
 
+    # the kinds of values computed from the model's inputs (a subclass adds its own)
+    GRAPH_VALUES: tuple = (relax.Expr, QValue)
+
+    def on_graph(self, value) -> bool:
+        """True if the value is (or a list, tuple or dict holds) one of GRAPH_VALUES: anything
+        else is known at import time, and an op on it is computed once, by PyTorch."""
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, (list, tuple)):
+            return any(self.on_graph(v) for v in value)
+        return isinstance(value, self.GRAPH_VALUES)
+
     def __init__(self, probe: bool = False):
         self.probe = probe
         self.probes: list[tuple[str, QValue]] = []  # (name, value) when probing

@@ -52,6 +52,9 @@ def activation_dtype(model) -> str | None:
 class Pt2eImporter(FxImporter):
     """Walks a PT2E graph (see the module docstring) and emits Relax through one BlockBuilder."""
 
+    # dequantized values, pending max pools and quantized weights are graph values too
+    GRAPH_VALUES = (relax.Expr, QValue, Dq, PendingMaxPool, Weight)
+
     def __init__(self, model, probe: bool = False):
         if isinstance(model, torch.export.ExportedProgram):
             model = model.module()
@@ -103,7 +106,7 @@ class Pt2eImporter(FxImporter):
         if node.target is operator.getitem:
             return args[0][args[1]]
         name = _op_name(node.target)
-        if name.startswith("aten.") and not _on_graph([args, kwargs]):
+        if name.startswith("aten.") and not self.on_graph([args, kwargs]):
             # on values known at import time (a buffer expanded and gathered, an arange):
             # computed once, by PyTorch's own op
             return node.target(*args, **kwargs)
@@ -118,16 +121,6 @@ class Pt2eImporter(FxImporter):
         values = [quantized_ops.dequantize_value(self, v.q) if isinstance(v, Dq) else v
                   for v in values]
         return super()._output(values if len(values) > 1 else values[0])
-
-
-def _on_graph(value) -> bool:
-    """True if the value is (or a list, tuple or dict holds) one computed from the model's
-    inputs, or a quantized weight."""
-    if isinstance(value, dict):
-        return _on_graph(list(value.values()))
-    if isinstance(value, (list, tuple)):
-        return any(_on_graph(v) for v in value)
-    return isinstance(value, (relax.Expr, QValue, Dq, PendingMaxPool, Weight))
 
 
 def _op_name(target) -> str:

@@ -19,7 +19,6 @@ from tvm import relax
 from ..errors import QCompileError
 from . import op_table, quantized_ops
 from .importer import Importer
-from .values import QValue
 
 _FLOAT32 = 6  # TorchScript's ScalarType code of float32
 
@@ -44,13 +43,6 @@ _PY_OPS = {
 }
 # non-aten ops on values known at import time
 _CONSTANT_OPS = {"prim::NumToTensor": lambda x: x, "aten::ScalarImplicit": lambda x: x}
-
-
-def _on_graph(value) -> bool:
-    """True if the value is (or a list/tuple holds) a tensor computed from the model's inputs."""
-    if isinstance(value, (list, tuple)):
-        return any(_on_graph(v) for v in value)
-    return isinstance(value, (QValue, relax.Expr))
 
 
 def _fold(node, args):
@@ -150,7 +142,7 @@ class ScriptImporter(Importer):
             return self._shape_op(kind, args)
         if kind == "prim::dtype" and isinstance(args[0], relax.Expr):
             return _FLOAT32 if args[0].ty.dtype == "float32" else args[0].ty.dtype
-        on_graph = _on_graph(args)
+        on_graph = self.on_graph(args)
         if kind in _PY_OPS and not on_graph:
             try:
                 return _PY_OPS[kind](*args)

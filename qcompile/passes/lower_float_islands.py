@@ -1,6 +1,6 @@
-"""Pass: float islands with a formula in the contract (GELU, SiLU, softmax, sigmoid) become that formula
-as vectorizable kernels (numerics.float_islands); Relax's legalization would call libm's erf /
-exp per element."""
+"""Pass: float islands with a formula in the contract (GELU, SiLU, softmax, sigmoid) become
+that formula as vectorizable kernels (numerics.float_islands); Relax's legalization would call
+libm's erf / exp per element."""
 
 from __future__ import annotations
 
