@@ -8,6 +8,7 @@
 - packed.py: tensorized schedules of the packed conv2d / dense kernels (tiles searchable)
 - amx.py: packed dense kernels on AMX tiles (x86-amx), their intrinsic and permission request
 - depthwise.py: the schedule of fbgemm's depthwise kernel
+- rows.py: row kernels (softmax, LayerNorm) computed a row at a time
 - tuning.py: the MetaSchedule design space (which kernels are tuned, over what)
 - dot_product.py: the description all our int8 dot-product intrinsics share
 - x86_intrinsics.py: our VNNI 16x4 (the shipped one fails LLVM 22) and exact AVX2 8x2 intrinsics

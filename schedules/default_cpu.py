@@ -1,4 +1,4 @@
-"""A default CPU schedule for untuned fused PrimFuncs.
+"""A default CPU schedule for untuned fused PrimFuncs (row kernels: schedules.rows).
 
 The Relax CPU pipeline leaves fused PrimFuncs unscheduled (one thread, scalar).  This pass gives
 every block a parallel outer loop and a vector inner one:
@@ -16,8 +16,8 @@ import os
 import tvm
 from tvm import s_tir
 
-from . import depthwise, packed
-from .common import is_scheduled, primfunc_pass
+from . import depthwise, packed, rows
+from .common import MATERIALIZED, is_scheduled, primfunc_pass
 
 _VECTOR = (16, 8, 4)
 _PARALLEL_LOOPS = 3
@@ -51,20 +51,58 @@ def _vectorize(sch, loop):
             print("vectorize failed:", str(err)[-600:])
 
 
-# Elementwise blocks that transpose NCHW -> NHWC (numerics.elementwise.channels_last_clamp): read
-# along w and written along c, whichever loop is vectorized the other side is strided.  Tiled
-# 16 x 16 the tile stays in L1: 96x112x112 took 0.098 ms instead of 0.132, 144x56x56 0.039
-# instead of 0.082 (ad-hoc script, each kernel alone).
-_TRANSPOSES = ("qclip_nhwc",)
+# Elementwise blocks that transpose (NCHW -> NHWC in numerics.elementwise.channels_last_clamp,
+# attention's keys to (head, dim, token)): read along one axis and written along another,
+# whichever loop is vectorized the other side is strided.  Tiled 16 x 16 the tile stays in L1:
+# 96x112x112 took 0.098 ms instead of 0.132, 144x56x56 0.039 instead of 0.082 (ad-hoc script,
+# each kernel alone).
 _TRANSPOSE_TILE = 16
 
 
+def _is_transpose(sch, block) -> bool:
+    """An elementwise block whose output's last axis is another axis of a tensor it reads
+    (from the loads' own indices: a block's read regions are relaxed to whole axes)."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or not _is_elementwise(sch, block):
+        return False
+    if any(not isinstance(sch.get(lp).extent, (int, tvm.tirx.IntImm))
+           or int(sch.get(lp).extent) % _TRANSPOSE_TILE for lp in loops[-2:]):
+        return False
+    if not isinstance(stmt.body, tvm.tirx.stmt.BufferStore):
+        return False
+    last = stmt.iter_vars[-1].var
+
+    def uses_last(index) -> bool:
+        return any(v.same_as(last) for v in tvm.tirx.analysis.undefined_vars(index))
+
+    return any(len(load.indices) >= 2 and not uses_last(load.indices[-1])
+               and any(uses_last(i) for i in load.indices[:-1])
+               for load in _loads(stmt.body.value))
+
+
+def _loads(expr) -> list:
+    """The BufferLoads in an expression (ir.expr.TensorLoad in TVM 0.27, which has no Python
+    TIR visitor)."""
+    if isinstance(expr, tvm.ir.expr.TensorLoad):
+        return [expr]
+    found = []
+    for field in ("a", "b", "value", "condition", "true_value", "false_value"):
+        child = getattr(expr, field, None)
+        if isinstance(child, tvm.ir.expr.Expr):
+            found += _loads(child)
+    for child in getattr(expr, "args", ()):
+        if isinstance(child, tvm.ir.expr.Expr):
+            found += _loads(child)
+    return found
+
+
 def _schedule_transpose(sch, block):
-    b, i, j, k = sch.get_loops(block)
+    *outer, j, k = sch.get_loops(block)
     jo, ji = sch.split(j, [None, _TRANSPOSE_TILE])
     ko, ki = sch.split(k, [None, _TRANSPOSE_TILE])
-    sch.reorder(b, i, jo, ko, ji, ki)
-    _parallel(sch, [b, i])
+    sch.reorder(*outer, jo, ko, ji, ki)
+    _parallel(sch, outer[:_PARALLEL_LOOPS] or [jo])
     sch.unroll(ki)
 
 
@@ -75,7 +113,7 @@ def _writes_bool(sch, block) -> bool:
 
 
 def _schedule_block(sch, block):
-    if sch.get(block).name_hint in _TRANSPOSES and len(sch.get_loops(block)) == 4:
+    if _is_transpose(sch, block):
         _schedule_transpose(sch, block)
         return
     loops = sch.get_loops(block)
@@ -112,6 +150,7 @@ def _schedule_block(sch, block):
         # accumulate in a local buffer, written back once per output tile
         depth = len(reduce) + len(block_rows) + 1  # loops inside the output-tile loop
         local = sch.cache_write(block, 0, "local")
+        _inline_epilogue(sch, local)
         sch.reverse_compute_at(local, sch.get_loops(block)[-(depth + 1)])
         init = sch.decompose_reduction(block, sch.get_loops(block)[-depth])
         for lp in sch.get_loops(init)[-(len(block_rows) + 1):-1]:
@@ -120,6 +159,55 @@ def _schedule_block(sch, block):
         for lp in block_rows:
             sch.unroll(lp)
         _vectorize(sch, sch.get_loops(local)[-1])
+
+
+def _is_elementwise(sch, block) -> bool:
+    return all(iv.iter_type == tvm.tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
+
+
+def _inline_elementwise(sch, root) -> None:
+    """Inline every elementwise block whose consumers are all elementwise (a reshape into the
+    transpose after it, a scale into the mask select): fused functions come with each step
+    writing a whole intermediate buffer.  Attention's head transposes at BERT-base batch 8 (three
+    passes over 3 MB, 1.4 ms a call in the model) and the QK^T scale-and-mask kernel's two 6 MB
+    intermediates were slow less for the work than for the memory.  A block read by a reduction
+    stays (inlined, it would be recomputed at every reduction step: softmax's exp)."""
+    changed = True
+    while changed:
+        changed = False
+        for block in sch.get_child_blocks(root):
+            consumers = sch.get_consumers(block)
+            if (not _is_elementwise(sch, block) or not consumers
+                    or sch.get(block).name_hint.startswith(MATERIALIZED)
+                    or not all(_is_elementwise(sch, c) for c in consumers)):
+                continue
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - an output or a non-inlinable block stays
+                continue
+            changed = True
+            break
+
+
+def _domain(sch, block) -> list:
+    return [str(iv.dom.extent) for iv in sch.get(block).iter_vars]
+
+
+def _inline_epilogue(sch, write_back) -> None:
+    """Inline the elementwise blocks after a reduction, one after another, into its
+    accumulator's write-back (computed per output tile, no intermediate buffer)."""
+    while True:
+        consumers = sch.get_consumers(write_back)
+        if len(consumers) != 1:
+            return
+        (consumer,) = consumers
+        if (not _is_elementwise(sch, consumer) or _domain(sch, consumer) != _domain(sch, write_back)
+                or sch.get(consumer).name_hint.startswith(MATERIALIZED)):
+            return  # a crop of a padded reduction (pad_einsum) would be inlined uncropped
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:  # noqa: BLE001 - stays a block of its own
+            return
 
 
 def _pad_odd_reduction(sch, block) -> None:
@@ -156,8 +244,9 @@ def _sum_in_lanes(sch, block) -> None:
     softmax's max and sum) as partial sums in 16 lanes (rfactor: [rows..., 16], the lanes the
     vectorized inner axis, the row's steps the reduction) and then their sum.  Vectorized across
     rows instead, each load gathers 16 rows with a stride of the row: a LayerNorm over 1024 x 768
-    (BERT-base, batch 8) took 0.57 ms built alone, 0.18 in lanes.  The lanes add in another order than one sequential sum (float
-    islands promise no bits; ATen's own kernels sum in vector lanes too)."""
+    (BERT-base, batch 8) took 0.57 ms built alone, 0.18 in lanes.  The lanes add in another
+    order than one sequential sum (float islands promise no bits; ATen's own kernels sum in
+    vector lanes too).  Row kernels whose blocks all share the rows take schedules.rows."""
     ivs = sch.get(block).iter_vars
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in ivs]
@@ -184,6 +273,7 @@ def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         root = sch.get_sblock("root")
     except Exception:  # noqa: BLE001 - no root block: leave the function as it is
         return func
+    _inline_elementwise(sch, root)
     for block in sch.get_child_blocks(root):
         _sum_in_lanes(sch, block)
     for block in sch.get_child_blocks(root):
@@ -217,6 +307,15 @@ def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, s
             except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
                 if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
                     print("packed schedule failed:", str(err)[-800:])
+    sch = s_tir.Schedule(func)
+    blocks = rows.row_blocks(sch)
+    if blocks is not None:
+        try:
+            rows.schedule_rows(sch, blocks)
+            return sch.mod["main"], "generic"
+        except Exception as err:  # noqa: BLE001 - block by block instead
+            if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
+                print("row schedule failed:", str(err)[-800:])
     return _schedule_generic(func), "generic"
 
 

@@ -308,3 +308,103 @@ def test_float_matmuls_of_odd_sizes_are_padded_to_vectors_and_stay_the_same(rows
         tvm.compile(f, target="llvm")(tvm.runtime.tensor(an), tvm.runtime.tensor(bn), out)
         outs.append(out.numpy())
     assert np.array_equal(outs[0], outs[1])
+
+
+def _run_both(func, scheduled, arrays, out_shape):
+    import tvm
+
+    outs = []
+    for f in (func, scheduled):
+        out = tvm.runtime.empty(out_shape, "float32")
+        tvm.compile(f, target="llvm")(*(tvm.runtime.tensor(a) for a in arrays), out)
+        outs.append(out.numpy())
+    return outs
+
+
+@pytest.mark.parametrize("tokens", [128, 197])
+def test_attention_scores_take_scale_and_mask_per_tile_without_intermediates(tokens):
+    """QK^T, its scale and the mask select, fused by Relax into one function of three blocks:
+    the generic schedule computes the scale and the select on each accumulator tile (no
+    whole-size intermediate buffer; BERT-base batch 8 had two of 6 MB) and the floats do not
+    change; with 197 tokens the padded reduction (pad_einsum) keeps its crop to a buffer of
+    its own (inlined into the write-back, the crop would be lost)."""
+    from tvm import te, tirx
+
+    from qcompile.schedules import default_cpu
+
+    q = te.placeholder((2, tokens, 64), "float32", name="q")
+    kt = te.placeholder((2, 64, tokens), "float32", name="kt")
+    mask = te.placeholder((tokens,), "bool", name="mask")
+    r = te.reduce_axis((0, 64), "r")
+    mm = te.compute((2, tokens, tokens), lambda h, i, j: te.sum(q[h, i, r] * kt[h, r, j], axis=r),
+                    name="mm")
+    scaled = te.compute(mm.shape, lambda h, i, j: mm[h, i, j] * np.float32(0.125), name="scaled")
+    out = te.compute(mm.shape, lambda h, i, j: tirx.Select(
+        mask[j], scaled[h, i, j], tirx.const(-3.0e38, "float32")), name="masked")
+    func = te.create_prim_func([q, kt, mask, out])
+    scheduled = default_cpu._schedule_generic(func)
+    script = scheduled.script()
+    intermediates = [line for line in script.splitlines() if "sblock_alloc_buffer" in line
+                     and 'scope="local"' not in line and "_pad" not in line]
+    assert len(intermediates) == (tokens % 16 != 0), script[:3000]  # 197: the padded sum's crop
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((2, tokens, 64)).astype("float32"),
+              rng.standard_normal((2, 64, tokens)).astype("float32"),
+              rng.integers(0, 2, tokens).astype(bool)]
+    before, after = _run_both(func, scheduled, arrays, (2, tokens, tokens))
+    assert np.array_equal(before, after)
+
+
+def test_head_transposes_are_one_pass_and_keys_are_tiled():
+    """Splitting hidden states into heads (reshape then transpose) becomes one pass over the
+    data; the keys' transpose to (head, dim, token), read along one axis and written along
+    another, is computed in 16 x 16 tiles."""
+    from tvm import te, topi
+
+    from qcompile.schedules import default_cpu
+
+    x = te.placeholder((2, 32, 128), "float32", name="x")
+    heads = topi.reshape(x, (2, 32, 2, 64))
+    for perm, tiled in (((0, 2, 1, 3), False), ((0, 2, 3, 1), True)):
+        out = topi.transpose(heads, perm)
+        func = te.create_prim_func([x, out])
+        scheduled = default_cpu._schedule_generic(func)
+        script = scheduled.script()
+        assert "sblock_alloc_buffer" not in script, script[:3000]
+        assert ("T.unroll(" in script) == tiled, script[:3000]
+        arrays = [np.random.default_rng(1).standard_normal((2, 32, 128)).astype("float32")]
+        before, after = _run_both(func, scheduled, arrays, tuple(int(d) for d in out.shape))
+        assert np.array_equal(before, after)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "layer_norm"])
+def test_row_kernels_are_computed_row_by_row_and_stay_the_same(kernel):
+    """softmax and LayerNorm compute each row start to end (schedules.rows: the row's
+    intermediates stay in L1) with the same floats as the block-by-block generic schedule."""
+    import tvm
+    from tvm import te, topi
+
+    from qcompile.numerics import float_islands
+    from qcompile.schedules import default_cpu
+
+    shape = (2, 8, 128) if kernel == "softmax" else (2, 8, 768)
+    x = te.placeholder(shape, "float32", name="x")
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype("float32") * 4]
+    if kernel == "softmax":
+        func = te.create_prim_func([x, float_islands.softmax(x, -1)])
+    else:
+        g = te.placeholder((768,), "float32", name="g")
+        b = te.placeholder((768,), "float32", name="b")
+        func = te.create_prim_func([x, g, b, topi.nn.layer_norm(x, g, b, axis=[2], epsilon=1e-12)])
+        arrays += [rng.standard_normal(768).astype("float32") for _ in range(2)]
+    rows, how = default_cpu.schedule_func(func, None)
+    script = rows.script()
+    assert how == "generic" and script.count("T.parallel(") == 1, script[:3000]
+    assert "_rf" in script and "T.vectorized(" in script, script[:3000]
+    outs = []
+    for f in (default_cpu._schedule_generic(func), rows):
+        out = tvm.runtime.empty(shape, "float32")
+        tvm.compile(f, target="llvm")(*(tvm.runtime.tensor(a) for a in arrays), out)
+        outs.append(out.numpy())
+    assert np.array_equal(outs[0], outs[1])
