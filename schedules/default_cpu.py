@@ -288,34 +288,25 @@ def _schedule_generic(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 
 def schedule_func(func: tvm.tirx.PrimFunc, family) -> tuple[tvm.tirx.PrimFunc, str]:
     """Default schedule for one PrimFunc: (scheduled func, how: "tensorized", "window" or
-    "generic")."""
-    sch = s_tir.Schedule(func)
-    if depthwise.window_kind(sch) is not None:
+    "generic").  The specialized schedules are tried in order (the first whose kind the
+    function is), then the generic one."""
+    attempts = [("window", depthwise.window_kind,
+                 lambda sch, _kind: depthwise.schedule_depthwise(sch, family))]
+    if family is not None and family.dot_intrinsic is not None:
+        attempts.append(("tensorized", packed.packed_kind,
+                         lambda sch, _kind: packed.schedule_packed(sch, family)))
+    attempts.append(("generic", rows.row_blocks, rows.schedule_rows))
+    for how, kind_of, schedule in attempts:
+        sch = s_tir.Schedule(func)
+        kind = kind_of(sch)
+        if kind is None:
+            continue
         try:
-            depthwise.schedule_depthwise(sch, family)
-            return sch.mod["main"], "window"
+            schedule(sch, kind)
+            return sch.mod["main"], how
         except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
             if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
-                print("window schedule failed:", str(err)[:300])
-    if family is not None and family.dot_intrinsic is not None:
-        sch = s_tir.Schedule(func)
-        kind = packed.packed_kind(sch)
-        if kind is not None:
-            try:
-                packed.schedule_packed(sch, family)
-                return sch.mod["main"], "tensorized"
-            except Exception as err:  # noqa: BLE001 - correct but slower generic code instead
-                if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
-                    print("packed schedule failed:", str(err)[-800:])
-    sch = s_tir.Schedule(func)
-    blocks = rows.row_blocks(sch)
-    if blocks is not None:
-        try:
-            rows.schedule_rows(sch, blocks)
-            return sch.mod["main"], "generic"
-        except Exception as err:  # noqa: BLE001 - block by block instead
-            if os.environ.get("QCOMPILE_DEBUG_SCHEDULE"):
-                print("row schedule failed:", str(err)[-800:])
+                print(f"{how} schedule ({kind_of.__name__}) failed:", str(err)[-800:])
     return _schedule_generic(func), "generic"
 
 
