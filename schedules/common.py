@@ -74,6 +74,11 @@ def schedule_epilogue(sch: s_tir.Schedule, blocks, tile_loop, lanes: int | None 
             pass
 
 
+def is_elementwise(sch: s_tir.Schedule, block) -> bool:
+    """True when every axis of the block is spatial (no reduction)."""
+    return all(iv.iter_type == tvm.tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
+
+
 def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
     """True when a pass (a tuning database, ours) has scheduled the PrimFunc already."""
     return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))

@@ -17,7 +17,7 @@ import tvm
 from tvm import s_tir
 
 from . import depthwise, packed, rows
-from .common import MATERIALIZED, is_scheduled, primfunc_pass
+from .common import MATERIALIZED, is_elementwise, is_scheduled, primfunc_pass
 
 _VECTOR = (16, 8, 4)
 _PARALLEL_LOOPS = 3
@@ -64,7 +64,7 @@ def _is_transpose(sch, block) -> bool:
     (from the loads' own indices: a block's read regions are relaxed to whole axes)."""
     stmt = sch.get(block)
     loops = sch.get_loops(block)
-    if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or not _is_elementwise(sch, block):
+    if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or not is_elementwise(sch, block):
         return False
     if any(not isinstance(sch.get(lp).extent, (int, tvm.tirx.IntImm))
            or int(sch.get(lp).extent) % _TRANSPOSE_TILE for lp in loops[-2:]):
@@ -161,10 +161,6 @@ def _schedule_block(sch, block):
         _vectorize(sch, sch.get_loops(local)[-1])
 
 
-def _is_elementwise(sch, block) -> bool:
-    return all(iv.iter_type == tvm.tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
-
-
 def _inline_elementwise(sch, root) -> None:
     """Inline every elementwise block whose consumers are all elementwise (a reshape into the
     transpose after it, a scale into the mask select): fused functions come with each step
@@ -177,9 +173,9 @@ def _inline_elementwise(sch, root) -> None:
         changed = False
         for block in sch.get_child_blocks(root):
             consumers = sch.get_consumers(block)
-            if (not _is_elementwise(sch, block) or not consumers
+            if (not is_elementwise(sch, block) or not consumers
                     or sch.get(block).name_hint.startswith(MATERIALIZED)
-                    or not all(_is_elementwise(sch, c) for c in consumers)):
+                    or not all(is_elementwise(sch, c) for c in consumers)):
                 continue
             try:
                 sch.compute_inline(block)
@@ -201,7 +197,7 @@ def _inline_epilogue(sch, write_back) -> None:
         if len(consumers) != 1:
             return
         (consumer,) = consumers
-        if (not _is_elementwise(sch, consumer) or _domain(sch, consumer) != _domain(sch, write_back)
+        if (not is_elementwise(sch, consumer) or _domain(sch, consumer) != _domain(sch, write_back)
                 or sch.get(consumer).name_hint.startswith(MATERIALIZED)):
             return  # a crop of a padded reduction (pad_einsum) would be inlined uncropped
         try:
@@ -235,10 +231,6 @@ def _pad_odd_reduction(sch, block) -> None:
         pass
 
 
-# A reduction along a row this long or longer sums it in vector lanes (_sum_in_lanes)
-_LANE_REDUCTION_MIN = 64
-
-
 def _sum_in_lanes(sch, block) -> None:
     """A reduction over each row's last, contiguous axis (LayerNorm's mean and variance,
     softmax's max and sum) as partial sums in 16 lanes (rfactor: [rows..., 16], the lanes the
@@ -254,15 +246,14 @@ def _sum_in_lanes(sch, block) -> None:
             or kinds.count(tvm.tirx.IterVar.CommReduce) != 1):
         return
     extent = sch.get(loops[-1]).extent
-    if not isinstance(extent, (int, tvm.tirx.IntImm)) or int(extent) < _LANE_REDUCTION_MIN \
-            or int(extent) % _VECTOR[0]:
+    if not isinstance(extent, (int, tvm.tirx.IntImm)) or int(extent) < rows.MIN_ROW \
+            or int(extent) % rows.LANES:
         return
     read = sch.get(block).reads
     if not any(len(r.region) == len(ivs) for r in read):
         return  # not a row of a tensor of the block's own rank
-    _, lane = sch.split(loops[-1], [None, _VECTOR[0]])
     try:
-        sch.rfactor(lane, len(ivs) - 1)
+        rows.in_lanes(sch, block)
     except Exception:  # noqa: BLE001 - not a plain sum/max: stays as it is
         pass
 

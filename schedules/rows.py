@@ -22,8 +22,12 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
+from .common import is_elementwise
+
+# A row reduction this long or longer sums in LANES vector lanes, here and in default_cpu's
+# block-by-block schedule (_sum_in_lanes); shorter rows: lanes do not pay
 LANES = 16
-MIN_ROW = 64  # shorter rows: lanes do not pay (default_cpu's generic schedule instead)
+MIN_ROW = 64
 
 _SPATIAL, _REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
@@ -50,7 +54,7 @@ def row_blocks(sch: s_tir.Schedule):
         return None
     last = sch.get(blocks[-1]).iter_vars
     rows = _extents(last[:-1])
-    if not rows or any(iv.iter_type != _SPATIAL for iv in last):
+    if not rows or not is_elementwise(sch, blocks[-1]):
         return None
     reductions = 0
     for block in blocks:
@@ -72,14 +76,19 @@ def row_blocks(sch: s_tir.Schedule):
     return blocks if reductions else None
 
 
+def in_lanes(sch: s_tir.Schedule, block):
+    """Sum (or max) a row reduction along its last loop as LANES partial results, then those
+    (rfactor); returns the block of the partial results."""
+    _, lane = sch.split(sch.get_loops(block)[-1], [None, LANES])
+    return sch.rfactor(lane, len(sch.get(block).iter_vars) - 1)
+
+
 def schedule_rows(sch: s_tir.Schedule, blocks) -> None:
     """Compute each row start to end (see the module docstring)."""
     lanes = []
     for block in blocks:
-        kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
-        if kinds[-1] == _REDUCE:
-            _, lane = sch.split(sch.get_loops(block)[-1], [None, LANES])
-            lanes.append(sch.rfactor(lane, len(kinds) - 1))
+        if sch.get(block).iter_vars[-1].iter_type == _REDUCE:
+            lanes.append(in_lanes(sch, block))
     children = list(sch.get_child_blocks(sch.get_sblock("root")))
     last = children[-1]
     loops = sch.get_loops(last)
